@@ -1,0 +1,1 @@
+"""autoresearch cockpit: supervise autonomous ML research."""
