@@ -1,0 +1,75 @@
+"""Settings: defaults < `[tool.cockpit]` in the main worktree's pyproject.toml <
+`.autoresearch/config.toml` < command-line flags."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """A settings file that cannot be read or holds an invalid value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "local"            # local | modal
+    review: str = "auto"              # auto | gate
+    review_timeout_s: float = 1800.0  # gate: fall back to the automatic rule after this long
+    min_delta: float = 0.0            # keep only if val_bpb beats the branch best by more than this
+    k_sigma: float = 2.0              # ... or by k times the noise measured from repeated runs
+    near_miss: float = 0.002          # discards this close to the best are near-misses
+    contended_frac: float = 0.25      # num_steps or tok/s this far below the baseline -> contended
+    crash_streak: int = 3             # consecutive crashes of one agent -> stop and rethink
+    timeout_factor: float = 2.0       # hard timeout = factor x the effective time budget
+    kill_grace_s: float = 5.0         # TERM, then KILL after this long
+    agent_command: str = "claude"     # what `cockpit agent new` starts in a pane
+    modal_gpu: str = "H100"
+    tag: str = ""                     # default run tag; empty -> derived from the branch
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+_CHOICES = {"backend": ("local", "modal"), "review": ("auto", "gate")}
+
+
+def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Settings:
+    types = {f.name: type(getattr(settings, f.name)) for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in types:
+            raise ConfigError(f"{source}: unknown setting {key!r} in [tool.cockpit]")
+        try:
+            values[name] = types[name](value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: setting {key!r} = {value!r} is not a valid "
+                              f"{types[name].__name__}") from exc
+        if name in _CHOICES and values[name] not in _CHOICES[name]:
+            raise ConfigError(f"{source}: {key} must be one of {', '.join(_CHOICES[name])}")
+    return replace(settings, **values)
+
+
+def load_settings(main_worktree: Path | None) -> Settings:
+    settings = Settings()
+    if main_worktree is None:
+        return settings
+    for path, table_path in ((main_worktree / "pyproject.toml", ("tool", "cockpit")),
+                             (main_worktree / ".autoresearch" / "config.toml", ())):
+        if not path.is_file():
+            continue
+        try:
+            table: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        for key in table_path:
+            table = table.get(key, {})
+        settings = _from_mapping(settings, table, path)
+    return settings

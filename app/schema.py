@@ -1,0 +1,82 @@
+"""Ledger schema and migrations; `PRAGMA user_version` holds the version."""
+from __future__ import annotations
+
+from typing import Callable
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+# Summary keys that get a column of their own (everything is also kept in summary_json).
+SUMMARY_COLUMNS = (
+    "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
+    "total_tokens_M", "num_steps", "num_params_M", "depth",
+    "time_budget", "max_seq_len", "eval_tokens", "vocab_size",
+)
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["experiments"].create({
+        "id": int, "tag": str, "agent": str, "worktree": str, "branch": str,
+        "parent_sha": str, "commit_sha": str, "description": str, "hypothesis": str,
+        "category": str, "backend": str, "status": str, "decision": str, "review": str,
+        "reason": str,
+        "val_bpb": float, "training_seconds": float, "total_seconds": float,
+        "peak_vram_mb": float, "mfu_percent": float, "total_tokens_M": float, "num_steps": int,
+        "num_params_M": float, "depth": int,
+        "time_budget": float, "max_seq_len": int, "eval_tokens": int, "vocab_size": int,
+        "device": str, "summary_json": str,
+        "delta": float, "margin": float, "near_miss": int, "contended": int, "integrity": int,
+        "needs_rerun": int, "repeat_of": int, "exit_code": int,
+        "log_path": str, "pid": int, "pid_start": float, "runner_pid": int,
+        "runner_start": float, "modal_call_id": str,
+        "progress_pct": float, "last_loss": float, "remaining_s": float, "crash_tail": str,
+        "kill_requested_at": float, "adopted_sha": str, "import_key": str,
+        "created_at": float, "started_at": float, "finished_at": float, "heartbeat_at": float,
+    }, pk="id", not_null={"created_at"},
+        defaults={"tag": "", "agent": "", "worktree": "", "branch": "", "parent_sha": "",
+                  "commit_sha": "", "description": "", "hypothesis": "", "category": "",
+                  "backend": "local", "status": "registered", "reason": "", "device": "",
+                  "summary_json": "", "near_miss": 0, "contended": 0, "integrity": 0,
+                  "needs_rerun": 0, "log_path": "", "modal_call_id": "", "crash_tail": "",
+                  "adopted_sha": ""})
+    db.execute("CREATE UNIQUE INDEX idx_experiments_import_key ON experiments(import_key)")
+    db["experiments"].create_index(["tag"])
+    db["experiments"].create_index(["agent"])
+    db["experiments"].create_index(["branch", "decision"])
+    db["experiments"].create_index(["status"])
+
+    db["steps"].create({
+        "id": int, "experiment_id": int, "step": int, "t": float, "progress_pct": float,
+        "loss": float, "lrm": float, "dt_ms": float, "tok_per_sec": float, "mfu_pct": float,
+        "remaining_s": float,
+    }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")], not_null={"experiment_id"})
+    db["steps"].create_index(["experiment_id", "step"])
+
+    db["events"].create({
+        "id": int, "at": float, "kind": str, "experiment_id": int, "agent": str, "actor": str,
+        "detail": str,
+    }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")],
+        not_null={"at", "kind"}, defaults={"agent": "", "actor": "", "detail": "{}"})
+    db["events"].create_index(["experiment_id"])
+    db.execute("CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events "
+               "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
+    db.execute("CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events "
+               "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
+
+    db["notes"].create({
+        "id": int, "at": float, "text": str, "experiment_id": int, "agent": str, "author": str,
+    }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")], not_null={"at", "text"},
+        defaults={"agent": "", "author": ""})
+    db["notes"].create_index(["experiment_id"])
+
+    db["agents"].create({
+        "name": str, "tag": str, "branch": str, "worktree": str, "command": str, "kind": str,
+        "state": str, "pane_id": str, "tmux_socket": str, "pid": int, "pid_start": float,
+        "created_at": float, "updated_at": float,
+    }, pk="name", defaults={"tag": "", "branch": "", "worktree": "", "command": "",
+                            "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
+
+
+# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction.
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
