@@ -287,6 +287,27 @@ class Ledger:
             if event:
                 self._event(event, exp_id, agent, actor, detail or {})
 
+    def transition(self, exp_id: int, expect: dict[str, Any], *, event: str | None = None,
+                   actor: str = "runner", detail: dict[str, Any] | None = None,
+                   **values: Any) -> bool:
+        """Compare-and-set: update only if every `expect` column still holds its value (a tuple
+        means any of its values); False, and nothing written, if another writer got there first."""
+        unknown = (set(values) | set(expect)) - set(EXPERIMENT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        with self.write():
+            row = self.conn.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"no experiment #{exp_id}")
+            for column, wanted in expect.items():
+                if row[column] not in (wanted if isinstance(wanted, tuple) else (wanted,)):
+                    return False
+            if values:
+                self.db["experiments"].update(exp_id, values)
+            if event:
+                self._event(event, exp_id, row["agent"] or "", actor, detail or {})
+        return True
+
     def _agent_of(self, exp_id: int) -> str:
         row = self.conn.execute("SELECT agent FROM experiments WHERE id = ?", (exp_id,)).fetchone()
         if row is None:

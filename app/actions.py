@@ -1,0 +1,104 @@
+"""Human actions on experiments, shared by the `cockpit` CLI and the TUI.
+
+Each action writes a request or a verdict to the ledger, with its audit event, in one
+compare-and-set transaction, so a human and a runner racing on one row never both win. The
+resource owner carries the request out: the runner stops its own child when it sees a kill
+request. Only when the runner is gone does an action touch a process itself, and then only
+after checking the recorded start time (procs.py).
+"""
+from __future__ import annotations
+
+import time
+
+from app.ledger import LIVE_STATUSES, Experiment, Ledger, LedgerError
+from app.procs import same_process, stop_if_same
+
+
+class ActionError(Exception):
+    """An action that cannot be done; the message is one line for the human."""
+
+
+def _experiment(ledger: Ledger, exp_id: int) -> Experiment:
+    try:
+        return ledger.get(exp_id)
+    except LedgerError as exc:
+        raise ActionError(str(exc)) from exc
+
+
+def request_kill(ledger: Ledger, exp_id: int, actor: str = "human", *,
+                 grace_s: float = 5.0) -> str:
+    """Ask the runner of a live experiment to stop it; if the runner is gone, stop the recorded
+    child ourselves (only if its start time still matches) and mark the experiment killed."""
+    exp = _experiment(ledger, exp_id)
+    if not exp.is_live:
+        raise ActionError(f"#{exp_id} is not running (it is {exp.effective_decision})")
+    now = time.time()
+    if not ledger.transition(exp_id, {"status": LIVE_STATUSES}, event="kill", actor=actor,
+                             detail={"runner_alive": True}, kill_requested_at=now):
+        raise ActionError(f"#{exp_id} finished before the kill request landed")
+    if same_process(exp.runner_pid, exp.runner_start):
+        return f"kill requested for #{exp_id}: its runner (pid {exp.runner_pid}) stops it within 1 s"
+    signalled = stop_if_same(exp.pid, exp.pid_start, grace_s)
+    what = (f"stopped its process group (pid {exp.pid})" if signalled
+            else "its training process is already gone, signalled nothing")
+    if exp.modal_call_id:
+        what += f"; Modal call {exp.modal_call_id} ends with its own timeout"
+    ledger.transition(exp_id, {"status": LIVE_STATUSES}, event="decide", actor=actor,
+                      detail={"decision": "killed", "runner_alive": False, "signalled": signalled},
+                      status="finished", decision="killed", finished_at=time.time(),
+                      reason=f"killed by {actor}; the runner was gone, {what}")
+    return f"#{exp_id} killed: its runner was gone, {what}"
+
+
+def _review(ledger: Ledger, exp_id: int, actor: str, verdict: str, decision: str) -> str:
+    exp = _experiment(ledger, exp_id)
+    if exp.review != "pending":
+        state = exp.review or "not under review"
+        raise ActionError(f"#{exp_id} is not awaiting review (review: {state})")
+    event = "approve" if verdict == "approved" else "reject"
+    if not ledger.transition(exp_id, {"review": "pending"}, event=event, actor=actor,
+                             detail={"decision": decision}, review=verdict, decision=decision,
+                             reason=f"{verdict} by {actor}"):
+        raise ActionError(f"#{exp_id} was decided by someone else a moment ago")
+    return f"#{exp_id} {verdict} ({decision})"
+
+
+def approve(ledger: Ledger, exp_id: int, actor: str = "human") -> str:
+    """A pending keep-candidate becomes a keep."""
+    return _review(ledger, exp_id, actor, "approved", "keep")
+
+
+def reject(ledger: Ledger, exp_id: int, actor: str = "human") -> str:
+    """A pending keep-candidate becomes a discard (the agent resets its commit)."""
+    return _review(ledger, exp_id, actor, "rejected", "discard")
+
+
+def add_note(ledger: Ledger, text: str, exp_id: int | None = None, actor: str = "human",
+             agent: str = "") -> int:
+    """A memory for the agents and the human: free text, optionally about one experiment."""
+    text = text.strip()
+    if not text:
+        raise ActionError("a note needs some text")
+    if exp_id is not None:
+        _experiment(ledger, exp_id)
+    return ledger.add_note(text, experiment_id=exp_id, agent=agent, author=actor)
+
+
+def reap_lost(ledger: Ledger, stale_after_s: float = 5.0) -> list[int]:
+    """Mark `lost` every live experiment whose heartbeat is stale and whose runner is dead."""
+    if ledger.read_only:
+        return []
+    now = time.time()
+    lost = []
+    for exp in ledger.live():
+        last_seen = exp.heartbeat_at or exp.started_at or exp.created_at
+        if now - last_seen < stale_after_s or same_process(exp.runner_pid, exp.runner_start):
+            continue
+        reason = (f"runner (pid {exp.runner_pid}) is gone; last heartbeat "
+                  f"{now - last_seen:.0f} s ago")
+        if ledger.transition(exp.id, {"status": LIVE_STATUSES, "heartbeat_at": exp.heartbeat_at},
+                             event="decide", actor="cockpit",
+                             detail={"decision": "lost", "runner_pid": exp.runner_pid},
+                             status="finished", decision="lost", finished_at=now, reason=reason):
+            lost.append(exp.id)
+    return lost
