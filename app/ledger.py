@@ -187,16 +187,7 @@ class Ledger:
         self.conn = self._connect()
         self.db = sqlite_utils.Database(self.conn)
         try:
-            try:
-                self._check_and_migrate()
-            except sqlite3.OperationalError:
-                if not read_only:
-                    raise
-                # A WAL ledger in a directory we cannot write (someone else's): open it immutable.
-                self.conn.close()
-                self.conn = self._connect(immutable=True)
-                self.db = sqlite_utils.Database(self.conn)
-                self._check_and_migrate()
+            self._check_and_migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise LedgerError(f"{self.path} is not a cockpit ledger ({exc})") from exc
@@ -204,9 +195,9 @@ class Ledger:
             self.conn.close()
             raise
 
-    def _connect(self, immutable: bool = False) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         if self.read_only:
-            uri = f"{self.path.resolve().as_uri()}?{'immutable=1' if immutable else 'mode=ro'}"
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
         else:

@@ -186,7 +186,7 @@ def test_eight_writer_processes_lose_nothing(tmp_path: Path) -> None:
         assert ledger.conn.execute("SELECT count(*) FROM steps").fetchone()[0] == 320
 
 
-def test_read_only_falls_back_to_immutable_when_wal_files_cannot_be_made(tmp_path: Path) -> None:
+def test_read_only_opens_when_wal_files_cannot_be_made(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     with Ledger(path) as ledger:
         ledger.register(agent="theirs")
