@@ -92,6 +92,10 @@ class Experiment:
         return json.loads(self.summary_json) if self.summary_json else {}
 
     @property
+    def val_bpb_text(self) -> str:
+        return "—" if self.val_bpb is None else f"{self.val_bpb:.6f}"
+
+    @property
     def is_live(self) -> bool:
         return self.status in LIVE_STATUSES
 
