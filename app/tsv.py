@@ -82,7 +82,7 @@ def parse_results_tsv(data: bytes, status_map: Mapping[str, str] | None = None) 
     """Parse results.tsv bytes; raises TsvFormatError if the first line is no recognisable header.
 
     `status_map` maps a fork's own statuses (e.g. "tentative") onto keep/discard/crash; the
-    original is kept in `extra["original_status"]`. Unmapped unknown statuses are skipped.
+    original is kept in `extra["original_status"]`. Unmapped unknown statuses import as discard.
     """
     mapping = _check_status_map(status_map or {})
     if data.startswith(_BOM):
@@ -185,7 +185,11 @@ def _parse_row(
         extra["original_status"] = by_key["status"]
         status = status_map[status]
     if status not in STATUSES:
-        return Skipped(line_no, f"unknown status {by_key['status']!r} (expected {', '.join(STATUSES)})")
+        # A fork's own status (tentative, repair, support…) is a measured run nobody kept.
+        extra["original_status"] = by_key["status"]
+        notes.append(f"unknown status {by_key['status']!r} imported as discard "
+                     f"(expected {', '.join(STATUSES)})")
+        status = "discard"
     raw_val = by_key["val_bpb"]
     try:
         val_bpb = _measurement(raw_val)

@@ -47,26 +47,29 @@ def test_real_file_matches_an_independent_reading(path):
     result = read_results_tsv(path)
 
     assert result.has_header and result.columns == list(expected[0])
-    assert len(result.rows) == len(known)
-    assert [s.line_no for s in result.skipped] == unknown_lines
-    assert all("unknown status" in s.reason for s in result.skipped)
-    assert result.repaired == []
-    assert [r.commit for r in result.rows] == [r["commit"] for r in known]
-    assert [r.description for r in result.rows] == [r["description"] for r in known]
+    assert len(result.rows) == len(expected) and result.skipped == []
+    assert [r.line_no for r in result.repaired] == unknown_lines
+    assert all("unknown status" in r.reason for r in result.repaired)
+    assert [r.commit for r in result.rows] == [r["commit"] for r in expected]
+    assert [r.description for r in result.rows] == [r["description"] for r in expected]
+    unknown_rows = [r for r in result.rows if r.line_no in unknown_lines]
+    assert all(r.status == "discard" and r.extra["original_status"] for r in unknown_rows)
 
     def count(status):
         return sum(r["status"] == status for r in expected)
 
-    for status in ("keep", "discard", "crash"):
+    for status in ("keep", "crash"):
         assert sum(r.status == status for r in result.rows) == count(status)
-    measured = [float(r["val_bpb"]) for r in known if float(r["val_bpb"]) > 0]
-    kept = [float(r["val_bpb"]) for r in known if r["status"] == "keep"]
+    assert sum(r.status == "discard" for r in result.rows) == count("discard") + len(unknown_lines)
+    measured = [float(r["val_bpb"]) for r in expected if float(r["val_bpb"]) > 0]
+    kept = [float(r["val_bpb"]) for r in expected if r["status"] == "keep"]
     assert min(r.val_bpb for r in result.rows if r.val_bpb is not None) == min(measured)
     assert min(r.val_bpb for r in result.rows if r.status == "keep") == min(kept)
-    assert sum(r.val_bpb is None for r in result.rows) == len(known) - len(measured)
+    assert sum(r.val_bpb is None for r in result.rows) == len(expected) - len(measured)
     extra_columns = [c for c in expected[0] if c not in UPSTREAM_COLUMNS]
-    for row, plain in zip(result.rows, known):
-        assert row.extra == {c: plain[c] for c in extra_columns}
+    for row, plain in zip(result.rows, expected):
+        extra = {k: v for k, v in row.extra.items() if k != "original_status"}
+        assert extra == {c: plain[c] for c in extra_columns}
 
 
 def test_real_files_have_the_documented_shapes():
@@ -184,12 +187,13 @@ def test_malformed_rows_are_skipped_with_line_numbers_and_reasons():
         + "a7b8c9d\t0.980000\t44.0\tdiscard\tgood too\n"     # 9
     )
     result = parse(text)
-    assert [r.line_no for r in result.rows] == [2, 9]
+    assert [r.line_no for r in result.rows] == [2, 5, 9]
+    assert result.rows[1].status == "discard" and result.rows[1].extra["original_status"] == "maybe"
+    assert "unknown status 'maybe' imported as discard" in result.repaired[0].reason
     reasons = {s.line_no: s.reason for s in result.skipped}
-    assert list(reasons) == [3, 4, 5, 6, 7, 8]
+    assert list(reasons) == [3, 4, 6, 7, 8]
     assert reasons[3] == "no commit"
     assert "'abc' is not a number" in reasons[4]
-    assert "unknown status 'maybe'" in reasons[5]
     assert "no status" in reasons[6]
     assert "negative" in reasons[7]
     assert "'0,99' is not a number" in reasons[8]
@@ -205,7 +209,8 @@ def test_extra_tabs_join_into_a_trailing_description_or_skip():
     assert "5 fields but the header has 4 columns" in result.skipped[0].reason
     assert [r.commit for r in result.rows] == ["b2c3d4e"]
     both = parse(UPSTREAM_HEADER + "a1b2c3d\t0.99\t44.0\tmaybe\tuse\ttabs\n")
-    assert [s.line_no for s in both.skipped] == [2] and both.repaired == []
+    assert both.skipped == [] and both.rows[0].description == "use tabs"
+    assert [n.line_no for n in both.repaired] == [2, 2]
 
 
 def test_memory_and_val_bpb_special_values():
