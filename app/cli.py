@@ -1,7 +1,90 @@
-"""The `cockpit` command."""
+"""The `cockpit` command: the run ledger's CLI, and the TUI when called without a subcommand.
+
+Usage:
+    cockpit                                  # the TUI on this repository's ledger
+    cockpit run -m "what I changed" --hypothesis "why" --category optimizer
+    cockpit history --json | cockpit suggest | cockpit note "lesson" --exp 12
+
+Exit statuses: 0 ok (whatever an experiment's decision), 2 usage or refusal, 3 infrastructure.
+"""
 from __future__ import annotations
 
+import argparse
+import importlib
+import sqlite3
+import sys
+from typing import Sequence
 
-def main() -> int:
-    print("cockpit")
-    return 0
+from app.actions import ActionError
+from app.backends import BackendUnavailable
+from app.commands import EXIT_INFRA, EXIT_USAGE, CommandError, here, ledger_path, settings_for
+from app.config import ConfigError
+from app.git import GitError
+from app.ledger import LedgerError
+from app.runner_plan import RunInfraError, RunRefused
+from app.tsv import TsvFormatError
+
+# One line per command module; each has register(subparsers).
+COMMAND_MODULES = (
+    "app.commands.run",
+    "app.commands.query",
+    "app.commands.review",
+    "app.commands.tsvio",
+)
+
+_USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
+_INFRA_ERRORS = (LedgerError, RunInfraError, BackendUnavailable, sqlite3.Error, OSError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cockpit",
+        description="Supervise autoresearch agents: run, record and decide experiments. "
+                    "Without a command, open the cockpit TUI.")
+    parser.add_argument("--ledger", metavar="PATH",
+                        help="ledger file (default: <main worktree>/.autoresearch/ledger.db, "
+                             "or $COCKPIT_LEDGER)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="TUI: look, never write (a ledger you cannot write)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def open_tui(args: argparse.Namespace) -> int:
+    try:
+        from app.tui import launch
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("app.tui", "app.tui.launch"):
+            raise
+        raise CommandError("the cockpit TUI is not available in this install (no app.tui); "
+                           "see `cockpit --help` for the commands", EXIT_INFRA) from exc
+    result = launch(ledger_path(args), args.read_only, settings_for(here()))
+    return int(result or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            return open_tui(args)
+        return int(args.handler(args) or 0)
+    except _USAGE_ERRORS as exc:
+        code = exc.code if isinstance(exc, CommandError) else EXIT_USAGE
+        return _fail(exc, code)
+    except _INFRA_ERRORS as exc:
+        return _fail(exc, EXIT_INFRA)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"cockpit: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

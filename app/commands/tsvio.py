@@ -1,0 +1,152 @@
+"""`cockpit import results.tsv` and `cockpit export tsv`: upstream's results file in and out."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.commands import CommandError, add_json_flag, open_ledger, print_json
+from app.ledger import Ledger
+from app.schema import SUMMARY_COLUMNS
+from app.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_key, write_results_tsv
+
+IMPORT_BACKEND = "import"  # backend recorded for rows that came from a results.tsv
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("import", help="import a results.tsv (idempotent; fork variants ok)")
+    p.add_argument("path", type=Path, help="results.tsv to import")
+    p.add_argument("--tag", help="tag for the imported rows (default: the file's name)")
+    p.add_argument("--agent", default="imported", help="agent for the imported rows")
+    p.add_argument("--branch", default="", help="branch the rows were run on, if known")
+    p.add_argument("--map-status", action="append", default=[], metavar="FORK=STATUS",
+                   help="map a fork's own status onto keep/discard/crash (repeatable)")
+    add_json_flag(p)
+    p.set_defaults(handler=import_command)
+
+    p = subparsers.add_parser("export", help="export the ledger as upstream's 5-column results.tsv")
+    p.add_argument("format", choices=("tsv",), help="output format")
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    p.add_argument("--tag", help="only this tag")
+    p.add_argument("--agent", help="only this agent")
+    p.add_argument("--branch", help="only this branch")
+    p.set_defaults(handler=export_command)
+
+
+def _status_map(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise CommandError(f"--map-status wants FORK=STATUS, got {pair!r}")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def _fields(row: TsvRow, tag: str, agent: str, branch: str, source: str) -> dict:
+    now = time.time()
+    values = dict(
+        tag=tag, agent=agent, branch=branch, commit_sha=row.commit, description=row.description,
+        hypothesis=row.extra.get("hypothesis", ""),
+        category=(row.extra.get("category") or row.extra.get("kind") or "").lower(),
+        backend=IMPORT_BACKEND, status="finished", decision=row.status, val_bpb=row.val_bpb,
+        peak_vram_mb=None if row.memory_gb is None else row.memory_gb * 1024,
+        summary_json=json.dumps(row.extra, ensure_ascii=False), import_key=row_key(row),
+        reason=f"imported from {source} line {row.line_no}",
+        created_at=now, finished_at=now)
+    for key in SUMMARY_COLUMNS:
+        if key in row.extra and key not in values:
+            try:
+                number = float(row.extra[key].replace(",", ""))
+            except ValueError:
+                continue
+            if math.isfinite(number):
+                values[key] = int(number) if key == "num_steps" else number
+    return values
+
+
+@dataclass
+class ImportReport:
+    added: int
+    already: int
+    skipped: list[dict]
+    repaired: list[dict]
+
+
+def import_rows(ledger: Ledger, rows: list[TsvRow], tag: str, agent: str, branch: str,
+                source: str) -> tuple[int, int]:
+    """Insert rows not yet in the ledger, all in one transaction: (added, already there)."""
+    added = 0
+    with ledger.write() as conn:
+        for row in rows:
+            values = _fields(row, tag, agent, branch, source)
+            columns = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            cursor = conn.execute(f"INSERT OR IGNORE INTO experiments ({columns}) VALUES ({marks})",
+                                  list(values.values()))
+            added += cursor.rowcount
+    if added:
+        ledger.event("import", actor="cli", agent=agent, source=source, tag=tag, added=added)
+    return added, len(rows) - added
+
+
+def import_command(args: argparse.Namespace) -> int:
+    if not args.path.is_file():
+        raise CommandError(f"no file {args.path}")
+    try:
+        parsed = read_results_tsv(args.path, _status_map(args.map_status))
+    except UnicodeError as exc:
+        raise CommandError(f"{args.path}: {exc}") from exc
+    except ValueError as exc:  # TsvFormatError included: a file we cannot read as results.tsv
+        raise CommandError(str(exc)) from exc
+    tag = args.tag or args.path.stem
+    with open_ledger(args) as ledger:
+        try:
+            added, already = import_rows(ledger, parsed.rows, tag, args.agent, args.branch,
+                                         args.path.name)
+        except sqlite3.IntegrityError as exc:
+            raise CommandError(f"import of {args.path} failed, nothing imported: {exc}") from exc
+    report = ImportReport(added, already,
+                          [{"line": s.line_no, "reason": s.reason} for s in parsed.skipped],
+                          [{"line": r.line_no, "reason": r.reason} for r in parsed.repaired])
+    if args.json:
+        print_json({"path": str(args.path), "tag": tag, **vars(report)})
+        return 0
+    print(f"{args.path.name}: {added} imported, {already} already in the ledger, "
+          f"{len(report.skipped)} skipped (tag {tag})")
+    for item in report.skipped:
+        print(f"  skipped line {item['line']}: {item['reason']}")
+    for item in report.repaired:
+        print(f"  line {item['line']}: {item['reason']}")
+    return 0
+
+
+@dataclass
+class _ExportRow:
+    commit: str
+    val_bpb: float | None
+    memory_gb: float | None
+    status: str
+    description: str
+
+
+def export_command(args: argparse.Namespace) -> int:
+    with open_ledger(args) as ledger:
+        rows = [
+            _ExportRow(commit=e.commit_sha[:7], val_bpb=e.val_bpb,
+                       memory_gb=None if e.peak_vram_mb is None else e.peak_vram_mb / 1024,
+                       status=e.decision or "", description=e.description)
+            for e in ledger.experiments(tag=args.tag, agent=args.agent, branch=args.branch)
+            if e.decision in EXPORT_STATUS and e.commit_sha]
+    try:
+        count = write_results_tsv(rows, args.output if args.output else sys.stdout)
+    except ValueError as exc:
+        raise CommandError(f"export failed, nothing written: {exc}") from exc
+    if args.output:
+        print(f"{count} rows written to {args.output}", file=sys.stderr)
+    return 0
