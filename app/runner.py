@@ -21,7 +21,7 @@ from app.ledger import Ledger, StepRow, summary_columns
 from app.logparse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, Verdict, decide, is_contended
 from app.runner_context import Context, constants_mismatch, gather, tok_per_sec
-from app.runner_plan import Plan
+from app.runner_plan import Plan, RunInfraError
 from app.runner_report import RunResult, build_result
 
 HEARTBEAT_S = 1.0  # step rows and heartbeat at most this often
@@ -87,7 +87,7 @@ class Runner:
                                status="finished", decision="lost", finished_at=time.time(),
                                log_path=str(log_path),
                                reason=f"{plan.backend} backend failed to start: {exc}")
-            raise
+            raise RunInfraError(f"{plan.backend} backend failed to start: {exc}") from exc
         self._t0 = time.time()
         self.ledger.update(self.exp_id, event="start",
                            detail={"backend": plan.backend, "ident": run.ident},
@@ -206,7 +206,7 @@ class Runner:
                          main_branch=plan.main_branch,
                          constants={k: v for k, v in constants.items() if _finite(v) is not None})
         verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
-        verdict = self._adjust(verdict, supervised, summary, context)
+        verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
         flags = self._flags(verdict, summary, context)
         decision = verdict.decision
         review = None
@@ -232,11 +232,16 @@ class Runner:
                             parsed.tail, str(log_path), flags)
 
     def _adjust(self, verdict: Verdict, supervised: Supervised, summary: dict | None,
-                context: Context) -> Verdict:
-        """Our rules on top of the policy: unusable summaries, integrity, repeats."""
-        if verdict.decision not in ("keep", "discard"):
-            if supervised.stream_error and verdict.decision == "crash":
+                context: Context, failed: bool) -> Verdict:
+        """Our rules on top of the policy: clearer crash reasons, unusable summaries,
+        integrity, repeats."""
+        if verdict.decision == "crash":
+            if supervised.stream_error:
                 return Verdict("crash", supervised.stream_error, margin=verdict.margin)
+            if failed and "FAIL" not in verdict.reason:
+                return Verdict("crash", f"train.py reported FAIL (loss NaN or > 100), "
+                               f"{verdict.reason}", margin=verdict.margin)
+        if verdict.decision not in ("keep", "discard"):
             return verdict
         problems = summary_problems(summary)
         if problems:

@@ -74,7 +74,7 @@ print()
 training = time.time() - t0
 print("Evaluating...")
 if SUMMARY != "none":
-    val = float("nan") if SUMMARY == "nan" else VAL_BPB
+    val = float("nan") if SUMMARY == "nan" else float(os.environ.get("STANDIN_VAL_BPB", VAL_BPB))
     print("---")
     print(f"val_bpb:          {val:.6f}")
     print(f"training_seconds: {training:.1f}")
@@ -156,3 +156,34 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def cli(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """Run `cockpit ARGS` inside this process (fast); returns (exit status, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse usage errors
+                code = int(exc.code or 0)
+    finally:
+        os.chdir(previous)
+    return code, out.getvalue(), err.getvalue()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
