@@ -211,8 +211,11 @@ def test_live_progress_and_records_per_chunk() -> None:
     records = parser.feed((step_text(1)[20:] + "\r" + step_text(2)).encode())
     assert [record.step for record in records] == [1]
     assert parser.num_step_records == 2 and parser.last_step.step == 1
+    assert parser.lines_seen == 0
+    assert parser.bytes_seen == len("\r\r\r" + step_text(0) + step_text(1) + step_text(2))
     result = parser.finish()
     assert result.last_step is not None and result.last_step.step == 2
+    assert parser.lines_seen == 1  # the unterminated line ends at EOF
     assert parser.finish() is result
     with pytest.raises(RuntimeError):
         parser.feed(b"more")
