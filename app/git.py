@@ -97,9 +97,9 @@ class AdoptResult:
 # ---------------------------------------------------------------------------
 # Running git
 
-def _run(cwd: Path | str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(cwd: Path | str, *args: str) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(["git", "-C", str(cwd), *args], input=stdin, capture_output=True, check=False)
+        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, check=False)
     except FileNotFoundError as exc:
         raise GitError("git is not installed (no `git` on PATH)") from exc
 
@@ -108,11 +108,12 @@ def _git(cwd: Path | str, *args: str) -> str:
     """Run git and return stdout without its trailing newline; GitError on failure."""
     proc = _run(cwd, *args)
     if proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed in {cwd}: {_last_line(proc.stderr)}")
+        raise GitError(f"git {args[0]} failed in {cwd}: {_error_line(proc.stderr)}")
     return proc.stdout.decode("utf-8", "replace").rstrip("\n")
 
 
-def _last_line(stderr: bytes) -> str:
+def _error_line(stderr: bytes) -> str:
+    """git's first `fatal:`/`error:` line, else its first line: the one that explains."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
     return (errors or lines or ["(no message)"])[0]
@@ -124,8 +125,7 @@ def _last_line(stderr: bytes) -> str:
 def main_worktree(path: Path | str) -> Path:
     """The main worktree of the repository that `path` (any worktree, any subfolder) belongs to."""
     start = Path(path).expanduser()
-    if start.is_file():
-        start = start.parent
+    start = start.parent if start.is_file() else start
     if not start.is_dir():
         raise GitError(f"{path} does not exist, so it is not inside a git repository")
     proc = _run(start, "rev-parse", "--git-common-dir")
@@ -147,7 +147,7 @@ def current_branch(path: Path | str) -> str | None:
     if proc.returncode == 1:
         return None
     if proc.returncode != 0:
-        raise GitError(f"git symbolic-ref failed in {path}: {_last_line(proc.stderr)}")
+        raise GitError(f"git symbolic-ref failed in {path}: {_error_line(proc.stderr)}")
     return proc.stdout.decode().strip()
 
 
@@ -297,10 +297,10 @@ def diff_stat(worktree: Path | str, base: str = "HEAD", paths: Sequence[str] = (
     """What the working tree (staged or not) changes against `base` in `paths`."""
     out = _git(worktree, "diff", "--numstat", base, "--", *paths)
     insertions = deletions = 0
-    changed = []
+    changed = []  # "-" counts below are binary files
     for line in out.splitlines():
         added, removed, name = line.split("\t", 2)
-        insertions += int(added) if added.isdigit() else 0  # "-" for binary files
+        insertions += int(added) if added.isdigit() else 0
         deletions += int(removed) if removed.isdigit() else 0
         changed.append(name)
     return DiffStat(len(changed), insertions, deletions, tuple(changed))
@@ -349,10 +349,10 @@ def adopt(main: Path | str, exp_commit: str, parent_commit: str | None, message:
     if plan.main_dirty:
         raise MainDirty(f"main worktree {plan.main} has uncommitted changes "
                         f"({', '.join(plan.dirty_files)}); main untouched")
-    exp_bytes = _blob(plan.main, plan.exp_commit, TRAIN_PY)
-    if exp_bytes is None:
-        raise AdoptAborted(f"experiment commit {plan.exp_commit[:7]} has no {TRAIN_PY}; main untouched")
-    main_bytes = _blob(plan.main, plan.main_head, TRAIN_PY) or b""
+    exp_bytes, main_bytes = (_blob(plan.main, sha, TRAIN_PY) for sha in (plan.exp_commit, plan.main_head))
+    if exp_bytes is None or main_bytes is None:
+        where = f"experiment commit {plan.exp_commit[:7]}" if exp_bytes is None else f"main ({plan.branch})"
+        raise AdoptAborted(f"{where} has no committed {TRAIN_PY}; main untouched")
     new_bytes = exp_bytes if mode == "exact" else _merge_train_py(plan, main_bytes, exp_bytes)
     if new_bytes == main_bytes:
         raise AdoptAborted(f"main's {TRAIN_PY} already has experiment {plan.exp_commit[:7]}'s "
@@ -384,7 +384,7 @@ def _merge_train_py(plan: AdoptPlan, main_bytes: bytes, exp_bytes: bytes) -> byt
         raise MergeConflict(f"3-way merge of {TRAIN_PY} (main {plan.main_head[:7]}, experiment "
                             f"{plan.exp_commit[:7]}) has {proc.returncode} conflict(s); main untouched",
                             proc.returncode)
-    raise GitError(f"git merge-file failed: {_last_line(proc.stderr)}")
+    raise GitError(f"git merge-file failed: {_error_line(proc.stderr)}")
 
 
 def _commit_train_py(main: Path, new_bytes: bytes, old_bytes: bytes, message: str) -> None:
@@ -395,4 +395,4 @@ def _commit_train_py(main: Path, new_bytes: bytes, old_bytes: bytes, message: st
     if proc.returncode != 0:
         target.write_bytes(old_bytes)
         _run(main, "reset", "--quiet", "--", TRAIN_PY)
-        raise GitError(f"git commit on main failed: {_last_line(proc.stderr)}; main untouched")
+        raise GitError(f"git commit on main failed: {_error_line(proc.stderr)}; main untouched")

@@ -8,6 +8,7 @@ server (the one in $TMUX when inside tmux). Agent panes carry their name in the 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 AGENT_OPTION = "@cockpit_agent"  # pane user option holding the agent's name
 MIN_PANE_WIDTH = 40  # columns a split may leave each half; below this a new window opens
 MIN_PANE_HEIGHT = 8  # rows a split may leave each half
+DEFAULT_SESSION_SIZE = (200, 50)  # columns, rows of a new detached session when there is no terminal
 
 _FIELDS = ("pane_id", "session_name", "window_id", "window_index", "window_active", "pane_active", "pane_dead",
            "pane_pid", "pane_width", "pane_height", "pane_current_command", AGENT_OPTION, "pane_title")
@@ -118,10 +120,14 @@ def has_session(name: str, socket: str | None = None) -> bool:
 def ensure_session(name: str, cmd: Command = None, cwd: Path | str | None = None,
                    env: Mapping[str, str] | None = None, *, title: str | None = None,
                    size: tuple[int, int] | None = None, socket: str | None = None) -> Pane:
-    """The first pane of session `name`, creating the session detached with `cmd` in it if needed."""
+    """The first pane of session `name`, creating the session detached with `cmd` in it if needed.
+
+    A new session takes `size` (columns, rows), by default this terminal's, so that agent panes
+    split beside the first one get a layout that suits the terminal that will attach.
+    """
     if not has_session(name, socket):
-        geometry = ["-x", str(size[0]), "-y", str(size[1])] if size else []
-        pane_id = _tmux(socket, "new-session", "-d", "-s", name, *geometry,
+        columns, rows = size or shutil.get_terminal_size(DEFAULT_SESSION_SIZE)
+        pane_id = _tmux(socket, "new-session", "-d", "-s", name, "-x", str(columns), "-y", str(rows),
                         *_launch_args(cmd, cwd, env)).strip()
         _label(pane_id, title, None, socket)
     return list_panes(name, socket)[0]

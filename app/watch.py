@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from watchfiles import Change, awatch, watch
 
@@ -51,9 +50,14 @@ class WorktreeGone:
     worktree: Path
 
 
-WatchEvent = Union[TrainPyChanged, RunLogChanged, ResultsTsvChanged, WorktreeGone]
+WatchEvent = TrainPyChanged | RunLogChanged | ResultsTsvChanged | WorktreeGone
 _EVENT_FOR_NAME = {"train.py": TrainPyChanged, "run.log": RunLogChanged, "results.tsv": ResultsTsvChanged}
 _ORDER = {TrainPyChanged: 0, RunLogChanged: 1, ResultsTsvChanged: 2, WorktreeGone: 3}
+
+
+def _absolute(root: Path | str) -> Path:
+    """Absolute and normalised, symlinks kept: events name roots the way the caller did."""
+    return Path(os.path.abspath(root))
 
 
 class WorktreeWatcher:
@@ -65,10 +69,11 @@ class WorktreeWatcher:
 
     def __init__(self, roots: Iterable[Path | str] = (), *, debounce_ms: int = DEBOUNCE_MS,
                  step_ms: int = STEP_MS, force_polling: bool | None = None) -> None:
-        self._roots = {Path(root).absolute() for root in roots}
+        self._roots = {_absolute(root) for root in roots}
         self._lock = threading.Lock()
         self._wake = threading.Event()  # makes the running watch return: to restart or to stop
         self._stopped = threading.Event()
+        self._step_s = step_ms / 1000
         self._options = {"debounce": debounce_ms, "step": step_ms, "force_polling": force_polling,
                          "rust_timeout": IDLE_CHECK_MS, "yield_on_timeout": True, "recursive": False}
 
@@ -83,10 +88,10 @@ class WorktreeWatcher:
 
     def add(self, root: Path | str) -> None:
         """Watch another root; one that does not exist is reported as WorktreeGone."""
-        self._change_roots(Path(root).absolute(), add=True)
+        self._change_roots(_absolute(root), add=True)
 
     def remove(self, root: Path | str) -> None:
-        self._change_roots(Path(root).absolute(), add=False)
+        self._change_roots(_absolute(root), add=False)
 
     def stop(self) -> None:
         """End iteration (within about STEP_MS), so a thread or task using the watcher can exit."""
@@ -149,11 +154,10 @@ class WorktreeWatcher:
                     raise
 
     async def _sleep_until_woken(self, seconds: float) -> None:
-        step = self._options["step"] / 1000
-        for _ in range(max(1, round(seconds / step))):
+        for _ in range(max(1, round(seconds / self._step_s))):
             if self._wake.is_set():
                 return
-            await asyncio.sleep(step)
+            await asyncio.sleep(self._step_s)
 
     # -----------------------------------------------------------------------
     # From raw changes to events

@@ -277,6 +277,11 @@ def test_adopt_refuses_nothing_to_do_and_bad_input(repo: Path, agent: Path) -> N
         g.adopt(repo, exp, parent, "  ", "exact")
     with pytest.raises(g.GitError, match="not a commit"):
         g.adopt(repo, "0" * 40, parent, "adopt", "exact")
+    git(agent, "rm", "--quiet", "train.py")
+    git(agent, "commit", "--quiet", "-m", "drop train.py")
+    with pytest.raises(g.AdoptAborted, match="experiment commit .* has no committed train.py"):
+        g.adopt(repo, g.head_sha(agent), parent, "adopt", "exact")
+    assert git(repo, "status", "--porcelain") == "" and g.head_sha(repo) == parent
 
 
 def test_adopt_onto_master_from_a_worktree_path(tmp_path: Path) -> None:
