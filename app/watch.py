@@ -64,7 +64,8 @@ class WorktreeWatcher:
     """Yields lists of events for a changing set of worktree roots until stop() is called.
 
     Adding or removing a root restarts the underlying watch with the new set; changes made during
-    that restart (milliseconds) can be missed. Iterate from one consumer at a time.
+    that restart (milliseconds) can be missed. Iterate from one consumer at a time; a stopped
+    watcher stays stopped.
     """
 
     def __init__(self, roots: Iterable[Path | str] = (), *, debounce_ms: int = DEBOUNCE_MS,
@@ -165,6 +166,8 @@ class WorktreeWatcher:
     def _begin_round(self) -> tuple[list[Path], list[WatchEvent]]:
         """Arm the wake event, then take the roots to watch, dropping (and reporting) vanished ones."""
         self._wake.clear()
+        if self._stopped.is_set():  # stop() raced the clear: keep the watch from blocking
+            self._wake.set()
         with self._lock:
             gone = sorted(root for root in self._roots if not root.is_dir())
             self._roots.difference_update(gone)
