@@ -87,7 +87,7 @@ def modal_settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
             profiles = toml.loads(path.read_text(encoding="utf-8"))
     active = [name for name, values in profiles.items() if isinstance(values, dict) and values.get("active")]
     profile = environ.get("MODAL_PROFILE") or (active[0] if active else "default")
-    settings = dict(profiles.get(profile) or {})
+    settings = dict(profiles[profile]) if isinstance(profiles.get(profile), dict) else {}
     settings.update({key[len("MODAL_"):].lower(): value for key, value in environ.items() if key.startswith("MODAL_")})
     settings["config_path"] = str(path)
     return settings

@@ -14,6 +14,7 @@ import pytest
 
 from corehelpers import SMOKE_CONSTANTS, SMOKE_ENV, SUMMARY_KEYS, set_constants, write_corpus
 
+pytestmark = pytest.mark.timeout(300)  # a broken timeout/kill path must fail, not hang the suite
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import modal_train  # noqa: E402  (a script at the repo root, not part of the installed package)
