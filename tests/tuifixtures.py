@@ -124,7 +124,7 @@ def _experiment_row(index: int, spec: tuple, root: Path) -> dict[str, Any]:
         "log_path": str(root / "logs" / f"{exp_id}.log"), "created_at": created,
         "started_at": None if status == "registered" else created + 5,
         "finished_at": created + 330 if status == "finished" else None,
-        "heartbeat_at": created + 200 if status == "running" else None, **extra,
+        "heartbeat_at": FIXED_NOW - 1 if status == "running" else None, **extra,
     }
     if val_bpb is not None:
         row.update(training_seconds=300.1, total_seconds=325.9, peak_vram_mb=45060.2, mfu_percent=39.8,
@@ -197,3 +197,15 @@ def build_ledger(root: Path, *, with_logs: bool = True) -> TuiFixture:
 
 def fixed_clock(now: float = FIXED_NOW) -> Callable[[], float]:
     return lambda: now
+
+
+async def wait_until(pilot: Any, predicate: Callable[[], object], timeout: float = 5.0) -> float:
+    """Let the app run until `predicate()` is true; returns the seconds it took (fails on timeout)."""
+    import time
+
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await pilot.pause(0.02)
+    return time.monotonic() - start

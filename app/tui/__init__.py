@@ -1,0 +1,14 @@
+"""The cockpit TUI (Textual). `launch()` is what the `cockpit` command calls."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def launch(ledger_path: Path, read_only: bool = False, settings: Any = None) -> int:
+    """Run the cockpit on `ledger_path` until the user quits; returns the exit status."""
+    from app.tui.app import make_app  # Textual is imported only when the TUI is wanted
+
+    app = make_app(Path(ledger_path), read_only=read_only, settings=settings)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,147 @@
+"""The cockpit app: a factory, app-wide keys, screen pushes and the command palette hookup.
+
+Usage:
+    app = make_app(Path(".autoresearch/ledger.db"), read_only=True)
+    app.run()
+"""
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from app.textsafe import sanitize
+from app.tui.commands import CockpitCommands
+from app.tui.messages import ActionFinished
+from app.tui.screens.dashboard import DashboardScreen
+from app.tui.screens.help import HelpScreen
+from app.tui.widgets.experiments_table import one_line
+from app.tui import workers
+
+STYLES = Path(__file__).resolve().parents[2] / "styles"
+STYLE_FILES = ("app.tcss", "detail.tcss")
+
+
+def _css_paths() -> list[str | Path]:
+    """Absolute paths (work from an editable install and any cwd); a sheet not written yet is
+    skipped rather than failing the start."""
+    return [STYLES / name for name in STYLE_FILES if (STYLES / name).is_file()]
+
+
+def _screen(module: str, name: str) -> Any:
+    """A screen class from the detail/compare modules, or None where that module is absent."""
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except ImportError:
+        return None
+
+
+class CockpitApp(App[None]):
+    """Keeps no experiment state itself: the dashboard owns the data, flows live in workers.py."""
+
+    TITLE = "autoresearch cockpit"
+    CSS_PATH = _css_paths()
+    COMMANDS = App.COMMANDS | {CockpitCommands}
+    COMMAND_PALETTE_BINDING = "ctrl+p"
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Any = None,
+                 poll_interval: float = 0.1, clock: Callable[[], float] | None = None) -> None:
+        super().__init__()
+        self.ledger_path = Path(ledger_path)
+        self.read_only = read_only
+        self.settings = settings
+        self.poll_interval = poll_interval
+        self.clock = clock or time.time
+        self.reap_lost = not read_only and clock is None
+        self.dashboard: DashboardScreen | None = None
+        if read_only:
+            self.sub_title = "read-only"
+
+    def get_default_screen(self) -> DashboardScreen:
+        self.dashboard = DashboardScreen(self.ledger_path, read_only=self.read_only,
+                                         poll_interval=self.poll_interval, clock=self.clock)
+        return self.dashboard
+
+    def on_mount(self) -> None:
+        if self.reap_lost:
+            self.run_worker(partial(workers.reap_lost_loop, self), thread=True, group="reaper",
+                            exclusive=True, exit_on_error=False)
+
+    # -- what screens and the palette call ------------------------------------------------------
+
+    def run_flow(self, action: str, exp_id: int | None) -> None:
+        """kill / approve / reject / adopt / note: confirm if needed, write, notify."""
+        workers.start(self, action, exp_id)
+
+    def open_experiment(self, exp_id: int) -> None:
+        detail = _screen("app.tui.screens.detail", "DetailScreen")
+        if detail is None:
+            self.notify("The detail screen is not available in this build", severity="error")
+            return
+        self.push_screen(detail(self.ledger_path, exp_id, self.read_only))
+
+    def compare_experiments(self, id_a: int, id_b: int) -> None:
+        compare = _screen("app.tui.screens.compare", "CompareScreen")
+        if compare is None:
+            self.notify("The compare screen is not available in this build", severity="error")
+            return
+        self.push_screen(compare(self.ledger_path, id_a, id_b))
+
+    def experiment_summary(self, exp_id: int | None) -> str:
+        """One line for dialogs: agent and description, as far as the dashboard knows them."""
+        exp = self.dashboard.experiment(exp_id) if self.dashboard and exp_id else None
+        if exp is None:
+            return f"#{exp_id}"
+        return f"#{exp.id} · {one_line(exp.agent) or '?'} · {one_line(exp.description)}"
+
+    def action_help(self) -> None:
+        sections = [("Dashboard", DashboardScreen.BINDINGS), ("Everywhere", self._global_bindings())]
+        for title, module, name in (("Experiment detail", "app.tui.screens.detail", "DetailScreen"),
+                                    ("Compare", "app.tui.screens.compare", "CompareScreen")):
+            screen = _screen(module, name)
+            if screen is not None and screen.BINDINGS:
+                sections.append((title, screen.BINDINGS))
+        hidden = workers.WRITE_ACTIONS if self.read_only else frozenset()
+        self.push_screen(HelpScreen(sections, hidden=hidden,
+                                    footer="Every action is also in the command palette (ctrl+p), "
+                                           "e.g. \"experiment: kill #12\"."))
+
+    def _global_bindings(self) -> list[Binding]:
+        return [*self.BINDINGS,
+                Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")]
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def on_action_finished(self, message: ActionFinished) -> None:
+        if message.error:
+            self.notify(sanitize(message.error), title=f"{message.action} failed",
+                        severity="error", markup=False)
+        else:
+            self.notify(sanitize(message.outcome), title=message.action, markup=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that died of an unexpected error says so instead of failing silently."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.notify(sanitize(f"{type(error).__name__}: {error}"),
+                        title=f"{event.worker.name or 'background task'} failed",
+                        severity="error", markup=False, timeout=15)
+
+
+def make_app(ledger_path: Path, *, read_only: bool = False, settings: Any = None,
+             poll_interval: float = 0.1, clock: Callable[[], float] | None = None) -> CockpitApp:
+    """The one way to build the app: the CLI and every test call this.
+
+    `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off the reaper
+    that marks runs of dead runners as lost, since that compares heartbeats with real time."""
+    return CockpitApp(ledger_path, read_only=read_only, settings=settings,
+                      poll_interval=poll_interval, clock=clock)

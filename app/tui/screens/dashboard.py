@@ -1,0 +1,336 @@
+"""The dashboard: agents, experiments (sort, filter, search), the val_bpb progression and the live
+view of a running experiment, kept current by a thread worker polling the ledger."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import get_current_worker
+
+from app.ledger import Experiment
+from app.textsafe import sanitize
+from app.tui.messages import LedgerChanged, LedgerUnavailable
+from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
+from app.tui.widgets.agents_panel import AgentsPanel
+from app.tui.widgets.experiments_table import ExperimentsTable
+from app.tui.widgets.live_view import LiveView
+from app.tui.widgets.progression_plot import ProgressionPlot
+from app.tui.workers import WRITE_ACTIONS
+
+if TYPE_CHECKING:
+    from app.tui.app import CockpitApp
+
+NO_LEDGER_TEXT = ("No ledger at {path}\n\nRun `cockpit run -m \"baseline\"` in an agent worktree "
+                  "to record the first experiment, or `cockpit demo` to look around with sample "
+                  "data. This screen updates by itself as soon as the ledger appears.")
+BROKEN_LEDGER_TEXT = "Cannot read the ledger:\n{reason}\n\nRetrying every half second."
+NO_EXPERIMENTS_TEXT = ("No experiments yet. In an agent's worktree, `cockpit run -m \"baseline\"` "
+                       "records the first one; agents started with `cockpit agent new NAME` do "
+                       "it on their own.")
+NO_MATCH_TEXT = "No experiment matches these filters: escape clears them."
+
+
+def display_path(path: Path) -> str:
+    """Short form for the status bar: relative to the working directory, or with ~ for home."""
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _cycle(options: list, current: object) -> object:
+    return options[(options.index(current) + 1) % len(options)] if current in options else options[0]
+
+
+class DashboardScreen(Screen):
+    """Everything at a glance; keys act on the highlighted experiment."""
+
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    BINDINGS = [
+        Binding("enter", "open", "Open", id="dashboard.open"),
+        Binding("k", "kill", "Kill", id="dashboard.kill", tooltip="Stop the running experiment"),
+        Binding("a", "approve", "Approve", id="dashboard.approve"),
+        Binding("r", "reject", "Reject", id="dashboard.reject"),
+        Binding("o", "adopt", "Adopt", id="dashboard.adopt", tooltip="Adopt into main"),
+        Binding("N", "note", "Note", id="dashboard.note"),
+        Binding("m", "mark", "Mark", id="dashboard.mark", show=False),
+        Binding("c", "compare", "Compare", id="dashboard.compare"),
+        Binding("slash", "search", "Search", id="dashboard.search"),
+        Binding("s", "cycle_sort", "Sort", id="dashboard.sort", show=False),
+        Binding("t", "cycle_tag", "Tag", id="dashboard.tag", show=False),
+        Binding("d", "cycle_state", "Decision filter", id="dashboard.state", show=False),
+        Binding("g", "cycle_agent", "Agent filter", id="dashboard.agent", show=False),
+        Binding("escape", "clear_filters", "Clear filters", id="dashboard.clear", show=False),
+        Binding("p", "toggle_plot", "Plot", id="dashboard.plot", show=False),
+    ]
+
+    def __init__(self, ledger_path: Path, *, read_only: bool, poll_interval: float,
+                 clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.ledger_path = ledger_path
+        self.read_only = read_only
+        self.clock = clock
+        self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval)
+        self.data: DashboardData | None = None
+        self.marked_id: int | None = None
+        self._bindings_state: tuple | None = None
+
+    @property
+    def cockpit(self) -> CockpitApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status-bar")
+        yield Static(id="no-ledger")
+        with Vertical(id="dashboard-body"):
+            with Horizontal(id="top-row"):
+                yield AgentsPanel(clock=self.clock, id="agents-panel")
+                yield ProgressionPlot(id="progression")
+            yield Input(placeholder="search description, hypothesis, agent (enter: back to "
+                                    "the table, escape: clear)", id="search")
+            yield Static(id="table-status")
+            yield ExperimentsTable(id="experiments")
+            yield Static(NO_EXPERIMENTS_TEXT, id="no-experiments")
+            yield LiveView(id="live-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_class(True, "-loading")
+        self._render_status_bar()
+        self.query_one(ExperimentsTable).focus()
+        self._poll_ledger()
+
+    @work(thread=True, exclusive=True, group="ledger-poll", exit_on_error=False)
+    def _poll_ledger(self) -> None:
+        worker = get_current_worker()
+        self.poller.run(lambda: worker.is_cancelled, self.post_message)
+
+    # -- data in --------------------------------------------------------------------------------
+
+    @property
+    def table(self) -> ExperimentsTable:
+        return self.query_one(ExperimentsTable)
+
+    @property
+    def selected(self) -> Experiment | None:
+        return self.table.selected
+
+    def on_ledger_unavailable(self, message: LedgerUnavailable) -> None:
+        missing = not self.ledger_path.exists()
+        text = (NO_LEDGER_TEXT.format(path=self.ledger_path) if missing
+                else BROKEN_LEDGER_TEXT.format(reason=message.reason))
+        self.query_one("#no-ledger", Static).update(Text(sanitize(text)))
+        self.set_class(False, "-loading")
+        self.set_class(True, "-no-ledger")
+
+    def on_ledger_changed(self, message: LedgerChanged) -> None:
+        data = message.data
+        self.data = data
+        self.set_class(False, "-loading")
+        self.set_class(False, "-no-ledger")
+        self.set_class(data.experiment_count == 0, "-no-experiments")
+        self.set_class(data.experiment_count > 0 and not data.rows, "-no-match")
+        self.query_one(AgentsPanel).show(data.agents)
+        self.table.show(data.rows, data.best)
+        self.query_one(ProgressionPlot).show(data.progression)
+        self._update_follow()
+        self.query_one(LiveView).show(data.follow)
+        self._render_status_bar()
+        self._render_table_status()
+        self._refresh_bindings_if_changed()
+
+    def _refresh_bindings_if_changed(self) -> None:
+        """Refresh the Footer only when what applies to the highlighted row changed (it recomposes)."""
+        exp = self.selected
+        state = (exp and (exp.id, exp.is_live, exp.review, exp.decision, exp.adopted_sha),
+                 self.marked_id)
+        if state != self._bindings_state:
+            self._bindings_state = state
+            self.refresh_bindings()
+
+    def _update_follow(self) -> None:
+        """Follow the highlighted experiment if it is live, else keep the current one while it
+        is live, else the newest live one; a finished one stays shown until another starts."""
+        if self.data is None:
+            return
+        live_view = self.query_one(LiveView)
+        live = {exp.id: exp for exp in self.data.live}
+        selected = self.selected
+        if selected is not None and selected.id in live:
+            target = live[selected.id]
+        elif live_view.exp_id in live:
+            target = live[live_view.exp_id]
+        elif live:
+            running = [e for e in live.values() if e.status == "running"] or list(live.values())
+            target = max(running, key=lambda e: e.id)
+        else:
+            return
+        live_view.follow(target)
+        if self.poller.query.follow_id != target.id:
+            self.poller.set_query(replace(self.poller.query, follow_id=target.id))
+
+    @on(DataTable.RowHighlighted, "#experiments")
+    def _on_experiment_highlighted(self) -> None:
+        self._update_follow()
+        self._refresh_bindings_if_changed()
+
+    @on(DataTable.RowSelected, "#experiments")
+    def _on_experiment_selected(self) -> None:
+        self.action_open()
+
+    # -- status lines ---------------------------------------------------------------------------
+
+    def _render_status_bar(self) -> None:
+        text = Text.assemble(("cockpit", "bold"), " · ", sanitize(display_path(self.ledger_path)))
+        if self.read_only:
+            text.append(" · read-only", style="bold")
+        data = self.data
+        if data is not None:
+            text.append(f" · {data.experiment_count:,} experiments · {len(data.live)} live")
+            if data.progression is not None and data.progression.tag in data.best:
+                best = data.best[data.progression.tag]
+                text.append(f" · best {sanitize(best.tag)} {best.val_bpb_text} (#{best.id})")
+        self.query_one("#status-bar", Static).update(text)
+
+    def _render_table_status(self) -> None:
+        data = self.data
+        if data is None:
+            return
+        query = data.query
+        text = Text(f"{len(data.rows):,} of {data.total:,}" if data.total > len(data.rows)
+                    else f"{data.total:,} experiments")
+        for label, value in (("tag", query.tag), ("agent", query.agent), ("decision", query.state)):
+            if value is not None:
+                text.append(f" · {label} {sanitize(value)}")
+        if query.search:
+            text.append(f" · search “{sanitize(query.search)}”")
+        text.append(f" · sorted by {query.sort}")
+        if self.marked_id is not None:
+            text.append(f" · marked #{self.marked_id} (c compares)")
+        if data.experiment_count and not data.rows:
+            text.append(f" · {NO_MATCH_TEXT}")
+        self.query_one("#table-status", Static).update(text)
+
+    # -- query changes --------------------------------------------------------------------------
+
+    def _set_query(self, **changes: object) -> None:
+        self.poller.set_query(replace(self.poller.query, **changes))  # type: ignore[arg-type]
+
+    def action_cycle_sort(self) -> None:
+        self._set_query(sort=_cycle(list(SORTS), self.poller.query.sort))
+
+    def action_cycle_tag(self) -> None:
+        tags = list(self.data.tags) if self.data else []
+        self._set_query(tag=_cycle([None, *tags], self.poller.query.tag))
+
+    def action_cycle_state(self) -> None:
+        self._set_query(state=_cycle([None, *STATES], self.poller.query.state))
+
+    def action_cycle_agent(self) -> None:
+        names = list(self.data.agent_names) if self.data else []
+        self._set_query(agent=_cycle([None, *names], self.poller.query.agent))
+
+    def set_filter(self, **changes: object) -> None:
+        """Set tag / agent / state / search / sort directly (the command palette uses this)."""
+        self._set_query(**changes)
+
+    def action_clear_filters(self) -> None:
+        search = self.query_one("#search", Input)
+        search.value = ""
+        self.set_class(False, "-searching")
+        self.table.focus()
+        self._set_query(tag=None, agent=None, state=None, search="")
+
+    def action_search(self) -> None:
+        self.set_class(True, "-searching")
+        self.query_one("#search", Input).focus()
+
+    @on(Input.Changed, "#search")
+    def _on_search_changed(self, event: Input.Changed) -> None:
+        self._set_query(search=event.value.strip())
+
+    @on(Input.Submitted, "#search")
+    def _on_search_submitted(self) -> None:
+        self.table.focus()
+
+    def action_toggle_plot(self) -> None:
+        self.toggle_class("-plot-toggled")
+
+    # -- actions on the highlighted experiment ---------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide what does not apply to the highlighted experiment, and every write when read-only."""
+        if action in WRITE_ACTIONS and self.read_only:
+            return False
+        exp = self.selected
+        if action == "kill":
+            return exp is not None and exp.is_live
+        if action in ("approve", "reject"):
+            return exp is not None and exp.review == "pending"
+        if action == "adopt":
+            return exp is not None and exp.decision == "keep" and not exp.adopted_sha
+        if action in ("open", "note", "mark"):
+            return exp is not None
+        if action == "compare":
+            return exp is not None and self.marked_id is not None and self.marked_id != exp.id
+        return True
+
+    def _with_selected(self, act: Callable[[int], None]) -> None:
+        exp = self.selected
+        if exp is None:
+            self.notify("No experiment highlighted", severity="warning")
+            return
+        act(exp.id)
+
+    def action_open(self) -> None:
+        self._with_selected(self.cockpit.open_experiment)
+
+    def action_kill(self) -> None:
+        self._with_selected(lambda exp_id: self.cockpit.run_flow("kill", exp_id))
+
+    def action_approve(self) -> None:
+        self._with_selected(lambda exp_id: self.cockpit.run_flow("approve", exp_id))
+
+    def action_reject(self) -> None:
+        self._with_selected(lambda exp_id: self.cockpit.run_flow("reject", exp_id))
+
+    def action_adopt(self) -> None:
+        self._with_selected(lambda exp_id: self.cockpit.run_flow("adopt", exp_id))
+
+    def action_note(self) -> None:
+        self._with_selected(lambda exp_id: self.cockpit.run_flow("note", exp_id))
+
+    def action_mark(self) -> None:
+        self._with_selected(self.mark)
+
+    def mark(self, exp_id: int | None) -> None:
+        """Remember one experiment to compare with the next highlighted one (`c`)."""
+        self.marked_id = None if exp_id == self.marked_id else exp_id
+        self._render_table_status()
+        self._refresh_bindings_if_changed()
+
+    def action_compare(self) -> None:
+        exp = self.selected
+        if self.marked_id is None or exp is None:
+            self.notify("Mark an experiment with m, then highlight another and press c",
+                        severity="warning")
+            return
+        self.cockpit.compare_experiments(self.marked_id, exp.id)
+
+    def experiment(self, exp_id: int) -> Experiment | None:
+        """The experiment as last loaded (table window or live rows), if the dashboard has it."""
+        found = self.table.experiment(exp_id)
+        if found is None and self.data is not None:
+            found = next((e for e in self.data.live if e.id == exp_id), None)
+        return found

@@ -1,0 +1,157 @@
+"""The experiments table: one row per experiment, patched cell by cell as the ledger changes.
+
+Decisions show a symbol and a word as well as a colour (never colour alone). Every string from
+agents is sanitized and put in a `Text`, so `[red]x[/red]` shows as typed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable
+
+from app.ledger import Experiment
+from app.textsafe import sanitize
+from app.tui.poller import state_of
+
+SYMBOLS = {  # state -> symbol shown before its name
+    "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
+    "lost": "?", "pending": "◆", "running": "▶", "registered": "○",
+}
+TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
+    "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
+    "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
+    "registered": "live",
+}
+COLUMNS = (  # key, label, fixed width (None: fills what is left)
+    ("id", "#", 5), ("agent", "agent", 8), ("state", "decision", 11), ("val_bpb", "val_bpb", 8),
+    ("delta", "Δ best", 7), ("description", "description", None),
+)
+CELL_PADDING = 2  # DataTable's default cell padding (one each side)
+MIN_DESCRIPTION = 16
+
+
+def state_label(exp: Experiment) -> str:
+    """`✓ keep`, `⧗ pending`, `▶ 42%` ... plus one flag: adopted ★, integrity !, near-miss ≈."""
+    state = state_of(exp)
+    word = state
+    if state == "running" and exp.progress_pct is not None:
+        word = f"{exp.progress_pct:.0f}%"
+    elif state == "registered":
+        word = "starting"
+    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "⇣" if exp.contended
+            else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
+    return f"{SYMBOLS.get(state, '·')} {word}" + (f" {flag}" if flag else "")
+
+
+def one_line(text: str) -> str:
+    """Untrusted text for a single cell: sanitized, whitespace runs collapsed."""
+    return " ".join(sanitize(text).split())
+
+
+def delta_text(exp: Experiment, best: dict[str, Experiment]) -> str:
+    top = best.get(exp.tag)
+    if exp.val_bpb is None or top is None or top.val_bpb is None:
+        return ""
+    if top.id == exp.id:
+        return "best"
+    return f"{exp.val_bpb - top.val_bpb:+.4f}"
+
+
+class ExperimentsTable(DataTable):
+    """Experiments in the order the poller gives; cursor stays on the same experiment."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Open", id="experiments.open")]
+
+    COMPONENT_CLASSES = {
+        "experiments-table--good", "experiments-table--bad", "experiments-table--error",
+        "experiments-table--attention", "experiments-table--live", "experiments-table--muted",
+    }
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(cursor_type="row", id=id)
+        self._values: dict[str, tuple] = {}  # row key -> the plain values shown
+        self._rows: dict[str, Experiment] = {}
+        self._description_width = 40
+
+    def on_mount(self) -> None:
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.call_after_refresh(self._restyle))
+
+    @property
+    def selected(self) -> Experiment | None:
+        if not self._rows or not self.is_valid_row_index(self.cursor_row):
+            return None
+        key = self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
+        return self._rows.get(key or "")
+
+    def experiment(self, exp_id: int) -> Experiment | None:
+        return self._rows.get(str(exp_id))
+
+    # -- updating -------------------------------------------------------------------------------
+
+    def show(self, rows: Sequence[Experiment], best: dict[str, Experiment]) -> None:
+        """Make the table show `rows` in this order, touching only cells that changed."""
+        selected = self.selected
+        values = {str(exp.id): self._row_values(exp, best) for exp in rows}
+        for key in [k for k in self._values if k not in values]:
+            self.remove_row(key)
+        for key, row in values.items():
+            old = self._values.get(key)
+            if old is None:
+                self.add_row(*self._cells(row), key=key)
+            elif old != row:
+                for (column, *_), cell, old_cell in zip(COLUMNS, self._cells(row), self._cells(old)):
+                    if cell != old_cell or cell.style != old_cell.style:
+                        self.update_cell(key, column, cell, update_width=column == "description")
+        self._values = values
+        self._rows = {str(exp.id): exp for exp in rows}
+        order = list(values)
+        if [row.key.value for row in self.ordered_rows] != order:
+            position = {key: index for index, key in enumerate(order)}
+            self.sort("id", key=lambda cell: position[cell.plain])
+        if selected is not None and str(selected.id) in values:
+            index = self.get_row_index(str(selected.id))
+            if index != self.cursor_row:
+                self.move_cursor(row=index, animate=False)
+
+    def on_resize(self) -> None:
+        fixed = sum(w for *_, w in COLUMNS if w) + CELL_PADDING * len(COLUMNS) + 2
+        width = max(MIN_DESCRIPTION, self.size.width - fixed)
+        if width != self._description_width:
+            self._description_width = width
+            self._restyle()
+
+    def _restyle(self) -> None:
+        """Re-render every row (theme or width changed): same rows, fresh cells."""
+        for key, row in self._values.items():
+            for (column, *_), cell in zip(COLUMNS, self._cells(row)):
+                self.update_cell(key, column, cell, update_width=column == "description")
+
+    # -- cells ----------------------------------------------------------------------------------
+
+    def _row_values(self, exp: Experiment, best: dict[str, Experiment]) -> tuple:
+        return (exp.id, one_line(exp.agent), state_label(exp), TONES.get(state_of(exp), "muted"),
+                exp.val_bpb_text if exp.val_bpb is not None else "", delta_text(exp, best),
+                one_line(exp.description))
+
+    def _style(self, tone: str) -> Style:
+        return self.get_component_rich_style(f"experiments-table--{tone}", partial=True)
+
+    def _cells(self, row: tuple) -> tuple[Text, ...]:
+        exp_id, agent, label, tone, val_bpb, delta, description = row
+        summary = Text(description, no_wrap=True, overflow="ellipsis")
+        summary.truncate(self._description_width, overflow="ellipsis")
+        delta_tone = "good" if delta.startswith("-") or delta == "best" else "bad" if delta else "muted"
+        return (
+            Text(str(exp_id), justify="right"),
+            Text(agent, no_wrap=True, overflow="ellipsis"),
+            Text(label, style=self._style(tone), no_wrap=True),
+            Text(val_bpb, justify="right"),
+            Text(delta, style=self._style(delta_tone), justify="right"),
+            summary,
+        )
