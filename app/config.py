@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Settings:
     agent_command: str = "claude"     # what `cockpit agent new` starts in a pane
     modal_gpu: str = "H100"
     tag: str = ""                     # default run tag; empty -> derived from the branch
+    train_env: dict[str, str] = field(default_factory=dict)  # AUTORESEARCH_* for every train.py run
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
@@ -48,8 +49,9 @@ def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Se
         if name not in types:
             raise ConfigError(f"{source}: unknown setting {key!r} in [tool.cockpit]")
         try:
-            values[name] = types[name](value)
-        except (TypeError, ValueError) as exc:
+            values[name] = ({str(k): str(v) for k, v in value.items()} if types[name] is dict
+                            else types[name](value))
+        except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{source}: setting {key!r} = {value!r} is not a valid "
                               f"{types[name].__name__}") from exc
         if name in _CHOICES and values[name] not in _CHOICES[name]:

@@ -178,7 +178,8 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
         if repeat_of is None:
             raise RunRefused(f"nothing to repeat: HEAD {commit[:7]} has no finished run on "
                              f"{branch}; run it once with `cockpit run` first")
-    env = {k: v for k, v in os.environ.items() if k.startswith(CHILD_ENV_PREFIX)}
+    env = {**settings.train_env,
+           **{k: v for k, v in os.environ.items() if k.startswith(CHILD_ENV_PREFIX)}}
     timeout = request.timeout_s or hard_timeout_s(effective_time_budget(env), policy)
     if not math.isfinite(timeout) or timeout <= 0:
         raise RunRefused(f"--timeout must be a positive number of seconds, not {timeout}")
