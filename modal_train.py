@@ -215,7 +215,7 @@ def run_train_source(train_source: str, cache_dir: str | Path, timeout_s: float,
                      kill_grace_s: float = KILL_GRACE_S) -> Generator[str, None, dict]:
     """Run train.py source text beside a copy of prepare.py, yielding raw output text as it arrives.
 
-    Chunks are yielded undecoded-by-line, so `\\r` step lines stay intact. The generator's return
+    Chunks are raw text, not split into lines, so `\\r` step lines stay intact. The generator's return
     value is {"exit_code": int, "summary": dict}; exit_code is 124 when the hard timeout killed the
     run. Closing the generator early stops train.py's whole process group.
     """
@@ -321,15 +321,19 @@ def train(train_source: str, env: dict[str, str] | None = None,
 # Entry points
 # ---------------------------------------------------------------------------
 
-def run_and_print(train_path: str | Path, timeout_s: float, num_shards: int) -> int:
-    """Prepare the volume if needed, stream one run of train_path to stdout; return its exit code."""
+def read_train_source(train_path: str | Path) -> str:
+    """The text of train_path, or exit with one line saying it is missing."""
     path = Path(train_path)
     if not path.is_file():
-        print(f"modal_train.py: {path} not found", file=sys.stderr)
-        return 2
+        sys.exit(f"modal_train.py: {path} not found")
+    return path.read_text(encoding="utf-8")
+
+
+def run_and_print(train_source: str, timeout_s: float, num_shards: int) -> int:
+    """Prepare the volume if needed, stream one run of train_source to stdout; return its exit code."""
     print(prepare.remote(num_shards), flush=True)
     result: dict = {"exit_code": 1, "summary": {}}
-    for item in train.remote_gen(path.read_text(encoding="utf-8"), None, timeout_s):
+    for item in train.remote_gen(train_source, None, timeout_s):
         if isinstance(item, dict):
             result = item
         else:
@@ -341,7 +345,7 @@ def run_and_print(train_path: str | Path, timeout_s: float, num_shards: int) -> 
 @app.local_entrypoint()
 def main(train_path: str = "train.py", timeout: float = TRAIN_TIMEOUT_S, num_shards: int = NUM_SHARDS) -> None:
     """`modal run modal_train.py`: fill the volume if needed, then train train_path on GPU_TYPE."""
-    exit_code = run_and_print(train_path, timeout, num_shards)
+    exit_code = run_and_print(read_train_source(train_path), timeout, num_shards)
     if exit_code:
         sys.exit(exit_code)
 
@@ -352,6 +356,7 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=TRAIN_TIMEOUT_S, help="hard limit in seconds")
     parser.add_argument("--num-shards", type=int, default=NUM_SHARDS, help="shards for a first `prepare`")
     args = parser.parse_args()
+    source = read_train_source(args.train_path)
     with modal.enable_output(), app.run():
-        code = run_and_print(args.train_path, args.timeout, args.num_shards)
+        code = run_and_print(source, args.timeout, args.num_shards)
     sys.exit(code)
