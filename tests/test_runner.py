@@ -9,15 +9,17 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from app.ledger import Ledger
+from app import actions
+from app.ledger import Ledger, LedgerError
 from gitrepo import commit_file, git
-from runnerhelpers import (agent_worktree, cli, cockpit_env, make_project, pid_alive,
+from runnerhelpers import (REPO_ROOT, agent_worktree, cli, cockpit_env, make_project, pid_alive,
                            set_constant, start_cockpit, wait_for)
 
 
@@ -43,6 +45,15 @@ def run_json(wt: Path, *args: str, message: str = "try") -> dict:
 
 def ledger(p: SimpleNamespace) -> Ledger:
     return Ledger(p.db)
+
+
+def peek(p: SimpleNamespace, query):
+    """`query(ledger)` on a read-only connection; None while the ledger is not there yet."""
+    try:
+        with Ledger(p.db, read_only=True) as db:
+            return query(db)
+    except LedgerError:
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -233,11 +244,10 @@ def _slow_env(project, steps: int = 40, step_s: float = 0.25, **extra: str) -> d
 def _running(project) -> SimpleNamespace:
     """Wait until the newest experiment runs and its training pid is known."""
     def ready():
-        if not project.db.exists() or not (project.tmp / "train.pid").exists():
+        if not (project.tmp / "train.pid").exists():
             return None
-        with Ledger(project.db, read_only=True) as db:
-            live = db.live()
-            return live[0] if live and live[0].status == "running" and live[0].pid else None
+        live = peek(project, lambda db: db.live())
+        return live[0] if live and live[0].status == "running" and live[0].pid else None
     exp = wait_for(ready, timeout=30)
     return SimpleNamespace(exp=exp, pid=int((project.tmp / "train.pid").read_text()))
 
@@ -349,11 +359,8 @@ def _gate(project, timeout_s: float = 60) -> None:
 
 def _pending(project) -> int:
     def find():
-        if not project.db.exists():
-            return None
-        with Ledger(project.db, read_only=True) as db:
-            rows = [e for e in db.experiments() if e.review == "pending"]
-            return rows[0].id if rows else None
+        rows = peek(project, lambda db: [e for e in db.experiments() if e.review == "pending"])
+        return rows[0].id if rows else None
     return wait_for(find, timeout=30)
 
 
@@ -398,3 +405,56 @@ def test_review_mode_auto_never_blocks(project) -> None:
     result = run_json(project.wt, "--review", "auto")
     assert result["decision"] == "keep" and result["review"] is None
     assert time.monotonic() - started < 10
+
+
+# ---------------------------------------------------------------------------
+# Modal backend: real up to the SDK call; the SDK boundary is test_modal_backend's thin fake
+
+from test_modal_backend import cloud  # noqa: E402,F401  (the fixture: fake App/Function, real body)
+
+
+def _with_modal_train(project) -> None:
+    commit_file(project.wt, "modal_train.py", (REPO_ROOT / "modal_train.py").read_text(), "modal")
+
+
+def test_modal_backend_run_is_streamed_recorded_and_decided(project, cloud) -> None:
+    _with_modal_train(project)
+    result = run_json(project.wt, "--backend", "modal", message="on the cloud")
+    assert result["decision"] == "keep", result
+    assert cloud.loaded and cloud.loaded[0].train.calls  # the real adapter made the call
+    source, env, timeout = cloud.loaded[0].train.calls[0]
+    assert source == (project.wt / "train.py").read_text() and timeout == 600
+    with ledger(project) as db:
+        exp = db.get(result["id"])
+        assert (exp.backend, exp.modal_call_id, exp.pid) == ("modal", "ap-fake0001", None)
+        assert exp.num_steps == 6 and db.steps(exp.id)
+        assert b"\rstep 00005" in Path(exp.log_path).read_bytes()
+
+
+def test_modal_backend_kill_cancels_the_call(project, cloud) -> None:
+    _with_modal_train(project)
+    set_constant(project.wt, "NUM_STEPS", 400)  # 400 x 0.05 s: far longer than the test
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        result=run(project.wt, "--backend", "modal", "--json", message="cancel me")))
+    thread.start()
+
+    def running():
+        live = peek(project, lambda db: db.live())
+        return live[0] if live and live[0].status == "running" and live[0].heartbeat_at else None
+    exp = wait_for(running, timeout=30)
+    assert "kill requested" in actions.request_kill(Ledger(project.db), exp.id)
+    thread.join(timeout=60)
+    code, out, err = outcome["result"]
+    assert code == 0, err
+    assert json.loads(out)["decision"] == "killed"
+    assert cloud.loaded[0].app.stop_calls >= 1
+
+
+def test_modal_backend_without_credentials_is_an_infrastructure_error(project, monkeypatch) -> None:
+    for key in [k for k in os.environ if k.startswith("MODAL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(project.tmp))
+    code, out, err = run(project.wt, "--backend", "modal")
+    assert code == 3 and "modal setup" in err and out == ""
+    assert _rows(project) == 0
