@@ -52,11 +52,13 @@ class CreatedAgent:
     session: str
     inside_tmux: bool
     new_window: bool  # the window beside the cockpit was full
-    base: str  # the main commit the branch starts from
+    base: str  # the commit the worktree starts at: main's head, or the reused branch's
+    reused: bool = False  # an earlier agent's branch of this name and tag, continued
 
     def describe(self) -> list[str]:
         a = self.agent
-        lines = [f"agent {a.name}: worktree {a.worktree} on branch {a.branch} (from {self.base[:7]})"]
+        origin = f"continuing the branch at {self.base[:7]}" if self.reused else f"from main {self.base[:7]}"
+        lines = [f"agent {a.name}: worktree {a.worktree} on branch {a.branch} ({origin})"]
         if self.launch.fallback:
             lines.append(f"{self.launch.fallback}; the kickoff prompt is in {self.kickoff}")
         where = "a new window" if self.new_window else "a split beside the cockpit"
@@ -142,10 +144,13 @@ def create_agent(ledger: Ledger, main: Path, name: str, *, command: str | None =
     prompt = kickoff_text(name, tag, branch, target, ledger_path)
     try:
         launch = resolve_launch(command or settings.agent_command, prompt, search=search)
-        base = git.head_sha(main)
-        git.add_worktree(main, target, branch)
+        # a removed agent re-created under the same tag continues its branch, which remove keeps
+        reuse = bool(existing and existing.branch == branch and git.branch_exists(main, branch))
+        base = git.rev_parse(main, branch) if reuse else git.head_sha(main)
+        git.add_worktree(main, target, branch, reuse_branch=reuse)
     except (LaunchError, git.GitError) as exc:
-        raise AgentError(str(exc)) from exc
+        hint = " (another --tag gives a new branch)" if "already exists" in str(exc) else ""
+        raise AgentError(f"{exc}{hint}") from exc
     kickoff = write_kickoff(target, prompt)
     ledger.upsert_agent(name, actor=actor, event="agent-new", tag=tag, branch=branch,
                         worktree=str(target), command=launch.display, kind=launch.kind,
@@ -156,7 +161,7 @@ def create_agent(ledger: Ledger, main: Path, name: str, *, command: str | None =
                                                    session or session_name(main), cockpit_command,
                                                    ledger_path)
     except (panes.PaneError, AgentError) as exc:
-        _undo_worktree(main, target, branch)
+        _undo_worktree(main, target, None if reuse else branch)
         ledger.upsert_agent(name, actor=actor, state="removed")
         ledger.event("agent-failed", agent=name, actor=actor, error=str(exc))
         raise AgentError(f"could not start agent {name} ({exc}); its worktree and branch were "
@@ -167,7 +172,7 @@ def create_agent(ledger: Ledger, main: Path, name: str, *, command: str | None =
     agent = ledger.get_agent(name)
     assert agent is not None
     return CreatedAgent(agent, launch, kickoff, session, inside,
-                        new_window=pane.window_id != anchor.window_id, base=base)
+                        new_window=pane.window_id != anchor.window_id, base=base, reused=reuse)
 
 
 def _open_pane(launch: Launch, worktree: Path, env: dict[str, str], name: str,
@@ -220,12 +225,14 @@ def cockpit_pane_command(ledger_path: Path) -> str:
     return f'{cmd}; printf "%s\\n" {note}; exec "${{SHELL:-/bin/sh}}"'
 
 
-def _undo_worktree(main: Path, worktree: Path, branch: str) -> None:
+def _undo_worktree(main: Path, worktree: Path, branch: str | None) -> None:
+    """Take back a worktree just created, and its branch unless it existed before."""
     try:
         git.remove_worktree(main, worktree, force=True)
     except git.GitError:
         pass
-    _delete_branch(main, branch)
+    if branch:
+        _delete_branch(main, branch)
 
 
 def _delete_branch(main: Path, branch: str) -> str:
@@ -324,8 +331,8 @@ def remove_agent(ledger: Ledger, name: str, *, delete_branch: bool = False, acto
     if agent.state == "removed":
         raise AgentError(f"agent {name} is already removed")
     worktree = Path(agent.worktree)
-    running = [e for e in ledger.live() if e.backend != "observed"
-               and (e.agent == name or (agent.worktree and e.worktree == agent.worktree))]
+    running = [e for e in ledger.live() if (e.agent == name or e.worktree == agent.worktree)
+               and (e.backend != "observed" or same_process(e.runner_pid, e.runner_start))]
     if running:
         raise AgentError(f"experiment #{running[0].id} is running in agent {name}'s worktree: "
                          f"kill it or let it finish first; nothing was removed")

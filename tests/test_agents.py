@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from app import agents, cli, kickoff, panes
 from app.kickoff import KICKOFF_FILE, LaunchError, resolve_launch
 from app.ledger import Ledger
-from app.procs import same_process
+from app.procs import process_identity, same_process
 from gitrepo import git
 from runnerhelpers import make_project, wait_for
 
@@ -168,18 +169,23 @@ def test_remove_refuses_uncommitted_work_then_removes_a_clean_worktree(
     with pytest.raises(agents.AgentError, match=r"uncommitted work \(train.py, notes.txt\)"):
         agents.remove_agent(ledger, "gil")
     assert wt.is_dir() and panes.pane_alive(created.agent.pane_id, socket)  # refusal touches nothing
-    git(wt, "checkout", "--", "train.py")
+    git(wt, "commit", "--quiet", "-am", "work in progress")
+    work = git(wt, "rev-parse", "HEAD")
     (wt / "notes.txt").unlink()
     message = agents.remove_agent(ledger, "gil")
     assert "worktree" in message and "branch autoresearch/" in message and "stays" in message
     assert not wt.exists() and panes.pane_info(created.agent.pane_id, socket) is None
     assert str(wt) not in git(main, "worktree", "list") and git(main, "branch", "--list", created.agent.branch)
     assert ledger.get_agent("gil").state == "removed" and ledger.events(kind="agent-remove")
-    again = create(ledger, main, "gil", socket, command="sleep 600", tag="second")
-    assert again.agent.branch == "autoresearch/second-gil"
+
+    again = create(ledger, main, "gil", socket, command="sleep 600", tag=created.agent.tag)
+    assert again.reused and git(wt, "rev-parse", "HEAD") == work  # the kept branch continues
+    assert "continuing the branch" in again.describe()[0]
     agents.stop_agent(ledger, "gil")
     agents.remove_agent(ledger, "gil", delete_branch=True)
-    assert not git(main, "branch", "--list", "autoresearch/second-gil")
+    assert not git(main, "branch", "--list", created.agent.branch)
+    fresh = create(ledger, main, "gil", socket, command="sleep 600", tag=created.agent.tag)
+    assert not fresh.reused and git(wt, "rev-parse", "HEAD") == git(main, "rev-parse", "HEAD")
 
 
 def test_remove_imports_a_vanilla_agents_untracked_results_first(ledger: Ledger, main: Path, socket: str) -> None:
@@ -195,11 +201,18 @@ def test_remove_imports_a_vanilla_agents_untracked_results_first(ledger: Ledger,
     assert [(e.backend, e.decision, e.val_bpb) for e in imported] == [("import", "keep", 0.99)]
 
 
-def test_remove_refuses_while_a_cockpit_run_is_live(ledger: Ledger, main: Path, socket: str) -> None:
+def test_remove_refuses_while_a_run_is_live(ledger: Ledger, main: Path, socket: str) -> None:
     created = create(ledger, main, "ike", socket, command="sleep 600")
+    observed = ledger.register(agent="ike", worktree=created.agent.worktree, status="running",
+                               backend="observed", runner_pid=None)
     exp_id = ledger.register(agent="ike", worktree=created.agent.worktree, status="running")
     with pytest.raises(agents.AgentError, match=f"#{exp_id} is running"):
         agents.remove_agent(ledger, "ike")
+    ledger.update(exp_id, status="finished", decision="keep")
+    ledger.update(observed, runner_pid=os.getpid(), runner_start=process_identity(os.getpid()))
+    with pytest.raises(agents.AgentError, match=f"#{observed} is running"):  # its writer is alive
+        agents.remove_agent(ledger, "ike")
+    assert Path(created.agent.worktree).is_dir()
 
 
 def test_a_worktree_deleted_behind_our_back_is_gone(ledger: Ledger, main: Path, socket: str) -> None:
@@ -317,3 +330,11 @@ def test_cli_agent_new_list_stop_remove(main: Path, socket: str, capsys: pytest.
     assert "no agents" in out
     code, out, _ = cockpit(capsys, "agent", "list", "--all", "--json")
     assert json.loads(out)[0]["state"] == "removed"
+
+
+def test_the_agent_modules_never_import_textual() -> None:
+    code = ("import sys, app.agents, app.kickoff, app.observe, app.observe_runlog, app.commands.agent; "
+            "print(any(m.split('.')[0] == 'textual' for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "False"
