@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -247,3 +248,26 @@ def test_readiness_check_agrees_with_modal_train(tmp_path):
     for index, (modal_env, toml_text) in enumerate(CREDENTIAL_CASES):
         environ = case_environ(tmp_path, index, modal_env, toml_text)
         assert check_modal_ready(environ) == modal_train.credentials_problem(environ), environ
+
+
+def test_the_runner_sees_a_modal_run_through_app_backends(cloud, tmp_path):
+    """start_run("modal", ...) reads the worktree's train.py and wraps our ModalRun as the runner's Run."""
+    from app.backends import start_run
+
+    worktree = tmp_path / "worktree"
+    worktree.mkdir()
+    for name in ("modal_train.py", "prepare.py"):
+        shutil.copy(REPO / name, worktree / name)
+    (worktree / "train.py").write_text(standin(STEPS_FOREVER))
+    run = start_run("modal", worktree, {}, 60)
+    assert (run.backend, run.ident, run.pid) == ("modal", "ap-fake0001", None)
+    stream = run.chunks()
+    while b"step 00001" not in next(stream):
+        pass
+    run.stop(1.0)
+    assert not run.exited()  # exited once the stream has drained
+    for _ in stream:
+        pass
+    assert run.exited()
+    assert run.wait() == -15
+    assert not alive(int((tmp_path / "train.pid").read_text()))
