@@ -458,3 +458,35 @@ def test_modal_backend_without_credentials_is_an_infrastructure_error(project, m
     code, out, err = run(project.wt, "--backend", "modal")
     assert code == 3 and "modal setup" in err and out == ""
     assert _rows(project) == 0
+
+
+# ---------------------------------------------------------------------------
+# The real train.py at smoke scale (run it alone with: pytest -k real_train_py)
+
+def test_real_train_py_at_smoke_scale_through_cockpit_run(tmp_path, monkeypatch) -> None:
+    from corehelpers import SMOKE_CONSTANTS, SMOKE_ENV, run_script, script_env, set_constants, write_corpus
+
+    for key in [k for k in os.environ if k.startswith(("COCKPIT_", "AUTORESEARCH_"))]:
+        monkeypatch.delenv(key)
+    main = make_project(tmp_path)
+    commit_file(main, "prepare.py", (REPO_ROOT / "prepare.py").read_text(), "real prepare.py")
+    train = set_constants((REPO_ROOT / "train.py").read_text(), SMOKE_CONSTANTS)
+    commit_file(main, "train.py", train, "real train.py, smoke-scale hyperparameters")
+    wt = agent_worktree(main, "smoke", tag="cpu")
+    cache = tmp_path / "cache"
+    prepared = run_script(main / "prepare.py", script_env(cache), "--source",
+                          str(write_corpus(tmp_path / "corpus")), "--num-shards", "4")
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    for key, value in {**SMOKE_ENV, "AUTORESEARCH_CACHE": str(cache)}.items():
+        monkeypatch.setenv(key, value)
+
+    result = run_json(wt, message="baseline on CPU")
+    assert result["decision"] == "keep", "\n".join(result["tail"]) or result["reason"]
+    assert 0 < result["val_bpb"] < 10
+    with Ledger(main / ".autoresearch" / "ledger.db") as db:
+        exp = db.get(result["id"])
+        assert (exp.time_budget, exp.max_seq_len, exp.vocab_size) == (10, 256, 512)
+        assert exp.num_steps and exp.num_steps > 1 and exp.device == "cpu"
+        steps = db.steps(exp.id)
+        assert steps and all(s.loss is not None and s.loss > 0 for s in steps)
+    assert b"\rstep 0000" in (wt / "run.log").read_bytes()
