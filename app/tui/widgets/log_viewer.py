@@ -1,0 +1,436 @@
+"""A virtual-scrolling viewer for training logs of any size, over app.logindex.LogIndex.
+
+Only the lines on screen are read from disk and rendered (Line API), so a 1 GB log never enters
+widget memory. The index is built by a thread worker while the first screen is already shown;
+"jump to end" works before it finishes by showing the tail found by scanning back from the end.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from rich.segment import Segment
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.actions import SkipAction
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Input, Static
+from textual.worker import get_current_worker
+
+from app.logindex import LogIndex
+
+FOLLOW_POLL_S = 0.25  # how often a live log is checked for new bytes
+TAIL_SPAN = 500  # lines shown by "jump to end" while the index is still being built
+TEXT_CACHE = 2000  # rendered line texts kept
+
+
+class LogView(ScrollView, can_focus=True):
+    """The lines of one log file; scroll with the usual keys, `end`/`G` jumps to the end."""
+
+    COMPONENT_CLASSES = {"log-view--line-number", "log-view--crash-tail", "log-view--match"}
+    BINDINGS = [
+        Binding("up", "line_up", "Up", show=False, id="log.up"),
+        Binding("down", "line_down", "Down", show=False, id="log.down"),
+        Binding("pageup", "page_up", "Page up", show=False, id="log.page-up"),
+        Binding("pagedown,space", "page_down", "Page down", show=False, id="log.page-down"),
+        Binding("home,g", "scroll_home", "Top", show=False, id="log.top"),
+        Binding("end,G", "scroll_end", "End", id="log.end", tooltip="Jump to the end of the log"),
+        Binding("f", "toggle_follow", "Follow", id="log.follow", tooltip="Keep showing new lines"),
+    ]
+
+    follow: reactive[bool] = reactive(False)
+    """Scroll to new lines as a live log grows."""
+
+    class Changed(Message):
+        """Something the status line shows changed (position, size, indexing, follow)."""
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, LogView.Changed)
+
+    class _Indexed(Message):
+        """The worker indexed more of the file (or the file grew)."""
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, LogView._Indexed)
+
+    class _Failed(Message):
+        def __init__(self, reason: str) -> None:
+            super().__init__()
+            self.reason = reason
+
+    class _TailLoaded(Message):
+        def __init__(self, lines: list[str]) -> None:
+            super().__init__()
+            self.lines = lines
+
+    def __init__(self, path: Path, *, live: bool = False, crashed: bool = False,
+                 id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.path = path
+        self.live = live
+        self.crashed = crashed
+        self.index: LogIndex | None = None
+        self.error: str | None = None
+        self.line_count = 0
+        self.match_line: int | None = None
+        self.tail_lines: list[str] | None = None  # set while "end" is shown before indexing ends
+        self._texts: OrderedDict[int, str] = OrderedDict()
+        self._widest = 0
+        self.set_reactive(LogView.follow, live)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        try:
+            self.index = LogIndex(self.path)
+        except OSError as exc:
+            self.error = f"Cannot open the log {self.path}: {exc.strerror or exc}"
+            self.post_message(self.Changed())
+            return
+        self._index_worker(self.index)
+
+    def on_unmount(self) -> None:
+        if self.index is not None:
+            self.index.close()
+
+    @work(thread=True, exclusive=True, group="log-index", exit_on_error=False)
+    def _index_worker(self, index: LogIndex) -> None:
+        """Index the whole file, then (for a live run) keep picking up appended bytes."""
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            try:
+                complete = index.index_more()
+                if complete:
+                    self.post_message(self._Indexed())
+                    if not self.live:
+                        return
+                    time.sleep(FOLLOW_POLL_S)
+                    index.refresh()
+                else:
+                    self.post_message(self._Indexed())
+            except OSError as exc:
+                self.post_message(self._Failed(f"Reading {self.path} failed: {exc}"))
+                return
+
+    @work(thread=True, exclusive=True, group="log-tail", exit_on_error=False)
+    def _tail_worker(self, index: LogIndex) -> None:
+        lines = index.tail(TAIL_SPAN)
+        if not get_current_worker().is_cancelled:
+            self.post_message(self._TailLoaded(lines))
+
+    @on(_Failed)
+    def _failed(self, message: _Failed) -> None:
+        self.error = message.reason
+        self.post_message(self.Changed())
+
+    @on(_Indexed)
+    def _indexed(self) -> None:
+        index = self.index
+        if index is None:
+            return
+        at_end = self.is_vertical_scroll_end
+        count = index.line_count
+        if count < self.line_count:  # the file shrank: start over
+            self._texts.clear()
+        elif self.line_count:
+            self._texts.pop(self.line_count - 1, None)  # the last line may have grown
+        self.line_count = count
+        if self.tail_lines is not None and index.complete:
+            self.tail_lines = None
+            self._resize()
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        elif self.tail_lines is None:
+            self._resize()
+            if self.follow and (at_end or not self.scroll_y):
+                self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
+        self.post_message(self.Changed())
+
+    @on(_TailLoaded)
+    def _tail_loaded(self, message: _TailLoaded) -> None:
+        if self.index is not None and self.index.complete:
+            return  # the full index won the race: scroll_end already happened
+        self.tail_lines = message.lines
+        self._texts.clear()
+        self._resize()
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
+        self.post_message(self.Changed())
+
+    # --- geometry ------------------------------------------------------------------------------
+
+    @property
+    def gutter_width(self) -> int:
+        return max(4, len(str(self.line_count))) + 1
+
+    def _resize(self) -> None:
+        height = len(self.tail_lines) if self.tail_lines is not None else self.line_count
+        self.virtual_size = Size(self._widest + self.gutter_width, height)
+
+    @property
+    def page_height(self) -> int:
+        """Rows of text on screen (the horizontal scrollbar takes one when shown)."""
+        return self.scrollable_content_region.height
+
+    @property
+    def first_line(self) -> int | None:
+        """The line number at the top of the view; None while showing the unindexed tail."""
+        return None if self.tail_lines is not None else int(self.scroll_y)
+
+    def on_resize(self) -> None:
+        self.post_message(self.Changed())
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self.post_message(self.Changed())
+
+    # --- rendering -----------------------------------------------------------------------------
+
+    def text_at(self, row: int) -> str | None:
+        """The text of virtual row `row` (a line number, or a tail position), cached."""
+        if self.tail_lines is not None:
+            return self.tail_lines[row] if 0 <= row < len(self.tail_lines) else None
+        if self.index is None or not 0 <= row < self.line_count:
+            return None
+        text = self._texts.get(row)
+        if text is None:
+            try:
+                text = self.index.line(row)
+            except (IndexError, OSError):
+                return None
+            self._texts[row] = text
+            if len(self._texts) > TEXT_CACHE:
+                self._texts.popitem(last=False)
+            if len(text) > self._widest:
+                self._widest = len(text)
+                self.call_later(self._resize)
+        else:
+            self._texts.move_to_end(row)
+        return text
+
+    def _in_crash_tail(self, row: int) -> bool:
+        if not self.crashed:
+            return False
+        rows = len(self.tail_lines) if self.tail_lines is not None else self.line_count
+        return row >= rows - 50
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        row = scroll_y + y
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        text = self.text_at(row)
+        if text is None:
+            return Strip.blank(width, base)
+        style = base
+        if self._in_crash_tail(row):
+            style += self.get_component_rich_style("log-view--crash-tail")
+        if row == self.match_line and self.tail_lines is None:
+            style += self.get_component_rich_style("log-view--match")
+        gutter = self.gutter_width
+        number = "" if self.tail_lines is not None else str(row + 1)
+        number_style = base + self.get_component_rich_style("log-view--line-number")
+        left = Strip([Segment(number.rjust(gutter - 1) + " ", number_style)], gutter)
+        body = Strip([Segment(text, style)]).crop_extend(scroll_x, scroll_x + max(0, width - gutter), style)
+        return Strip.join([left, body]).crop(0, width)
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def action_line_up(self) -> None:
+        self.scroll_to(y=self.scroll_y - 1, animate=False, immediate=True)
+
+    def action_line_down(self) -> None:
+        self.scroll_to(y=self.scroll_y + 1, animate=False, immediate=True)
+
+    def action_page_up(self) -> None:
+        self.scroll_to(y=self.scroll_y - self.page_height, animate=False, immediate=True)
+
+    def action_page_down(self) -> None:
+        self.scroll_to(y=self.scroll_y + self.page_height, animate=False, immediate=True)
+
+    def action_scroll_home(self) -> None:
+        if self.tail_lines is not None:
+            self.tail_lines = None
+            self._texts.clear()
+            self._resize()
+        self.follow = False
+        self.scroll_to(0, 0, animate=False, immediate=True)
+
+    def action_scroll_end(self) -> None:
+        """Show the last lines: at once when indexed, else via a scan back from the end."""
+        if self.index is None:
+            return
+        if self.index.complete:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        else:
+            self._tail_worker(self.index)
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+        if self.follow:
+            self.action_scroll_end()
+        self.post_message(self.Changed())
+
+    def go_to_line(self, line: int) -> None:
+        """Highlight `line` and scroll it into the middle of the view."""
+        if self.tail_lines is not None:
+            self.tail_lines = None
+            self._resize()
+        self.match_line = line
+        self.follow = False
+        self.scroll_to(y=max(0, line - self.page_height // 2), animate=False, immediate=True)
+        self.refresh()
+
+
+class LogViewer(Vertical):
+    """A LogView with a `/` search bar (n / N for next / previous) and a status line."""
+
+    BINDINGS = [
+        Binding("slash", "search", "Search", id="log.search", tooltip="Search the log"),
+        Binding("n", "find_next", "Next", id="log.next", tooltip="Next match"),
+        Binding("N", "find_previous", "Prev", id="log.previous", tooltip="Previous match"),
+        Binding("escape", "close_search", "Close search", show=False, id="log.close-search"),
+    ]
+
+    pattern: reactive[str] = reactive("")
+    """The last searched text."""
+
+    class _SearchDone(Message):
+        def __init__(self, pattern: str, line: int | None, wrapped: bool, partial: bool) -> None:
+            super().__init__()
+            self.pattern = pattern
+            self.line = line
+            self.wrapped = wrapped
+            self.partial = partial
+
+    def __init__(self, path: Path, *, live: bool = False, crashed: bool = False,
+                 id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.path = path
+        self._live = live
+        self._crashed = crashed
+        self.search_message = ""
+
+    def compose(self) -> ComposeResult:
+        yield LogView(self.path, live=self._live, crashed=self._crashed, id="log-view")
+        yield Input(placeholder="search the log (Enter; Esc to close)", id="log-search")
+        yield Static(id="log-status")
+
+    @property
+    def view(self) -> LogView:
+        return self.query_one(LogView)
+
+    def on_mount(self) -> None:
+        self.query_one("#log-search", Input).display = False
+        self._show_status()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("find_next", "find_previous"):
+            return bool(self.pattern) or None
+        return True
+
+    def action_search(self) -> None:
+        search = self.query_one("#log-search", Input)
+        search.display = True
+        search.value = self.pattern
+        search.focus()
+
+    def action_close_search(self) -> None:
+        search = self.query_one("#log-search", Input)
+        if not search.display:
+            raise SkipAction()  # let Esc mean "back" to the screen
+        search.display = False
+        self.view.focus()
+
+    @on(Input.Submitted, "#log-search")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.pattern = event.value
+        self.action_close_search()
+        view = self.view
+        start = view.match_line + 1 if view.match_line is not None else (view.first_line or 0)
+        self._search(event.value, start, False)
+
+    def action_find_next(self) -> None:
+        view = self.view
+        start = (view.match_line + 1) if view.match_line is not None else (view.first_line or 0)
+        self._search(self.pattern, start, False)
+
+    def action_find_previous(self) -> None:
+        view = self.view
+        start = (view.match_line - 1) if view.match_line is not None else (view.first_line or 0)
+        self._search(self.pattern, start, True)
+
+    def _search(self, pattern: str, start: int, backwards: bool) -> None:
+        index = self.view.index
+        if not pattern or index is None:
+            return
+        self.search_message = f"searching for {pattern!r}…"
+        self._show_status()
+        self._search_worker(index, pattern, start, backwards)
+
+    @work(thread=True, exclusive=True, group="log-search", exit_on_error=False)
+    def _search_worker(self, index: LogIndex, pattern: str, start: int, backwards: bool) -> None:
+        """Search from `start`, wrapping around the end (or the start, backwards) once."""
+        worker = get_current_worker()
+        partial = not index.complete
+        count = index.line_count
+        line = None
+        if 0 <= start < count:
+            line = index.find(pattern, start, backwards=backwards, cancelled=lambda: worker.is_cancelled)
+        wrapped = line is None
+        if wrapped:
+            line = index.find(pattern, count - 1 if backwards else 0, backwards=backwards,
+                              cancelled=lambda: worker.is_cancelled)
+        if not worker.is_cancelled:
+            self.post_message(self._SearchDone(pattern, line, wrapped and line is not None, partial))
+
+    @on(_SearchDone)
+    def _search_done(self, message: _SearchDone) -> None:
+        scope = " in the part indexed so far" if message.partial else ""
+        if message.line is None:
+            self.search_message = f"{message.pattern!r} not found{scope}"
+        else:
+            self.view.go_to_line(message.line)
+            wrapped = " (wrapped)" if message.wrapped else ""
+            self.search_message = f"{message.pattern!r} at line {message.line + 1:,}{wrapped}"
+        self._show_status()
+
+    @on(LogView.Changed)
+    def _view_changed(self, event: LogView.Changed) -> None:
+        event.stop()
+        self._show_status()
+
+    def _show_status(self) -> None:
+        self.query_one("#log-status", Static).update(Text(self.status_text()))
+
+    def status_text(self) -> str:
+        """One line: where we are, how much is indexed, follow mode, the last search."""
+        view = self.view
+        if view.error:
+            return view.error
+        parts = [self.path.name]
+        index = view.index
+        if view.tail_lines is not None:
+            parts.append("end of file (line numbers once indexed)")
+        elif view.line_count:
+            first = view.first_line or 0
+            last = min(view.line_count, first + view.page_height)
+            parts.append(f"lines {first + 1:,}–{last:,} of {view.line_count:,}")
+        if index is not None and not index.complete:
+            parts.append(f"indexing {index.progress:.0%}")
+        if view.follow:
+            parts.append("following")
+        if view.crashed:
+            parts.append("crash tail highlighted")
+        if self.search_message:
+            parts.append(self.search_message)
+        return " · ".join(parts)
