@@ -76,14 +76,14 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def stream_json_list(items: Iterable[dict[str, Any]]) -> int:
-    """Write a JSON array one element at a time, so memory stays flat on big ledgers."""
+def stream_json_list(encoded: Iterable[str]) -> int:
+    """Write a JSON array of already-encoded elements one at a time: memory stays flat."""
     out = sys.stdout
     out.write("[")
     count = 0
-    for item in items:
+    for text in encoded:
         out.write(",\n" if count else "\n")
-        out.write(json.dumps(clean_json(item), default=str, allow_nan=False))
+        out.write(text)
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count

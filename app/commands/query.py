@@ -116,10 +116,10 @@ def _print_detail(d: dict[str, Any]) -> None:
 def history_command(args: argparse.Namespace) -> int:
     filters = _filters(args, FILTERS)
     with open_ledger(args) as ledger:
-        rows = report.history(ledger, limit=args.limit or None, **filters)
         if args.json:
-            stream_json_list(rows)
+            stream_json_list(report.history_json(ledger, limit=args.limit or None, **filters))
             return 0
+        rows = report.history(ledger, limit=args.limit or None, **filters)
         count = 0
         for r in rows:
             count += 1
