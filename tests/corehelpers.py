@@ -11,6 +11,7 @@ import random
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,13 +98,16 @@ def write_scripts(directory: Path, constants: dict[str, str]) -> Path:
 
 def script_env(cache: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_")}
-    env.update(SMOKE_ENV, AUTORESEARCH_CACHE=str(cache), PYTHONUNBUFFERED="1", **overrides)
+    # One torch thread: a 2-thread OpenMP pool slows down many times over when other processes share the cores.
+    env.update(SMOKE_ENV, AUTORESEARCH_CACHE=str(cache), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **overrides)
     return env
 
 
-def run_script(script: Path, env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, str(script), *args], env=env, cwd=script.parent, capture_output=True, text=True,
-                          timeout=timeout)
+def run_script(script: Path, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a script; stdout/stderr decoded as-is (text mode would turn train.py's `\r` into newlines)."""
+    done = subprocess.run([PYTHON, str(script), *args], env=env, cwd=script.parent, capture_output=True, timeout=timeout)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
+                                       done.stderr.decode(errors="replace"))
 
 
 def parse_summary(stdout: str) -> dict[str, str]:
@@ -126,14 +130,21 @@ def parse_step_lines(stdout: str) -> list[dict[str, str]]:
     return steps
 
 
+def exec_until(script: Path, banner: str) -> dict:
+    """Execute a script's top part as a module named train_defs (dataclasses need a registered module)."""
+    source = script.read_text()
+    assert banner in source, f"{script.name} lost its {banner.strip()!r} banner"
+    sys.path.insert(0, str(script.parent))
+    module = types.ModuleType("train_defs")
+    module.__file__ = str(script)
+    sys.modules["train_defs"] = module
+    exec(compile(source.split(banner)[0], str(script), "exec"), module.__dict__)
+    return module.__dict__
+
+
 def untrained_bpb(train_path: Path) -> float:
     """Run train.py's setup (tokenizer, model init, optimizer, loader) and evaluate the model before any step."""
-    source = train_path.read_text()
-    banner = "\n# Training loop\n"
-    assert banner in source, "train.py lost its '# Training loop' banner"
-    sys.path.insert(0, str(train_path.parent))
-    namespace = {"__name__": "train_setup", "__file__": str(train_path)}
-    exec(compile(source.split(banner)[0], str(train_path), "exec"), namespace)
+    namespace = exec_until(train_path, "\n# Training loop\n")
     model = namespace["model"]
     model.eval()
     with namespace["autocast_ctx"]:
