@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sqlite3
 import sys
 from typing import Sequence
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             return open_tui(args)
         return int(args.handler(args) or 0)
+    except BrokenPipeError:  # `cockpit history --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except _USAGE_ERRORS as exc:
         code = exc.code if isinstance(exc, CommandError) else EXIT_USAGE
         return _fail(exc, code)

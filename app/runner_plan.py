@@ -13,6 +13,7 @@ from app.backends import BackendUnavailable, check_backend
 from app.config import Settings
 from app.ledger import Experiment, Ledger
 from app.policy import PolicySettings, hard_timeout_s
+from app.procs import process_identity, same_process
 from app.runner_context import repeat_original
 
 DEFAULT_TIME_BUDGET_S = 300.0
@@ -65,8 +66,6 @@ class Plan:
     repeat_of: Experiment | None
 
     def register_fields(self) -> dict[str, Any]:
-        from app.procs import process_identity
-
         return dict(tag=self.tag, agent=self.agent, worktree=str(self.worktree),
                     branch=self.branch, parent_sha=self.parent_sha, commit_sha=self.commit_sha,
                     description=self.description, hypothesis=self.hypothesis,
@@ -171,6 +170,10 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
             integrity.append("prepare.py differs from main's")
     except git.GitError as exc:
         raise RunRefused(str(exc)) from exc
+    for other in ledger.live():
+        if other.worktree == str(worktree) and same_process(other.runner_pid, other.runner_start):
+            raise RunRefused(f"#{other.id} is already running in this worktree: wait for it, "
+                             f"or stop it with `cockpit kill {other.id}`")
     agent = agent_name(request.agent, worktree)
     repeat_of = None
     if request.repeat:

@@ -231,3 +231,15 @@ def test_the_cli_core_never_imports_textual() -> None:
             "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_closed_pipe_is_not_an_error(filled, tmp_path) -> None:
+    with filled.write() as conn:  # ~2 MB of JSON: far more than a pipe buffer holds
+        conn.executemany("INSERT INTO experiments (tag, description, created_at) VALUES (?, ?, ?)",
+                         [("bulk", "x" * 500, 0.0)] * 2000)
+    env = cockpit_env(COCKPIT_LEDGER=str(filled.path))
+    cmd = f"{sys.executable} -m app.cli history --json --limit 0 | head -c 20"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == '[\n{"id":1,"tag":"t1",'[:20]
+    assert "Traceback" not in proc.stderr and "Broken pipe" not in proc.stderr

@@ -287,6 +287,8 @@ def test_hard_timeout_stops_the_run(project, monkeypatch) -> None:
 def test_cockpit_kill_stops_a_running_experiment_within_about_a_second(project) -> None:
     proc = start_cockpit("run", "-m", "doomed", cwd=project.wt, env=_slow_env(project))
     live = _running(project)
+    code, _, err = run(project.wt, message="twice in one worktree")
+    assert code == 2 and f"#{live.exp.id} is already running in this worktree" in err
     code, out, err = cli("kill", str(live.exp.id), cwd=project.wt)
     assert code == 0 and "kill requested" in out, err
     asked = time.monotonic()
