@@ -164,8 +164,8 @@ def create_agent(ledger: Ledger, main: Path, name: str, *, command: str | None =
         _undo_worktree(main, target, None if reuse else branch)
         ledger.upsert_agent(name, actor=actor, state="removed")
         ledger.event("agent-failed", agent=name, actor=actor, error=str(exc))
-        raise AgentError(f"could not start agent {name} ({exc}); its worktree and branch were "
-                         "removed again") from exc
+        undone = "its worktree was" if reuse else "its worktree and branch were"
+        raise AgentError(f"could not start agent {name} ({exc}); {undone} removed again") from exc
     ledger.upsert_agent(name, actor=actor, event="agent-start", state="running",
                         pane_id=pane.pane_id, tmux_socket=_server_name(socket, inside),
                         pid=pane.pid, pid_start=process_identity(pane.pid))
