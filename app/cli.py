@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "app.commands.query",
     "app.commands.review",
     "app.commands.tsvio",
+    "app.commands.agent",
 )
 
 _USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
