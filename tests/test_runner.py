@@ -482,7 +482,7 @@ def test_real_train_py_at_smoke_scale_through_cockpit_run(tmp_path, monkeypatch)
     for key, value in {**SMOKE_ENV, "AUTORESEARCH_CACHE": str(cache)}.items():
         monkeypatch.setenv(key, value)
 
-    result = run_json(wt, message="baseline on CPU")
+    result = run_json(wt, "--timeout", "400", message="baseline on CPU")  # slow shared CI
     assert result["decision"] == "keep", "\n".join(result["tail"]) or result["reason"]
     assert 0 < result["val_bpb"] < 10
     with Ledger(main / ".autoresearch" / "ledger.db") as db:
