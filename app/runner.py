@@ -235,15 +235,18 @@ class Runner:
                 context: Context, failed: bool) -> Verdict:
         """Our rules on top of the policy: clearer crash reasons, unusable summaries,
         integrity, repeats."""
+        problems = summary_problems(summary) if summary is not None else []
         if verdict.decision == "crash":
             if supervised.stream_error:
                 return Verdict("crash", supervised.stream_error, margin=verdict.margin)
             if failed and "FAIL" not in verdict.reason:
                 return Verdict("crash", f"train.py reported FAIL (loss NaN or > 100), "
                                f"{verdict.reason}", margin=verdict.margin)
+            if supervised.exit_code == 0 and problems:
+                return Verdict("crash", "summary unusable: " + "; ".join(problems),
+                               margin=verdict.margin)
         if verdict.decision not in ("keep", "discard"):
             return verdict
-        problems = summary_problems(summary)
         if problems:
             return Verdict("crash", "summary unusable: " + "; ".join(problems), margin=verdict.margin)
         mismatch = constants_mismatch(summary or {}, context.tag_baseline)
@@ -333,7 +336,7 @@ def _clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def exit_status(result: RunResult, signal_received: int | None) -> int:
+def exit_status(signal_received: int | None) -> int:
     """0 whatever the decision (the agent reads it); 128+signal when the runner was signalled."""
     return 128 + signal_received if signal_received else 0
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from app.backends import BACKENDS
 from app.commands import add_json_flag, here, ledger_path, print_json
 from app.config import load_settings
-from app.ledger import Ledger
 from app.actions import reap_lost
+from app.ledger import Ledger
 from app.policy import CATEGORIES
 from app.runner import Runner, exit_status
 from app.runner_plan import RunRequest, locate, plan_run
@@ -58,4 +58,4 @@ def run_command(args: argparse.Namespace) -> int:
         print_json(result.to_json())
     else:
         print(format_block(result))
-    return exit_status(result, runner.signal_received)
+    return exit_status(runner.signal_received)
