@@ -285,10 +285,11 @@ def _read_marker() -> dict | None:
 def _refuse_to_mix(action: str, source: str | None) -> None:
     """Shards of different origins in one DATA_DIR would silently mix: stop and say how to proceed."""
     existing = list_parquet_files()
-    built_from = (_read_marker() or {}).get("source")
+    marker = _read_marker() or {}
+    built_from = marker.get("source")
     if not existing or (source is None and built_from is None):
         return
-    origin = f"built from {built_from}" if built_from else "downloaded"
+    origin = f"built from {built_from} with --num-shards {marker.get('num_shards')}" if built_from else "downloaded"
     raise PrepareError(f"{DATA_DIR} already holds {len(existing)} shards {origin}; cannot {action} into it: "
                        f"pass --force to replace them (and the tokenizer), or set AUTORESEARCH_CACHE to another directory")
 
@@ -420,7 +421,7 @@ class Tokenizer:
         if enc.n_vocab != VOCAB_SIZE:
             raise PrepareError(f"the tokenizer in {tokenizer_dir} has {enc.n_vocab:,} tokens but VOCAB_SIZE is {VOCAB_SIZE:,} "
                                f"(AUTORESEARCH_VOCAB_SIZE): use the AUTORESEARCH_VOCAB_SIZE it was made with, "
-                               f"or another AUTORESEARCH_CACHE, or rerun `python prepare.py --force`")
+                               f"or another AUTORESEARCH_CACHE, or rerun prepare.py with --force")
         return cls(enc)
 
     def get_vocab_size(self):

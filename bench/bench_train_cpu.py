@@ -58,7 +58,8 @@ def main() -> int:
     steps = parse_step_lines(trained.stdout)
     timed = steps[1:] or steps  # step 0 (allocation warmup) is outside the time budget on CPU
     training_s = float(summary["training_seconds"])
-    tokens_per_step = float(summary["total_tokens_M"]) * 1e6 / int(summary["num_steps"])
+    grad_accum = int(trained.stdout.split("Gradient accumulation steps: ", 1)[1].split()[0])
+    tokens_per_step = int(SMOKE_CONSTANTS["DEVICE_BATCH_SIZE"]) * int(summary["max_seq_len"]) * grad_accum
     dts = [float(s["dt"].removesuffix("ms")) for s in timed]
     tok_secs = [int(s["tok/sec"].replace(",", "")) for s in timed]
 
