@@ -124,7 +124,10 @@ def _experiment_row(index: int, spec: tuple, root: Path) -> dict[str, Any]:
         "log_path": str(root / "logs" / f"{exp_id}.log"), "created_at": created,
         "started_at": None if status == "registered" else created + 5,
         "finished_at": created + 330 if status == "finished" else None,
-        "heartbeat_at": FIXED_NOW - 1 if status == "running" else None, **extra,
+        "heartbeat_at": FIXED_NOW - 1 if status == "running" else None,
+        # every row carries every key: insert_all writes NULL, not the column default, for a gap
+        "reason": "", "crash_tail": "", "exit_code": None, "near_miss": 0, "progress_pct": None,
+        "remaining_s": None, "last_loss": None, "device": "", "summary_json": "", **extra,
     }
     if val_bpb is not None:
         row.update(training_seconds=300.1, total_seconds=325.9, peak_vram_mb=45060.2, mfu_percent=39.8,

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.markup import escape
 
-from app.ledger import Experiment
+from app.records import Experiment
 from app.tui.poller import SORTS, STATES
 from app.tui.widgets.experiments_table import one_line, state_label
 

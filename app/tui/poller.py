@@ -14,10 +14,13 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from app.ledger import Experiment, Ledger, LedgerError
+from app.records import Experiment
 from app.tui.messages import LedgerChanged, LedgerUnavailable
+
+if TYPE_CHECKING:
+    from app.ledger import Ledger
 
 TABLE_COLUMNS = (
     "id", "tag", "agent", "branch", "status", "decision", "review", "reason", "val_bpb",
@@ -191,6 +194,8 @@ class LedgerPoller:
 
     def run(self, is_cancelled: Callable[[], bool], post: Callable[[Any], Any]) -> None:
         """Poll until cancelled; post LedgerChanged on change, LedgerUnavailable on trouble."""
+        from app.ledger import LedgerError  # sqlite_utils (+numpy): imported here, off the UI thread
+
         try:
             while not is_cancelled():
                 try:
@@ -210,6 +215,8 @@ class LedgerPoller:
     def poll(self) -> DashboardData | None:
         """One step: new data if the ledger or the query changed since the last call, else None."""
         if self._ledger is None:
+            from app.ledger import Ledger
+
             self._ledger = Ledger(self.ledger_path, read_only=self.read_only, create=False)
             self._version = None
         conn = self._ledger.conn

@@ -10,23 +10,23 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
-from app.ledger import Experiment
+from app.records import Experiment
 from app.textsafe import sanitize
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from app.tui.widgets.progression_plot import ProgressionPlot
 from app.tui.workers import WRITE_ACTIONS
 
 if TYPE_CHECKING:
     from app.tui.app import CockpitApp
+    from app.tui.widgets.progression_plot import ProgressionPlot
 
 NO_LEDGER_TEXT = ("No ledger at {path}\n\nRun `cockpit run -m \"baseline\"` in an agent worktree "
                   "to record the first experiment, or `cockpit demo` to look around with sample "
@@ -83,6 +83,7 @@ class DashboardScreen(Screen):
         self.clock = clock
         self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval)
         self.data: DashboardData | None = None
+        self.plot: ProgressionPlot | None = None
         self.marked_id: int | None = None
         self._bindings_state: tuple | None = None
 
@@ -95,21 +96,33 @@ class DashboardScreen(Screen):
         yield Static(id="no-ledger")
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
-                yield AgentsPanel(clock=self.clock, id="agents-panel")
-                yield ProgressionPlot(id="progression")
+                yield AgentsPanel(clock=self.clock, id="agents-panel", classes="-empty")
+                yield Container(id="progression")  # the plot is mounted after the first paint
             yield Input(placeholder="search description, hypothesis, agent (enter: back to "
                                     "the table, escape: clear)", id="search")
             yield Static(id="table-status")
             yield ExperimentsTable(id="experiments")
             yield Static(NO_EXPERIMENTS_TEXT, id="no-experiments")
-            yield LiveView(id="live-view")
+            yield LiveView(id="live-view", classes="-idle")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.set_class(True, "-loading")
         self._render_status_bar()
         self.query_one(ExperimentsTable).focus()
+        self.call_after_refresh(self._after_first_paint)
+
+    def _after_first_paint(self) -> None:
+        """Start polling, and import plotting (slow to import) only once the frame is up."""
+        from app.tui.widgets.progression_plot import ProgressionPlot
+
+        slot = self.query_one("#progression")
+        if not slot.is_attached:  # the app is already closing
+            return
         self._poll_ledger()
+        self.plot = ProgressionPlot()
+        slot.mount(self.plot)
+        if self.data is not None:
+            self.plot.show(self.data.progression)
 
     @work(thread=True, exclusive=True, group="ledger-poll", exit_on_error=False)
     def _poll_ledger(self) -> None:
@@ -131,19 +144,18 @@ class DashboardScreen(Screen):
         text = (NO_LEDGER_TEXT.format(path=self.ledger_path) if missing
                 else BROKEN_LEDGER_TEXT.format(reason=message.reason))
         self.query_one("#no-ledger", Static).update(Text(sanitize(text)))
-        self.set_class(False, "-loading")
         self.set_class(True, "-no-ledger")
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
         data = message.data
         self.data = data
-        self.set_class(False, "-loading")
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
         self.set_class(data.experiment_count > 0 and not data.rows, "-no-match")
         self.query_one(AgentsPanel).show(data.agents)
         self.table.show(data.rows, data.best)
-        self.query_one(ProgressionPlot).show(data.progression)
+        if self.plot is not None:
+            self.plot.show(data.progression)
         self._update_follow()
         self.query_one(LiveView).show(data.follow)
         self._render_status_bar()

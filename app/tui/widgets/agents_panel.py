@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from app.ledger import Experiment
+from app.records import Experiment
 from app.tui.poller import AgentStatus, state_of
 from app.tui.widgets.experiments_table import SYMBOLS, TONES, one_line
 
@@ -57,8 +57,9 @@ class AgentsPanel(Vertical):
             super().__init__()
             self.name = name
 
-    def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
-        super().__init__(id=id)
+    def __init__(self, *, clock: Callable[[], float], id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
         self._clock = clock
         self._values: dict[str, tuple] = {}
 
@@ -70,7 +71,6 @@ class AgentsPanel(Vertical):
         table = self.query_one(DataTable)
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
-        self.set_class(True, "-empty")
 
     def show(self, agents: Sequence[AgentStatus]) -> None:
         table = self.query_one(DataTable)

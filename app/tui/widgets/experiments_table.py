@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
-from app.ledger import Experiment
+from app.records import Experiment
 from app.textsafe import sanitize
 from app.tui.poller import state_of
 

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container, Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Log, Static
 from textual.worker import get_current_worker
 
-from app.ledger import Experiment
+from app.records import Experiment
 from app.logtail import READ_CHUNK_BYTES, LogTail
 from app.tui.poller import FollowData
 from app.tui.widgets.agents_panel import duration, progress_bar
 from app.tui.widgets.experiments_table import one_line
-from app.tui.widgets.loss_curve import LossCurve
+
+if TYPE_CHECKING:
+    from app.tui.widgets.loss_curve import LossCurve
 
 MAX_LOG_LINES = 2000  # lines the live log keeps
 TAIL_INTERVAL_S = 0.025  # how often the worker looks for new bytes
@@ -44,10 +47,12 @@ class LiveView(Vertical):
             self.live = live
             self.reset = reset
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
         self.exp_id: int | None = None
+        self.curve: LossCurve | None = None
         self._curves: tuple = ((), ())
+        self._follow: FollowData | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="live-title")
@@ -55,11 +60,22 @@ class LiveView(Vertical):
             with Vertical(id="live-log-pane"):
                 yield Log(max_lines=MAX_LOG_LINES, id="live-log")
                 yield Static(id="live-progress")
-            yield LossCurve(id="live-curve")
+            yield Container(id="live-curve")  # the LossCurve is mounted after the first paint
         yield Static(IDLE_TEXT, id="live-idle")
 
     def on_mount(self) -> None:
-        self.set_class(True, "-idle")
+        self.call_after_refresh(self._mount_curve)
+
+    def _mount_curve(self) -> None:
+        from app.tui.widgets.loss_curve import LossCurve  # plotext: slow to import, not needed first
+
+        slot = self.query_one("#live-curve")
+        if not slot.is_attached:  # the app is already closing
+            return
+        self.curve = LossCurve()
+        slot.mount(self.curve)
+        if self._follow is not None:
+            self._show_curves(self._follow)
 
     @property
     def log_widget(self) -> Log:
@@ -74,7 +90,9 @@ class LiveView(Vertical):
         self.set_class(exp is None, "-idle")
         self.log_widget.clear()
         self._curves = ((), ())
-        self.query_one(LossCurve).set_curves([], None)
+        self._follow = None
+        if self.curve is not None:
+            self.curve.set_curves([], None)
         self.query_one("#live-progress", Static).update("")
         self.workers.cancel_group(self, "live-tail")
         if exp is not None and exp.log_path:
@@ -96,11 +114,16 @@ class LiveView(Vertical):
         if follow.best is not None:
             title.append(f" · vs best #{follow.best.id} {follow.best.val_bpb_text}")
         self.query_one("#live-title", Static).update(title)
+        self._follow = follow
+        if self.curve is not None:
+            self._show_curves(follow)
+
+    def _show_curves(self, follow: FollowData) -> None:
         curves = (follow.curve, follow.best_curve)
-        if curves != self._curves:
+        if curves != self._curves and self.curve is not None:
             self._curves = curves
-            labels = (f"#{exp.id}", f"best #{follow.best.id}" if follow.best else "best")
-            self.query_one(LossCurve).set_curves(follow.curve, follow.best_curve or None, labels)
+            labels = (f"#{follow.experiment.id}", f"best #{follow.best.id}" if follow.best else "best")
+            self.curve.set_curves(follow.curve, follow.best_curve or None, labels)
 
     def on_live_view_log_update(self, message: LogUpdate) -> None:
         message.stop()
