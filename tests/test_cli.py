@@ -234,12 +234,34 @@ def test_the_cli_core_never_imports_textual() -> None:
 
 
 def test_a_closed_pipe_is_not_an_error(filled, tmp_path) -> None:
-    with filled.write() as conn:  # ~2 MB of JSON: far more than a pipe buffer holds
+    with filled.write() as conn:  # ~0.4 MB of JSON: far more than a pipe buffer holds
         conn.executemany("INSERT INTO experiments (tag, description, created_at) VALUES (?, ?, ?)",
-                         [("bulk", "x" * 500, 0.0)] * 2000)
+                         [("bulk", "x" * 500, 0.0)] * 400)
     env = cockpit_env(COCKPIT_LEDGER=str(filled.path))
     cmd = f"{sys.executable} -m app.cli history --json --limit 0 | head -c 20"
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == '[\n{"id":1,"tag":"t1",'[:20]
     assert "Traceback" not in proc.stderr and "Broken pipe" not in proc.stderr
+
+
+def test_agent_and_tag_names_follow_the_documented_order(db, tmp_path, monkeypatch) -> None:
+    from app.config import Settings
+    from app.runner_plan import agent_name, tag_name
+
+    monkeypatch.delenv("COCKPIT_TAG", raising=False)
+    wt = tmp_path / "bob"
+    assert agent_name(None, wt) == "bob"
+    monkeypatch.setenv("COCKPIT_AGENT", "carol")
+    assert agent_name(None, wt) == "carol" and agent_name("dave", wt) == "dave"
+    with Ledger(db) as ledger:
+        plain, tagged = Settings(), Settings(tag="nightly")
+        assert tag_name(None, ledger, "bob", "autoresearch/mar5-bob", plain) == "mar5"
+        assert tag_name(None, ledger, "bob", "autoresearch/mar5", plain) == "mar5"
+        assert tag_name(None, ledger, "bob", "feature/x", tagged) == "nightly"
+        assert tag_name(None, ledger, "bob", "feature/x", plain) == "feature/x"
+        ledger.upsert_agent("bob", tag="apr1")
+        assert tag_name(None, ledger, "bob", "autoresearch/mar5-bob", plain) == "apr1"
+        monkeypatch.setenv("COCKPIT_TAG", "env-tag")
+        assert tag_name(None, ledger, "bob", "autoresearch/mar5-bob", plain) == "env-tag"
+        assert tag_name("flag", ledger, "bob", "autoresearch/mar5-bob", plain) == "flag"
