@@ -9,9 +9,9 @@ Usage:
     python prepare.py --source docs.jsonl --num-shards 4 --force   # replace existing data, 4 train shards
 
 --source takes a directory (searched recursively for .txt/.md files, .jsonl files and .parquet
-files), a .jsonl file with a "text" field per line, or a .parquet file with a "text" column. Text
-files are cut into documents at blank lines (at most SOURCE_DOC_CHARS characters each). Documents
-are shuffled with a fixed seed and split into --num-shards training shards plus one validation
+files), a .jsonl file with a "text" field per line, or a .parquet file with a "text" column. A text
+file becomes documents of whole paragraphs, at most SOURCE_DOC_CHARS characters each (a short file
+is one document). Documents are shuffled with a fixed seed and split into --num-shards training shards plus one validation
 shard, written under the pinned validation name (shard_06542.parquet), so everything downstream
 reads local data exactly as it reads climbmix.
 
