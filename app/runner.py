@@ -236,6 +236,12 @@ class Runner:
         """Our rules on top of the policy: clearer crash reasons, unusable summaries,
         integrity, repeats."""
         problems = summary_problems(summary) if summary is not None else []
+        if supervised.stop_reason == "signal" and self.signal_received:
+            name = signal.Signals(self.signal_received).name
+            return Verdict("killed", f"the runner received {name}", margin=verdict.margin)
+        if verdict.decision == "timeout":
+            return Verdict("timeout", f"ran past the hard limit of {self.plan.timeout_s:g} s",
+                           margin=verdict.margin)
         if verdict.decision == "crash":
             if supervised.stream_error:
                 return Verdict("crash", supervised.stream_error, margin=verdict.margin)

@@ -281,6 +281,7 @@ def test_hard_timeout_stops_the_run(project, monkeypatch) -> None:
     monkeypatch.setenv("STANDIN_PIDFILE", str(project.tmp / "train.pid"))
     result = run_json(project.wt, "--timeout", "1.5")
     assert result["decision"] == "timeout" and result["tail"]
+    assert result["reason"] == "ran past the hard limit of 1.5 s"
     assert not pid_alive(int((project.tmp / "train.pid").read_text()))
 
 
@@ -347,7 +348,8 @@ def test_signalled_runner_stops_its_child_and_records_killed(project, sig) -> No
     assert proc.returncode == 128 + sig, err
     assert not pid_alive(live.pid)
     with Ledger(project.db) as db:
-        assert db.get(live.exp.id).decision == "killed"
+        exp = db.get(live.exp.id)
+        assert exp.decision == "killed" and exp.reason == f"the runner received {sig.name}"
 
 
 # ---------------------------------------------------------------------------
