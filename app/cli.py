@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "app.commands.review",
     "app.commands.tsvio",
     "app.commands.agent",
+    "app.commands.demo",
 )
 
 _USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
