@@ -213,7 +213,7 @@ class DashboardScreen(Screen):
             if data.progression is not None and data.progression.tag in data.best:
                 best = data.best[data.progression.tag]
                 text.append(f" · best {sanitize(best.tag)} {best.val_bpb_text} (#{best.id})")
-        self.query_one("#status-bar", Static).update(text)
+        self.query_one("#status-bar", Static).update(text, layout=False)  # fixed: one line
 
     def _render_table_status(self) -> None:
         data = self.data
@@ -232,7 +232,7 @@ class DashboardScreen(Screen):
             text.append(f" · marked #{self.marked_id} (c compares)")
         if data.experiment_count and not data.rows:
             text.append(f" · {NO_MATCH_TEXT}")
-        self.query_one("#table-status", Static).update(text)
+        self.query_one("#table-status", Static).update(text, layout=False)  # fixed: one line
 
     # -- query changes --------------------------------------------------------------------------
 
@@ -260,13 +260,14 @@ class DashboardScreen(Screen):
     def action_clear_filters(self) -> None:
         search = self.query_one("#search", Input)
         search.value = ""
-        self.set_class(False, "-searching")
+        search.display = False
         self.table.focus()
         self._set_query(tag=None, agent=None, state=None, search="")
 
     def action_search(self) -> None:
-        self.set_class(True, "-searching")
-        self.query_one("#search", Input).focus()
+        search = self.query_one("#search", Input)
+        search.display = True  # on the widget, not a screen class: no restyle of the whole screen
+        search.focus()
 
     @on(Input.Changed, "#search")
     def _on_search_changed(self, event: Input.Changed) -> None:

@@ -53,6 +53,7 @@ class LiveView(Vertical):
         self.curve: LossCurve | None = None
         self._curves: tuple = ((), ())
         self._follow: FollowData | None = None
+        self._lines: dict[str, Text] = {}  # what the one-line Statics show
 
     def compose(self) -> ComposeResult:
         yield Static(id="live-title")
@@ -93,7 +94,7 @@ class LiveView(Vertical):
         self._follow = None
         if self.curve is not None:
             self.curve.set_curves([], None)
-        self.query_one("#live-progress", Static).update("")
+        self._set_line("#live-progress", Text(""))
         self.workers.cancel_group(self, "live-tail")
         if exp is not None and exp.log_path:
             self._tail(Path(exp.log_path), exp.id)
@@ -113,7 +114,7 @@ class LiveView(Vertical):
             title.append(f"  ({exp.decision or exp.status})")
         if follow.best is not None:
             title.append(f" · vs best #{follow.best.id} {follow.best.val_bpb_text}")
-        self.query_one("#live-title", Static).update(title)
+        self._set_line("#live-title", title)
         self._follow = follow
         if self.curve is not None:
             self._show_curves(follow)
@@ -125,6 +126,14 @@ class LiveView(Vertical):
             labels = (f"#{follow.experiment.id}", f"best #{follow.best.id}" if follow.best else "best")
             self.curve.set_curves(follow.curve, follow.best_curve or None, labels)
 
+    def _set_line(self, selector: str, text: Text) -> None:
+        """Update a one-line Static only when its text changed, without a layout pass (its size
+        is fixed in the stylesheet): a relayout repaints the whole screen, too slow for 20/s."""
+        line = self.query_one(selector, Static)
+        if self._lines.get(selector) != text:
+            self._lines[selector] = text
+            line.update(text, layout=False)
+
     def on_live_view_log_update(self, message: LogUpdate) -> None:
         message.stop()
         if message.exp_id != self.exp_id:
@@ -134,8 +143,11 @@ class LiveView(Vertical):
             log.clear()
         if message.lines:
             log.write_lines(message.lines)
-        self.query_one("#live-progress", Static).update(Text(message.live, no_wrap=True,
-                                                             overflow="ellipsis"))
+            if len(log.lines) >= MAX_LOG_LINES:
+                # at max_lines the content shifts under an unchanged scroll offset, and Textual 8's
+                # Log repaints nothing: repaint the visible lines ourselves
+                log.refresh()
+        self._set_line("#live-progress", Text(message.live, no_wrap=True, overflow="ellipsis"))
 
     @work(thread=True, exclusive=True, group="live-tail", exit_on_error=False)
     def _tail(self, path: Path, exp_id: int) -> None:
