@@ -22,9 +22,10 @@ import sys
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import psutil
 
@@ -271,8 +272,7 @@ def start_agents(sandbox: Sandbox, count: int, seed: int, say: Say, *,
     socket = "" if not tmux or beside_me else "cockpit-demo-" + format(zlib.crc32(
         str(sandbox.root).encode()), "08x")
     session = DemoSession(tag, [], "tmux" if tmux else "background", socket)
-    os.environ.update(bytecode_env(sandbox.root))  # inherited by tmux servers and agents we start
-    with Ledger(sandbox.ledger_path) as ledger:
+    with _environ(bytecode_env(sandbox.root)), Ledger(sandbox.ledger_path) as ledger:
         names = _free_names(ledger, count, say)
         state.setdefault("sessions", []).append(session.to_json())
         write_state(sandbox.root, state)
@@ -293,6 +293,21 @@ def start_agents(sandbox: Sandbox, count: int, seed: int, say: Say, *,
     if socket:
         say(f"watch the agents' panes with: tmux -L {socket} attach -t {TMUX_SESSION}")
     return session
+
+
+@contextmanager
+def _environ(extra: dict[str, str]) -> Iterator[None]:
+    """`extra` in our environment while agents start: a tmux server we start keeps it."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _start_in_tmux(ledger: Ledger, sandbox: Sandbox, name: str, tag: str, argv: list[str],

@@ -37,7 +37,8 @@ BASE = {base!r}
 changed = any(globals()[k] != v for k, v in BASE.items())
 if changed and os.environ.get("STANDIN_CRASH"):
     raise RuntimeError("stand-in crash")
-end = time.time() + (float(os.environ.get("STANDIN_SLEEP", "0")) if changed else 0)
+sleeps = changed or os.environ.get("STANDIN_SLEEP_ALWAYS")
+end = time.time() + (float(os.environ.get("STANDIN_SLEEP", "0")) if sleeps else 0)
 step = 0
 while True:
     print(f"\\rstep {{step:05d}} (50.0%) | loss: 3.000000 | lrm: 1.00 | dt: 100ms | tok/sec: 20,000 | "
