@@ -78,10 +78,18 @@ class LogIndex:
         self._tail_cache: tuple[int, int, list[tuple[int, int]]] | None = None
 
     def close(self) -> None:
+        """Release the file; safe while another thread is reading (it gets an OSError)."""
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+    def _read(self, length: int, offset: int) -> bytes:
+        """pread under the lock, so close() never frees a descriptor that is being read."""
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(f"{self.path}: the log index is closed")
+            return os.pread(self._fd, length, offset)
 
     def __enter__(self) -> LogIndex:
         return self
@@ -95,6 +103,11 @@ class LogIndex:
     def size(self) -> int:
         """File size in bytes as of the last refresh."""
         return self._size
+
+    @property
+    def scanned(self) -> int:
+        """Bytes indexed so far."""
+        return self._scanned
 
     @property
     def complete(self) -> bool:
@@ -117,6 +130,8 @@ class LogIndex:
     def refresh(self) -> bool:
         """Re-read the file size; True when it changed. A shrunk file is indexed again from scratch."""
         with self._lock:
+            if self._fd < 0:
+                raise OSError(f"{self.path}: the log index is closed")
             size = os.fstat(self._fd).st_size
             if size == self._size:
                 return False
@@ -136,7 +151,7 @@ class LogIndex:
         end = min(size, start + max(bs, max_bytes - max_bytes % bs))
         if end <= scanned:
             return self.complete
-        data = os.pread(self._fd, end - start, start)
+        data = self._read(end - start, start)
         counts = array("q")
         running = 0
         for offset in range(0, len(data), bs):
@@ -173,7 +188,7 @@ class LogIndex:
             self._blocks.move_to_end(block)
             return cached
         start = block * self.block_size
-        data = os.pread(self._fd, min(self.block_size, self._scanned - start), start)
+        data = self._read(min(self.block_size, self._scanned - start), start)
         positions = array("i")
         pos = data.find(b"\n")
         while pos >= 0:
@@ -210,7 +225,7 @@ class LogIndex:
         window = 4096
         while hi > lo:
             start = max(lo, hi - window)
-            found = os.pread(self._fd, hi - start, start).rfind(byte)
+            found = self._read(hi - start, start).rfind(byte)
             if found >= 0:
                 return start + found
             hi = start
@@ -220,7 +235,7 @@ class LogIndex:
     def _shown_segment(self, start: int, end: int) -> tuple[int, int]:
         """The byte range of the segment a terminal would show for the line in [start, end):
         the last non-blank one, or the last one when all are blank."""
-        while end > start and os.pread(self._fd, 1, end - 1) == b"\r":
+        while end > start and self._read(1, end - 1) == b"\r":
             end -= 1
         last: tuple[int, int] | None = None
         for _ in range(BLANK_SKIPS):
@@ -228,7 +243,7 @@ class LogIndex:
             segment = (carriage + 1 if carriage >= 0 else start, end)
             last = last or segment
             length = segment[1] - segment[0]
-            if length > MAX_LINE_BYTES or os.pread(self._fd, length, segment[0]).strip():
+            if length > MAX_LINE_BYTES or self._read(length, segment[0]).strip():
                 return segment
             if carriage < 0:
                 break
@@ -238,7 +253,7 @@ class LogIndex:
     def _render(self, start: int, end: int) -> str:
         seg_start, seg_end = self._shown_segment(start, end)
         length = seg_end - seg_start
-        raw = os.pread(self._fd, min(length, MAX_LINE_BYTES), seg_start)
+        raw = self._read(min(length, MAX_LINE_BYTES), seg_start)
         text = sanitize(raw.decode("utf-8", "replace")).expandtabs()
         if length > MAX_LINE_BYTES or len(text) > MAX_LINE_CHARS:
             text = f"{text[:MAX_LINE_CHARS]} … [line cut: {length:,} bytes]"
@@ -270,7 +285,7 @@ class LogIndex:
         else:
             ranges = []
             end = size
-            if end and os.pread(self._fd, 1, end - 1) == b"\n":
+            if end and self._read(1, end - 1) == b"\n":
                 end -= 1
             floor = max(0, size - TAIL_SCAN_BYTES)
             while len(ranges) < n and end > floor:
@@ -324,7 +339,7 @@ class LogIndex:
                        cancelled: Cancelled) -> int | None:
         overlap = len(needle) - 1
         while pos < limit and not cancelled():
-            window = os.pread(self._fd, min(SCAN_WINDOW, limit - pos), pos)
+            window = self._read(min(SCAN_WINDOW, limit - pos), pos)
             hit = (window.lower() if fold else window).find(needle)
             if hit < 0:
                 if pos + len(window) >= limit:
@@ -343,7 +358,7 @@ class LogIndex:
         overlap = len(needle) - 1
         while end > 0 and not cancelled():
             start = max(0, end - SCAN_WINDOW)
-            window = os.pread(self._fd, end - start, start)
+            window = self._read(end - start, start)
             hit = (window.lower() if fold else window).rfind(needle)
             if hit < 0:
                 if start == 0:

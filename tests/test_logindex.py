@@ -160,6 +160,18 @@ def test_real_logs_collapse_and_end_with_their_summary() -> None:
     assert "---" not in crashed.lines(0, crashed.line_count)
 
 
+def test_reads_after_close_fail_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "run.log"
+    path.write_bytes(b"one\ntwo\n")
+    index = built(path)
+    index.close()
+    with pytest.raises(OSError):
+        index.line(0)
+    with pytest.raises(OSError):
+        index.refresh()
+    index.close()  # twice is fine
+
+
 def test_logindex_does_not_import_textual() -> None:
     code = "import sys, app.logindex; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -161,7 +161,7 @@ class CompareScreen(Screen):
                 cells[winner] = Text(f"{cells[winner].plain} {BETTER}", style=good)
                 cells[loser].stylize(bad)
                 delta_cell.stylize(good if better == "b" else bad)
-            elif delta is None and row.a != row.b:
+            elif delta is None and None not in (row.a, row.b) and row.a != row.b:
                 delta_cell = Text("differs")
             rows.append([Text(sanitize(row.name)), *cells, delta_cell])
         headers = ["", f"#{a.id}", f"#{b.id}", f"Δ (#{b.id} − #{a.id})"]

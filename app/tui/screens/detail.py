@@ -231,8 +231,16 @@ class DetailScreen(Screen):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        pane = self.query_one(f"#{tab}", TabPane)
-        focusable = [w for w in pane.query("*") if w.focusable]
+        self._focus_pane(tab)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id:
+            self._focus_pane(event.pane.id)
+
+    def _focus_pane(self, tab: str) -> None:
+        """Keys go to the tab's content (scrolling, search) rather than to the tab bar."""
+        focusable = [w for w in self.query_one(f"#{tab}", TabPane).query("*") if w.focusable]
         if focusable:
             focusable[0].focus()
 
@@ -294,7 +302,7 @@ class DetailScreen(Screen):
         self.query_one("#diff-main-view", DiffView).set_diff(message.main)
 
     @on(_Loaded)
-    def _loaded(self, message: _Loaded) -> None:
+    async def _loaded(self, message: _Loaded) -> None:
         first = self.data is None
         self.data = data = message.data
         exp = data.experiment
@@ -307,9 +315,9 @@ class DetailScreen(Screen):
             labels=(f"#{exp.id}", f"best #{ref.id}" if ref else "best"))
         if first:
             self._load_diffs(exp)
-        self._show_log(exp)
+        await self._show_log(exp)
 
-    def _show_log(self, exp: Experiment) -> None:
+    async def _show_log(self, exp: Experiment) -> None:
         crashed = exp.decision in CRASHED
         if self._log_mounted:
             viewer = self.query_one(LogViewer)
@@ -330,9 +338,12 @@ class DetailScreen(Screen):
                 else f"The log file {shown} does not exist: it was moved or deleted, or the run "
                      "never wrote one."))
             return
-        message.remove()
-        self.query_one("#log", TabPane).mount(LogViewer(path, live=exp.is_live, crashed=crashed))
         self._log_mounted = True
+        await message.remove()
+        viewer = LogViewer(path, live=exp.is_live, crashed=crashed)
+        await self.query_one("#log", TabPane).mount(viewer)
+        if self.query_one(TabbedContent).active == "log":
+            viewer.view.focus()
 
     def _kv(self, rows: list[tuple[str, object]], heading: str) -> Content:
         key_style = Style.from_styles(self.get_component_styles("detail--key"))
@@ -366,11 +377,13 @@ class DetailScreen(Screen):
         result: list[tuple[str, object]] = [
             ("decision", exp.decision), ("review", exp.review), ("status", exp.status),
             ("val_bpb", exp.val_bpb), ("delta", f"{exp.delta:+.6f}" if exp.delta is not None else None),
-            ("margin", exp.margin), ("reason", exp.reason), ("exit code", exp.exit_code)]
+            ("margin", exp.margin), ("reason", sanitize(exp.reason)), ("exit code", exp.exit_code)]
         if exp.is_live:
             result += [("progress", f"{exp.progress_pct:.1f}%" if exp.progress_pct is not None else None),
                        ("last loss", exp.last_loss), ("remaining", f"{exp.remaining_s:.0f}s"
                                                       if exp.remaining_s is not None else None)]
+        always = ("decision", "status", "val_bpb")
+        result = [(k, v) for k, v in result if k in always or v not in (None, "")]
         self.query_one("#ov-result", Static).update(self._kv(result, "Result"))
         metrics = list(metrics_of(exp).items())
         self.query_one("#ov-metrics", Static).update(

@@ -25,11 +25,24 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
-from app.logindex import LogIndex
+from app.logindex import CRASH_TAIL_LINES, LogIndex
 
 FOLLOW_POLL_S = 0.25  # how often a live log is checked for new bytes
+FIRST_SCREEN_LINES = 200  # lines indexed before the first paint, in the UI thread ...
+FIRST_SCREEN_BYTES = 8 * 1024 * 1024  # ... or this many bytes, whichever comes first
+WORKER_CHUNK = 1024 * 1024  # bytes indexed per step by the worker
+WORKER_DUTY = 0.5  # share of the time the worker indexes; it sleeps the rest, so the UI thread
+# (which needs the GIL the byte scanning holds) stays responsive
+PROGRESS_EVERY_S = 0.05  # the worker reports progress at most this often
 TAIL_SPAN = 500  # lines shown by "jump to end" while the index is still being built
 TEXT_CACHE = 2000  # rendered line texts kept
+
+
+class _Latest(Message):
+    """A high-rate message: a newer one replaces an unhandled older one of the same type."""
+
+    def can_replace(self, message: Message) -> bool:
+        return type(message) is type(self)
 
 
 class LogView(ScrollView, can_focus=True):
@@ -37,10 +50,10 @@ class LogView(ScrollView, can_focus=True):
 
     COMPONENT_CLASSES = {"log-view--line-number", "log-view--crash-tail", "log-view--match"}
     BINDINGS = [
-        Binding("up", "line_up", "Up", show=False, id="log.up"),
-        Binding("down", "line_down", "Down", show=False, id="log.down"),
-        Binding("pageup", "page_up", "Page up", show=False, id="log.page-up"),
-        Binding("pagedown,space", "page_down", "Page down", show=False, id="log.page-down"),
+        Binding("up", "scroll_rows(-1)", "Up", show=False, id="log.up"),
+        Binding("down", "scroll_rows(1)", "Down", show=False, id="log.down"),
+        Binding("pageup", "scroll_pages(-1)", "Page up", show=False, id="log.page-up"),
+        Binding("pagedown,space", "scroll_pages(1)", "Page down", show=False, id="log.page-down"),
         Binding("home,g", "scroll_home", "Top", show=False, id="log.top"),
         Binding("end,G", "scroll_end", "End", id="log.end", tooltip="Jump to the end of the log"),
         Binding("f", "toggle_follow", "Follow", id="log.follow", tooltip="Keep showing new lines"),
@@ -49,17 +62,11 @@ class LogView(ScrollView, can_focus=True):
     follow: reactive[bool] = reactive(False)
     """Scroll to new lines as a live log grows."""
 
-    class Changed(Message):
+    class Changed(_Latest):
         """Something the status line shows changed (position, size, indexing, follow)."""
 
-        def can_replace(self, message: Message) -> bool:
-            return isinstance(message, LogView.Changed)
-
-    class _Indexed(Message):
+    class _Indexed(_Latest):
         """The worker indexed more of the file (or the file grew)."""
-
-        def can_replace(self, message: Message) -> bool:
-            return isinstance(message, LogView._Indexed)
 
     class _Failed(Message):
         def __init__(self, reason: str) -> None:
@@ -91,11 +98,15 @@ class LogView(ScrollView, can_focus=True):
     def on_mount(self) -> None:
         try:
             self.index = LogIndex(self.path)
+            while (self.index.line_count < FIRST_SCREEN_LINES and not self.index.complete
+                   and self.index.scanned < FIRST_SCREEN_BYTES):
+                self.index.index_more(WORKER_CHUNK)
         except OSError as exc:
             self.error = f"Cannot open the log {self.path}: {exc.strerror or exc}"
             self.post_message(self.Changed())
             return
-        self._index_worker(self.index)
+        self._indexed()
+        self.call_after_refresh(self._index_worker, self.index)  # after the first paint
 
     def on_unmount(self) -> None:
         if self.index is not None:
@@ -105,24 +116,37 @@ class LogView(ScrollView, can_focus=True):
     def _index_worker(self, index: LogIndex) -> None:
         """Index the whole file, then (for a live run) keep picking up appended bytes."""
         worker = get_current_worker()
+        reported = 0.0
         while not worker.is_cancelled:
+            started = time.monotonic()
             try:
-                complete = index.index_more()
-                if complete:
-                    self.post_message(self._Indexed())
-                    if not self.live:
-                        return
-                    time.sleep(FOLLOW_POLL_S)
-                    index.refresh()
-                else:
-                    self.post_message(self._Indexed())
+                complete = index.index_more(WORKER_CHUNK)
             except OSError as exc:
                 self.post_message(self._Failed(f"Reading {self.path} failed: {exc}"))
                 return
+            now = time.monotonic()
+            if complete or now - reported >= PROGRESS_EVERY_S:
+                self.post_message(self._Indexed())
+                reported = now
+            if not complete:
+                time.sleep((now - started) * (1 - WORKER_DUTY) / WORKER_DUTY)
+            elif not self.live:
+                return
+            else:
+                time.sleep(FOLLOW_POLL_S)
+                try:
+                    index.refresh()
+                except OSError as exc:
+                    self.post_message(self._Failed(f"Reading {self.path} failed: {exc}"))
+                    return
 
     @work(thread=True, exclusive=True, group="log-tail", exit_on_error=False)
     def _tail_worker(self, index: LogIndex) -> None:
-        lines = index.tail(TAIL_SPAN)
+        try:
+            lines = index.tail(TAIL_SPAN)
+        except OSError as exc:
+            self.post_message(self._Failed(f"Reading {self.path} failed: {exc}"))
+            return
         if not get_current_worker().is_cancelled:
             self.post_message(self._TailLoaded(lines))
 
@@ -144,8 +168,7 @@ class LogView(ScrollView, can_focus=True):
             self._texts.pop(self.line_count - 1, None)  # the last line may have grown
         self.line_count = count
         if self.tail_lines is not None and index.complete:
-            self.tail_lines = None
-            self._resize()
+            self._leave_tail()
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         elif self.tail_lines is None:
             self._resize()
@@ -170,6 +193,13 @@ class LogView(ScrollView, can_focus=True):
     @property
     def gutter_width(self) -> int:
         return max(4, len(str(self.line_count))) + 1
+
+    def _leave_tail(self) -> None:
+        """Back from the unindexed tail to line numbers of the whole file."""
+        if self.tail_lines is not None:
+            self.tail_lines = None
+            self._texts.clear()
+            self._resize()
 
     def _resize(self) -> None:
         height = len(self.tail_lines) if self.tail_lines is not None else self.line_count
@@ -220,7 +250,7 @@ class LogView(ScrollView, can_focus=True):
         if not self.crashed:
             return False
         rows = len(self.tail_lines) if self.tail_lines is not None else self.line_count
-        return row >= rows - 50
+        return row >= rows - CRASH_TAIL_LINES
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -244,23 +274,14 @@ class LogView(ScrollView, can_focus=True):
 
     # --- actions -------------------------------------------------------------------------------
 
-    def action_line_up(self) -> None:
-        self.scroll_to(y=self.scroll_y - 1, animate=False, immediate=True)
+    def action_scroll_rows(self, rows: int) -> None:
+        self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True)
 
-    def action_line_down(self) -> None:
-        self.scroll_to(y=self.scroll_y + 1, animate=False, immediate=True)
-
-    def action_page_up(self) -> None:
-        self.scroll_to(y=self.scroll_y - self.page_height, animate=False, immediate=True)
-
-    def action_page_down(self) -> None:
-        self.scroll_to(y=self.scroll_y + self.page_height, animate=False, immediate=True)
+    def action_scroll_pages(self, pages: int) -> None:
+        self.action_scroll_rows(pages * self.page_height)
 
     def action_scroll_home(self) -> None:
-        if self.tail_lines is not None:
-            self.tail_lines = None
-            self._texts.clear()
-            self._resize()
+        self._leave_tail()
         self.follow = False
         self.scroll_to(0, 0, animate=False, immediate=True)
 
@@ -281,9 +302,7 @@ class LogView(ScrollView, can_focus=True):
 
     def go_to_line(self, line: int) -> None:
         """Highlight `line` and scroll it into the middle of the view."""
-        if self.tail_lines is not None:
-            self.tail_lines = None
-            self._resize()
+        self._leave_tail()
         self.match_line = line
         self.follow = False
         self.scroll_to(y=max(0, line - self.page_height // 2), animate=False, immediate=True)
@@ -295,8 +314,8 @@ class LogViewer(Vertical):
 
     BINDINGS = [
         Binding("slash", "search", "Search", id="log.search", tooltip="Search the log"),
-        Binding("n", "find_next", "Next", id="log.next", tooltip="Next match"),
-        Binding("N", "find_previous", "Prev", id="log.previous", tooltip="Previous match"),
+        Binding("n", "find(1)", "Next", id="log.next", tooltip="Next match"),
+        Binding("N", "find(-1)", "Prev", id="log.previous", tooltip="Previous match"),
         Binding("escape", "close_search", "Close search", show=False, id="log.close-search"),
     ]
 
@@ -333,7 +352,7 @@ class LogViewer(Vertical):
         self._show_status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("find_next", "find_previous"):
+        if action == "find":
             return bool(self.pattern) or None
         return True
 
@@ -355,27 +374,17 @@ class LogViewer(Vertical):
         event.stop()
         self.pattern = event.value
         self.action_close_search()
-        view = self.view
-        start = view.match_line + 1 if view.match_line is not None else (view.first_line or 0)
-        self._search(event.value, start, False)
+        self.action_find(1)
 
-    def action_find_next(self) -> None:
-        view = self.view
-        start = (view.match_line + 1) if view.match_line is not None else (view.first_line or 0)
-        self._search(self.pattern, start, False)
-
-    def action_find_previous(self) -> None:
-        view = self.view
-        start = (view.match_line - 1) if view.match_line is not None else (view.first_line or 0)
-        self._search(self.pattern, start, True)
-
-    def _search(self, pattern: str, start: int, backwards: bool) -> None:
-        index = self.view.index
-        if not pattern or index is None:
+    def action_find(self, direction: int) -> None:
+        """The next match after (1) or before (-1) the current one, or from the top of the view."""
+        view, pattern = self.view, self.pattern
+        if not pattern or view.index is None:
             return
+        start = view.match_line + direction if view.match_line is not None else (view.first_line or 0)
         self.search_message = f"searching for {pattern!r}…"
         self._show_status()
-        self._search_worker(index, pattern, start, backwards)
+        self._search_worker(view.index, pattern, start, direction < 0)
 
     @work(thread=True, exclusive=True, group="log-search", exit_on_error=False)
     def _search_worker(self, index: LogIndex, pattern: str, start: int, backwards: bool) -> None:
@@ -384,12 +393,16 @@ class LogViewer(Vertical):
         partial = not index.complete
         count = index.line_count
         line = None
-        if 0 <= start < count:
-            line = index.find(pattern, start, backwards=backwards, cancelled=lambda: worker.is_cancelled)
-        wrapped = line is None
-        if wrapped:
-            line = index.find(pattern, count - 1 if backwards else 0, backwards=backwards,
-                              cancelled=lambda: worker.is_cancelled)
+        try:
+            if 0 <= start < count:
+                line = index.find(pattern, start, backwards=backwards,
+                                  cancelled=lambda: worker.is_cancelled)
+            wrapped = line is None
+            if wrapped:
+                line = index.find(pattern, count - 1 if backwards else 0, backwards=backwards,
+                                  cancelled=lambda: worker.is_cancelled)
+        except OSError:
+            return  # the viewer closed the log: nobody is waiting for the answer
         if not worker.is_cancelled:
             self.post_message(self._SearchDone(pattern, line, wrapped and line is not None, partial))
 
