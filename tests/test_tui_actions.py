@@ -1,8 +1,13 @@
 """Every dashboard action through the keyboard or the command palette, asserting the ledger effect;
-read-only mode hides the actions and writes nothing."""
+read-only mode hides the actions and writes nothing; and end to end in real tmux, a kill from the
+TUI stops a run started by `cockpit run`."""
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from app.tui.screens.help import HelpScreen
 from app.tui.screens.note import NoteModal
 from app.tui.screens.dashboard import DashboardScreen
 from gitrepo import commit_edit, git, make_repo
+from runnerhelpers import agent_worktree, cockpit_env, make_project, pid_alive, start_cockpit, wait_for
 from tuifixtures import build_ledger, wait_until
 
 POLL = 0.05
@@ -271,3 +277,50 @@ async def test_adopt_when_main_moved_offers_merge_or_cancel(repo) -> None:
             assert ledger.get(exp_id).needs_rerun == 1
     merged = (main / "train.py").read_text()
     assert "DEPTH = 10" in merged and "LR = 0.03" in merged
+
+
+# ---- end to end: the real `cockpit` in real tmux kills a run started by `cockpit run` ---------
+
+def tmux(socket: str, *args: str) -> str:
+    return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True,
+                          check=True, timeout=30).stdout
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_e2e_kill_from_the_tui_in_tmux_stops_cockpit_run(tmp_path: Path) -> None:
+    main = make_project(tmp_path)
+    worktree = agent_worktree(main, "alice", tag="e2e")
+    pidfile = tmp_path / "train.pid"
+    run = start_cockpit("run", "-m", "slow e2e run", cwd=worktree,
+                        env=cockpit_env(STANDIN_STEPS="600", STANDIN_STEP_SECONDS="0.2",
+                                        STANDIN_PIDFILE=str(pidfile)))
+    db = main / ".autoresearch" / "ledger.db"
+    socket = f"cockpit-e2e-{uuid.uuid4().hex[:12]}"
+    cockpit_bin = Path(sys.executable).with_name("cockpit")
+    try:
+        wait_for(lambda: pidfile.exists(), timeout=60)
+        train_pid = int(pidfile.read_text())
+        tmux(socket, "new-session", "-d", "-s", "e2e", "-x", "80", "-y", "24", "-c", str(main),
+             f"{cockpit_bin} --ledger {db}")
+        screen = lambda: tmux(socket, "capture-pane", "-p", "-t", "e2e")  # noqa: E731
+        wait_for(lambda: "slow e2e run" in screen() and "▶" in screen(), timeout=60)
+        assert "alice" in screen() and "Kill" in screen()  # the footer offers it for this row
+        tmux(socket, "send-keys", "-t", "e2e", "k")
+        wait_for(lambda: "Kill experiment #1?" in screen(), timeout=20)
+        tmux(socket, "send-keys", "-t", "e2e", "y")
+        wait_for(lambda: not pid_alive(train_pid), timeout=20)
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 0 and "KILLED" in out, err
+        with Ledger(db, read_only=True) as ledger:
+            exp = ledger.get(1)
+            assert exp.decision == "killed" and exp.kill_requested_at is not None
+            assert [e.actor for e in ledger.events(1, kind="kill")] == ["human"]
+        wait_for(lambda: "☠ killed" in screen(), timeout=20)
+        tmux(socket, "send-keys", "-t", "e2e", "q")  # quits: the pane's only process ends
+        wait_for(lambda: subprocess.run(["tmux", "-L", socket, "has-session", "-t", "e2e"],
+                                        capture_output=True).returncode != 0, timeout=20)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=30)

@@ -2,8 +2,12 @@
 empty states, untrusted text shown literally, the live log view and the 80x24 layout."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -244,3 +248,39 @@ async def test_big_window_reports_how_many_match(tmp_path: Path) -> None:
         dashboard = await loaded(pilot)
         assert dashboard.table.row_count == 500
         assert str(dashboard.query_one("#table-status").render()).startswith("500 of 1,200")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_live_log_keeps_scrolling_past_max_lines_in_a_real_terminal(fx) -> None:
+    """Past the Log's max_lines the content moves under a fixed scroll offset; what the terminal
+    shows must still be the newest lines (read back from tmux, not from the widget)."""
+    socket = f"cockpit-e2e-{uuid.uuid4().hex[:12]}"
+    cockpit_bin = Path(sys.executable).with_name("cockpit")
+    log_path = fx.root / "logs" / f"{fx.ids['running']}.log"
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-t", "live"],
+                              capture_output=True, text=True, check=True).stdout
+
+    try:
+        subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-s", "live", "-x", "100",
+                        "-y", "30", f"{cockpit_bin} --read-only --ledger {fx.ledger_path}"], check=True)
+        wait_until_sync(lambda: "Model: 50.3M params" in screen())
+        with open(log_path, "a") as out:
+            out.write("\n")
+            for batch in range(6):
+                out.write("".join(f"flood line {batch * 1000 + i:05d}\n" for i in range(1000)))
+                out.flush()
+                time.sleep(0.1)
+        wait_until_sync(lambda: "flood line 05999" in screen())
+        out_of_date = [f"flood line {n:05d}" for n in range(0, 5900, 100)]
+        assert not any(line in screen() for line in out_of_date)
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+
+
+def wait_until_sync(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
