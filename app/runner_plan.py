@@ -17,6 +17,7 @@ from app.procs import process_identity, same_process
 from app.runner_context import repeat_original
 
 DEFAULT_TIME_BUDGET_S = 300.0
+MODAL_GPU_ENV = "AUTORESEARCH_MODAL_GPU"  # read by modal_train.py when it is loaded
 CHILD_ENV_PREFIX = "AUTORESEARCH_"  # passed on to the training process, also on Modal
 
 
@@ -183,6 +184,8 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
                              f"{branch}; run it once with `cockpit run` first")
     env = {**settings.train_env,
            **{k: v for k, v in os.environ.items() if k.startswith(CHILD_ENV_PREFIX)}}
+    if settings.backend == "modal":
+        env.setdefault(MODAL_GPU_ENV, settings.modal_gpu)
     timeout = request.timeout_s or hard_timeout_s(effective_time_budget(env), policy)
     if not math.isfinite(timeout) or timeout <= 0:
         raise RunRefused(f"--timeout must be a positive number of seconds, not {timeout}")

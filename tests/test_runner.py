@@ -435,6 +435,21 @@ def test_modal_backend_run_is_streamed_recorded_and_decided(project, cloud) -> N
         assert b"\rstep 00005" in Path(exp.log_path).read_bytes()
 
 
+def test_modal_backend_uses_the_configured_gpu_and_train_env(project, cloud, monkeypatch) -> None:
+    monkeypatch.setenv("AUTORESEARCH_MODAL_GPU", "placeholder")
+    monkeypatch.delenv("AUTORESEARCH_MODAL_GPU")  # restored to unset after the run sets it
+    _with_modal_train(project)
+    (project.main / ".autoresearch").mkdir(exist_ok=True)
+    (project.main / ".autoresearch" / "config.toml").write_text(
+        'backend = "modal"\nmodal_gpu = "A100-80GB"\n[train_env]\nAUTORESEARCH_TIME_BUDGET = "42"\n')
+    result = run_json(project.wt, message="configured cloud")
+    assert result["decision"] == "keep", result
+    module = cloud.loaded[0]
+    assert module.GPU_TYPE == "A100-80GB"
+    _, env, _ = module.train.calls[0]
+    assert env["AUTORESEARCH_TIME_BUDGET"] == "42" and env["AUTORESEARCH_MODAL_GPU"] == "A100-80GB"
+
+
 def test_modal_backend_kill_cancels_the_call(project, cloud) -> None:
     _with_modal_train(project)
     set_constant(project.wt, "NUM_STEPS", 400)  # 400 x 0.05 s: far longer than the test

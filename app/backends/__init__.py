@@ -5,6 +5,7 @@ Every backend returns a Run: `ident` (pid or Modal call id), `pid`/`pid_start` (
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol
@@ -79,5 +80,7 @@ def start_run(name: str, worktree: Path, env: Mapping[str, str], timeout_s: floa
         return LocalRun(worktree, env)
     from app.backends.modal_backend import start_modal_run
 
+    if "AUTORESEARCH_MODAL_GPU" in env:  # modal_train.py picks its GPU type when it is loaded
+        os.environ["AUTORESEARCH_MODAL_GPU"] = env["AUTORESEARCH_MODAL_GPU"]
     source = (worktree / "train.py").read_text(encoding="utf-8")
     return ModalAdapter(start_modal_run(worktree, source, dict(env), timeout_s))
