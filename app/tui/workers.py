@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from textual.worker import get_current_worker
@@ -26,24 +27,24 @@ WRITE_ACTIONS = frozenset({"kill", "approve", "reject", "adopt", "note"})
 REAP_EVERY_S = 5.0  # how often a writable cockpit marks experiments whose runner died as lost
 
 
-def _core() -> tuple[Any, Any, Any]:
+def _core() -> SimpleNamespace:
     """app.actions, app.ledger, app.adopt: imported on first use, not before the first paint
     (app.ledger pulls in sqlite_utils and numpy, the slowest imports of the cockpit)."""
     from app import actions, adopt, ledger
 
-    return actions, ledger, adopt
+    return SimpleNamespace(actions=actions, ledger=ledger, adopt=adopt)
 
 
 def _failures() -> tuple[type[BaseException], ...]:
-    actions, ledger, _ = _core()
-    return actions.ActionError, ledger.LedgerError, sqlite3.Error, OSError
+    core = _core()
+    return core.actions.ActionError, core.ledger.LedgerError, sqlite3.Error, OSError
 
 
 async def _write(app: CockpitApp, action: str, exp_id: int | None,
                  write: Callable[[Ledger], Any]) -> Any:
     """Run `write` on a fresh ledger connection in a thread; post the outcome or the error."""
     def in_thread() -> Any:
-        with _core()[1].Ledger(app.ledger_path, create=False) as ledger:
+        with _core().ledger.Ledger(app.ledger_path, create=False) as ledger:
             return write(ledger)
 
     try:
@@ -63,12 +64,12 @@ async def kill(app: CockpitApp, exp_id: int) -> None:
     if await app.push_screen_wait(ConfirmModal(f"Kill experiment #{exp_id}?",
                                                app.experiment_summary(exp_id), confirm_label="Kill")):
         _finished(app, "kill", exp_id,
-                  await _write(app, "kill", exp_id, lambda l: _core()[0].request_kill(l, exp_id)))
+                  await _write(app, "kill", exp_id, lambda l: _core().actions.request_kill(l, exp_id)))
 
 
 async def approve(app: CockpitApp, exp_id: int) -> None:
     _finished(app, "approve", exp_id,
-              await _write(app, "approve", exp_id, lambda l: _core()[0].approve(l, exp_id)))
+              await _write(app, "approve", exp_id, lambda l: _core().actions.approve(l, exp_id)))
 
 
 async def reject(app: CockpitApp, exp_id: int) -> None:
@@ -76,22 +77,22 @@ async def reject(app: CockpitApp, exp_id: int) -> None:
     if await app.push_screen_wait(ConfirmModal(question, app.experiment_summary(exp_id),
                                                confirm_label="Reject")):
         _finished(app, "reject", exp_id,
-                  await _write(app, "reject", exp_id, lambda l: _core()[0].reject(l, exp_id)))
+                  await _write(app, "reject", exp_id, lambda l: _core().actions.reject(l, exp_id)))
 
 
 async def note(app: CockpitApp, exp_id: int | None) -> None:
     about = f"Note on #{exp_id}: {app.experiment_summary(exp_id)}" if exp_id else "General note"
     text = await app.push_screen_wait(NoteModal(about))
     if text:
-        note_id = await _write(app, "note", exp_id, lambda l: _core()[0].add_note(l, text, exp_id))
+        note_id = await _write(app, "note", exp_id, lambda l: _core().actions.add_note(l, text, exp_id))
         where = f" on #{exp_id}" if exp_id else ""
         _finished(app, "note", exp_id, None if note_id is None else f"note {note_id} saved{where}")
 
 
 async def adopt(app: CockpitApp, exp_id: int) -> None:
     """Check main first (git), then confirm, or offer exact / merge / cancel when main moved."""
-    module = _core()[2]
-    offer = await _write(app, "adopt", exp_id, lambda l: module.adopt_check(l, exp_id))
+    adopt_module = _core().adopt
+    offer = await _write(app, "adopt", exp_id, lambda l: adopt_module.adopt_check(l, exp_id))
     if offer is None:
         return
     if offer.main_moved:
@@ -102,7 +103,7 @@ async def adopt(app: CockpitApp, exp_id: int) -> None:
         mode = "exact" if confirmed else None
     if mode:
         _finished(app, "adopt", exp_id, await _write(
-            app, "adopt", exp_id, lambda l: module.adopt_experiment(l, exp_id, mode)))
+            app, "adopt", exp_id, lambda l: adopt_module.adopt_experiment(l, exp_id, mode)))
 
 
 FLOWS: dict[str, Callable[[CockpitApp, Any], Awaitable[None]]] = {
@@ -122,15 +123,15 @@ def start(app: CockpitApp, action: str, exp_id: int | None) -> None:
 def reap_lost_loop(app: CockpitApp) -> None:
     """Thread worker: mark live experiments whose runner died as `lost` (stale heartbeat, dead pid)."""
     worker = get_current_worker()
-    actions, ledger_module, _ = _core()
+    core = _core()
     next_at = 0.0
     while not worker.is_cancelled:
         if time.monotonic() >= next_at:
             next_at = time.monotonic() + REAP_EVERY_S
             try:
-                with ledger_module.Ledger(app.ledger_path, create=False) as ledger:
-                    lost = actions.reap_lost(ledger)
-            except (ledger_module.LedgerError, sqlite3.Error):
+                with core.ledger.Ledger(app.ledger_path, create=False) as ledger:
+                    lost = core.actions.reap_lost(ledger)
+            except (core.ledger.LedgerError, sqlite3.Error):
                 lost = []
             if lost:
                 app.post_message(ActionFinished(

@@ -86,6 +86,7 @@ class DashboardScreen(Screen):
         self.plot: ProgressionPlot | None = None
         self.marked_id: int | None = None
         self._bindings_state: tuple | None = None
+        self._no_ledger_text: Text | None = None
 
     @property
     def cockpit(self) -> CockpitApp:
@@ -141,9 +142,11 @@ class DashboardScreen(Screen):
 
     def on_ledger_unavailable(self, message: LedgerUnavailable) -> None:
         missing = not self.ledger_path.exists()
-        text = (NO_LEDGER_TEXT.format(path=self.ledger_path) if missing
-                else BROKEN_LEDGER_TEXT.format(reason=message.reason))
-        self.query_one("#no-ledger", Static).update(Text(sanitize(text)))
+        text = Text(sanitize(NO_LEDGER_TEXT.format(path=self.ledger_path) if missing
+                             else BROKEN_LEDGER_TEXT.format(reason=message.reason)))
+        if text != self._no_ledger_text:  # the poller repeats this twice a second
+            self._no_ledger_text = text
+            self.query_one("#no-ledger", Static).update(text)
         self.set_class(True, "-no-ledger")
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
@@ -151,7 +154,6 @@ class DashboardScreen(Screen):
         self.data = data
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
-        self.set_class(data.experiment_count > 0 and not data.rows, "-no-match")
         self.query_one(AgentsPanel).show(data.agents)
         self.table.show(data.rows, data.best)
         if self.plot is not None:

@@ -71,6 +71,14 @@ class AgentsPanel(Vertical):
         table = self.query_one(DataTable)
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.call_after_refresh(self._restyle))
+
+    def _restyle(self) -> None:
+        """Re-render every cell with the new theme's colours."""
+        table = self.query_one(DataTable)
+        for name, row in self._values.items():
+            for (column, *_), cell in zip(COLUMNS, self._cells(row)):
+                table.update_cell(name, column, cell)
 
     def show(self, agents: Sequence[AgentStatus]) -> None:
         table = self.query_one(DataTable)
