@@ -3,6 +3,7 @@ on the real fork logs (jump to end, collapsed step line, search, crash tail, liv
 clear messages instead of crashes when a log or commit is missing."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from textual.widgets import Static, TabbedContent
 from tuifixtures import ANSI_DESCRIPTION, MARKUP_DESCRIPTION, TuiFixture, build_ledger
 
 from app.ledger import Ledger
+from app.logindex import LogIndex
 from app.tui.app import make_app
 from app.tui.screens.detail import DetailScreen
 from app.tui.widgets.diff_view import DiffView
@@ -79,12 +81,12 @@ async def open_detail(pilot: Pilot, fx: TuiFixture, exp_id: int, read_only: bool
     return screen
 
 
-async def open_log(pilot: Pilot, screen: DetailScreen) -> LogView:
+async def open_log(pilot: Pilot, screen: DetailScreen, complete: bool = True) -> LogView:
     await pilot.press("l")
     await wait_for(pilot, lambda: screen.query(LogViewer))
     view = screen.query_one(LogView)
-    await wait_for(pilot, lambda: view.index is not None and view.index.complete and view.line_count
-                   and view.page_height)
+    await wait_for(pilot, lambda: view.index is not None and (view.index.complete or not complete)
+                   and view.line_count and view.page_height)
     await pilot.pause()
     return view
 
@@ -251,6 +253,42 @@ async def test_real_log_jump_to_end_collapsed_step_line_and_search(fx: TuiFixtur
         await wait_for(pilot, lambda: view.match_line == 95)
         await pilot.press("slash", *"step 00100", "enter")  # only in an overwritten segment
         await wait_for(pilot, lambda: "not found" in str(screen.query_one("#log-status", Static).content))
+
+
+async def test_jump_to_end_before_the_index_is_complete(fx: TuiFixture, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()  # holds the background indexer until the end is on screen
+    index_more = LogIndex.index_more
+
+    def gated(index: LogIndex, *args: object) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            gate.wait(30)
+        return index_more(index, *args)
+
+    monkeypatch.setattr(LogIndex, "index_more", gated)
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"row {i:06d} " + "x" * 80 + "\n" for i in range(20_000)) + "---\nthe end\n")
+    exp_id = set_fields(fx, "crash", log_path=str(log))
+    app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await open_detail(pilot, fx, exp_id)
+            view = await open_log(pilot, screen, complete=False)
+            assert view.text_at(0).startswith("row 000000") and not view.index.complete
+            await pilot.press("end")
+            await wait_for(pilot, lambda: view.tail_lines is not None)
+            await pilot.pause()
+            rows = shown_rows(view)
+            assert rows[-1].strip() == "the end" and rows[-2].strip() == "---"
+            assert rows[-3].strip().startswith("row 019999")  # no line numbers yet
+            assert "end of file" in str(screen.query_one("#log-status", Static).content)
+            gate.set()
+            await wait_for(pilot, lambda: view.index.complete and view.tail_lines is None)
+            await pilot.pause()
+            rows = [row.strip() for row in shown_rows(view)]
+            assert rows[-1] == "20002 the end" and view.is_vertical_scroll_end
+    finally:
+        gate.set()
 
 
 async def test_crash_tail_is_highlighted_for_a_crashed_run(fx: TuiFixture, tmp_path: Path) -> None:

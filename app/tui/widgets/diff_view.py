@@ -23,12 +23,45 @@ MAX_DIFF_LINES = 5000  # lines of a diff shown; the rest is cut with a note
 
 
 @dataclass(frozen=True)
+class DiffLine:
+    kind: str  # header | hunk | added | removed | context
+    text: str  # the diff line as git printed it (sanitized)
+    code: Content  # its code part, Python-highlighted (theme variables, resolved when drawn)
+
+
+@dataclass(frozen=True)
 class DiffResult:
     """A diff, or why there is none; `title` says which revisions were compared."""
 
     title: str
     text: str | None = None
     problem: str = ""
+    lines: tuple[DiffLine, ...] = ()  # the text parsed and highlighted (see parse_diff)
+    cut: int = 0  # lines beyond MAX_DIFF_LINES left out
+
+
+def parse_diff(title: str, text: str) -> DiffResult:
+    """Classify and highlight a unified diff; slow for big diffs, so call it in a worker."""
+    text = sanitize(text).expandtabs().replace("\u2028", " ").replace("\u2029", " ")
+    rows = text.rstrip("\n").split("\n")
+    cut = max(0, len(rows) - MAX_DIFF_LINES)
+    rows = rows[:MAX_DIFF_LINES]
+    in_hunk = False
+    kinds: list[str] = []
+    for row in rows:
+        if row.startswith("@@"):
+            in_hunk = True
+            kinds.append("hunk")
+        elif not in_hunk or row.startswith("\\"):
+            kinds.append("header")
+        else:
+            kinds.append({"+": "added", "-": "removed"}.get(row[:1], "context"))
+    code = "\n".join(row[1:] if kind in ("added", "removed", "context") else ""
+                     for row, kind in zip(rows, kinds))
+    code_lines = highlight(code, language="python").split("\n", allow_blank=True)
+    code_lines += [Content("")] * (len(rows) - len(code_lines))
+    lines = tuple(DiffLine(kind, row, code_line) for row, kind, code_line in zip(rows, kinds, code_lines))
+    return DiffResult(title, text=text, lines=lines, cut=cut)
 
 
 def find_repo(candidates: Iterable[str | Path]) -> Path | None:
@@ -44,7 +77,7 @@ def find_repo(candidates: Iterable[str | Path]) -> Path | None:
 
 
 def train_py_diff(repo: Path | None, rev_a: str, rev_b: str, title: str) -> DiffResult:
-    """train.py from `rev_a` to `rev_b` in `repo`; never raises."""
+    """train.py from `rev_a` to `rev_b` in `repo`, parsed; never raises. Runs git: use a worker."""
     if repo is None:
         return DiffResult(title, problem="No git repository found: the experiment's worktree is gone "
                                          "and the ledger is not inside a repository.")
@@ -58,7 +91,7 @@ def train_py_diff(repo: Path | None, rev_a: str, rev_b: str, title: str) -> Diff
             return DiffResult(title, problem=f"Commit {rev[:10]} is not in the repository at {repo}: "
                                              "it was garbage-collected, or never existed there.")
     try:
-        return DiffResult(title, text=git.diff_between(repo, rev_a, rev_b))
+        return parse_diff(title, git.diff_between(repo, rev_a, rev_b))
     except git.GitError as exc:
         return DiffResult(title, problem=f"Cannot diff {rev_a[:10]}..{rev_b[:10]}: {exc}")
 
@@ -96,42 +129,27 @@ class DiffView(VerticalScroll, can_focus=True):
         if result is None or not self.is_mounted:
             return
         body = self.query_one(".diff-body", Static)
-        if result.text is None or not result.text.strip():
+        if result.text is not None and result.text.strip() and not result.lines:
+            result = self.result = parse_diff(result.title, result.text)
+        if not result.lines:
             message = result.problem or "train.py is identical in both revisions."
             body.update(Content(f"{result.title}\n\n{message}"))
             return
-        body.update(self._render_diff(result.title, sanitize(result.text)))
+        body.update(self._render_diff(result))
 
-    def _render_diff(self, title: str, text: str) -> Content:
-        text = text.expandtabs().replace("\u2028", " ").replace("\u2029", " ")
-        lines = text.rstrip("\n").split("\n")
-        note = ""
-        if len(lines) > MAX_DIFF_LINES:
-            note = f"… {len(lines) - MAX_DIFF_LINES:,} more lines not shown"
-            lines = lines[:MAX_DIFF_LINES]
-        in_hunk = False
-        kinds: list[str] = []
-        for line in lines:
-            if line.startswith("@@"):
-                in_hunk = True
-                kinds.append("hunk")
-            elif not in_hunk or line.startswith("\\"):
-                kinds.append("header")
-            else:
-                kinds.append({"+": "added", "-": "removed"}.get(line[:1], "context"))
-        code = "\n".join(line[1:] if kind in ("added", "removed", "context") else ""
-                         for line, kind in zip(lines, kinds))
-        code_lines = highlight(code, language="python").split("\n", allow_blank=True)
-        code_lines += [Content("")] * (len(lines) - len(code_lines))
-        out = [Content(title), Content("")]
-        for line, kind, code_line in zip(lines, kinds, code_lines):
-            if kind in ("hunk", "header"):
-                out.append(Content.styled(line, self._style(f"diff-view--{kind}")))
+    def _render_diff(self, result: DiffResult) -> Content:
+        """Assemble the highlighted lines with the tcss styles for added/removed/hunk/header."""
+        styles = {kind: self._style(f"diff-view--{kind}")
+                  for kind in ("added", "removed", "hunk", "header", "message")}
+        out = [Content(result.title), Content("")]
+        for line in result.lines:
+            if line.kind in ("hunk", "header"):
+                out.append(Content.styled(line.text, styles[line.kind]))
                 continue
-            row = Content(line[:1]) + code_line
-            if kind != "context":
-                row = row.stylize_before(self._style(f"diff-view--{kind}"), 0, len(row))
+            row = Content(line.text[:1]) + line.code
+            if line.kind != "context":
+                row = row.stylize_before(styles[line.kind], 0, len(row))
             out.append(row)
-        if note:
-            out.append(Content.styled(note, self._style("diff-view--message")))
+        if result.cut:
+            out.append(Content.styled(f"… {result.cut:,} more lines not shown", styles["message"]))
         return Content("\n").join(out)

@@ -169,11 +169,11 @@ class LogView(ScrollView, can_focus=True):
         self.line_count = count
         if self.tail_lines is not None and index.complete:
             self._leave_tail()
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._to_end()
         elif self.tail_lines is None:
             self._resize()
-            if self.follow and (at_end or not self.scroll_y):
-                self.scroll_end(animate=False, immediate=True, x_axis=False)
+            if self.follow and at_end:
+                self._to_end()
         self.refresh()
         self.post_message(self.Changed())
 
@@ -184,7 +184,7 @@ class LogView(ScrollView, can_focus=True):
         self.tail_lines = message.lines
         self._texts.clear()
         self._resize()
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._to_end()
         self.refresh()
         self.post_message(self.Changed())
 
@@ -193,6 +193,10 @@ class LogView(ScrollView, can_focus=True):
     @property
     def gutter_width(self) -> int:
         return max(4, len(str(self.line_count))) + 1
+
+    def _to_end(self) -> None:
+        """Scroll to the last line, forced: the scrollbars only learn the new size on layout."""
+        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
 
     def _leave_tail(self) -> None:
         """Back from the unindexed tail to line numbers of the whole file."""
@@ -290,7 +294,7 @@ class LogView(ScrollView, can_focus=True):
         if self.index is None:
             return
         if self.index.complete:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._to_end()
         else:
             self._tail_worker(self.index)
 
@@ -305,7 +309,7 @@ class LogView(ScrollView, can_focus=True):
         self._leave_tail()
         self.match_line = line
         self.follow = False
-        self.scroll_to(y=max(0, line - self.page_height // 2), animate=False, immediate=True)
+        self.scroll_to(y=max(0, line - self.page_height // 2), animate=False, force=True)
         self.refresh()
 
 
