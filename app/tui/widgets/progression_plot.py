@@ -12,6 +12,7 @@ SERIES = (  # label, states, theme variable, marker
     ("pending", ("pending",), "warning", "◆"),
     ("keep", ("keep",), "success", "●"),
 )
+SERIES_OF = {state: label for label, states, _, _ in SERIES for state in states}
 TOP_QUANTILE = 0.95  # the y axis stops here so one bad run does not flatten the rest ...
 CLIP_FROM_POINTS = 20  # ... once there are this many points
 
@@ -68,13 +69,17 @@ class ProgressionPlot(PlotextPlot):
         if progression.best_steps:
             xs, ys = step_line(progression.best_steps)
             plt.plot(xs, ys, marker="braille", color=self._colour("accent"), label="best")
-        for label, states, variable, marker in SERIES:
+        series: dict[str, tuple[list[int], list[float]]] = {state: ([], []) for state in SERIES_OF}
+        for x, y, state in progression.points:
             # points above the axis are left out (plotext's legend breaks on an all-hidden series)
-            points = [(x, y) for x, y, state in progression.points if state in states and y <= top]
-            if points:
-                xs, ys = zip(*points)
-                plt.scatter(list(xs), list(ys), marker=marker, color=self._colour(variable),
-                            label=label)
+            if state in series and y <= top:
+                series[state][0].append(x)
+                series[state][1].append(y)
+        for label, states, variable, marker in SERIES:
+            xs = [x for state in states for x in series[state][0]]
+            ys = [y for state in states for y in series[state][1]]
+            if xs:
+                plt.scatter(xs, ys, marker=marker, color=self._colour(variable), label=label)
         plt.ylim(low - pad, top)
         plt.xlim(0, progression.total + 1)
         step = max(1, progression.total // 5)
