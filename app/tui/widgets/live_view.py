@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from app.tui.widgets.loss_curve import LossCurve
 
 MAX_LOG_LINES = 2000  # lines the live log keeps
-TAIL_INTERVAL_S = 0.025  # how often the worker looks for new bytes
+TAIL_INTERVAL_S = 0.05  # how often the worker looks for new bytes
 IDLE_TEXT = ("Nothing running. When an agent starts an experiment (`cockpit run`), its log and "
              "loss curve stream here; select a running row to follow it.")
 
