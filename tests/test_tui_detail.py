@@ -20,7 +20,7 @@ from app.tui.app import make_app
 from app.tui.screens.detail import DetailScreen
 from app.tui.widgets.diff_view import DiffView
 from app.tui.widgets.log_viewer import LogView, LogViewer
-from app.tui.widgets.loss_curve import LossCurve
+from app.tui.widgets.loss_curve import LossCurve, gap_to_reference, loss_at, thin
 
 REAL_RUNS = Path(__file__).resolve().parents[2] / "shared/data/real-runs"
 SIZE = (100, 32)
@@ -103,6 +103,22 @@ def shown_rows(view: LogView) -> list[str]:
 def fx(tmp_path: Path, utc: None) -> TuiFixture:
     return build_ledger(tmp_path / "fx")
 
+
+
+# ---------------------------------------------------------------------------
+# Curve arithmetic
+
+def test_curve_interpolation_gap_and_thinning() -> None:
+    best = [(0.0, 10.0), (50.0, 5.0), (100.0, 3.0)]
+    assert loss_at(best, 25.0) == 7.5 and loss_at(best, 50.0) == 5.0
+    assert loss_at(best, 101.0) is None and loss_at([], 1.0) is None
+    assert gap_to_reference([(10.0, 9.5), (25.0, 8.0)], best) == 0.5  # trailing by 0.5
+    assert gap_to_reference([(25.0, 7.0)], best) == -0.5
+    assert gap_to_reference([(25.0, 7.0)], None) is None
+    points = [(float(i), float(i)) for i in range(10_000)]
+    thinned = thin(points, 100)
+    assert len(thinned) == 100 and thinned[0] == points[0] and thinned[-1] == points[-1]
+    assert thin(points[:50], 100) == points[:50]
 
 
 # ---------------------------------------------------------------------------
@@ -220,7 +236,7 @@ async def test_diffs_from_a_real_repo_and_missing_commits(tmp_path: Path, utc: N
 # The log
 
 async def test_real_log_jump_to_end_collapsed_step_line_and_search(fx: TuiFixture) -> None:
-    exp_id = set_fields(fx, "baseline", log_path=str(REAL_RUNS / "moe-run-compute90.log"))
+    exp_id = set_fields(fx, "discard", log_path=str(REAL_RUNS / "moe-run-compute90.log"))
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_detail(pilot, fx, exp_id)
@@ -234,6 +250,8 @@ async def test_real_log_jump_to_end_collapsed_step_line_and_search(fx: TuiFixtur
         assert "of 109" in str(screen.query_one("#log-status", Static).content)
         await pilot.press("home")
         assert shown_rows(view)[0].lstrip().startswith("1 W0610")
+        curve = screen.query_one(LossCurve)  # no steps in the ledger: read from the log's step lines
+        assert len(curve.main) == 7000 and curve.main[-1] == (100.0, 2.429389)
 
         await pilot.press("slash", *"val_bpb", "enter")
         await wait_for(pilot, lambda: view.match_line is not None)
@@ -326,6 +344,7 @@ async def test_crash_tail_is_highlighted_for_a_crashed_run(fx: TuiFixture, tmp_p
 async def test_missing_log_is_a_message(fx: TuiFixture, tmp_path: Path) -> None:
     gone = set_fields(fx, "discard", log_path=str(tmp_path / "nowhere.log"))
     unrecorded = set_fields(fx, "killed", log_path="")
+    moved = set_fields(fx, "approved", log_path=f"/elsewhere/.autoresearch/logs/{fx.ids['approved']}.log")
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_detail(pilot, fx, gone)
@@ -335,6 +354,16 @@ async def test_missing_log_is_a_message(fx: TuiFixture, tmp_path: Path) -> None:
         screen = await open_detail(pilot, fx, unrecorded)
         await pilot.press("l")
         assert "No log recorded" in text(screen, "#log-message")
+        await pilot.press("escape")
+        missing = DetailScreen(fx.ledger_path, 9999, True)
+        await app.push_screen(missing)
+        await wait_for(pilot, lambda: "no experiment #9999" in text(missing, "#detail-title"))
+        await pilot.press("escape")
+        # a ledger copied from another machine: its logs are found beside it
+        screen = await open_detail(pilot, fx, moved)
+        view = await open_log(pilot, screen)
+        assert view.path == fx.ledger_path.parent / "logs" / f"{moved}.log"
+        assert view.text_at(1) == "Vocab size: 8,192"
         await pilot.press("escape")
         screen = await open_detail(pilot, fx, fx.ids["registered"])
         await pilot.press("l")

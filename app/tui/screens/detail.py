@@ -26,6 +26,7 @@ from textual.worker import get_current_worker
 from app import git
 from app.ledger import Event, Experiment, Ledger, LedgerError, Note
 from app.logparse import StreamParser
+from app.schema import SUMMARY_COLUMNS
 from app.textsafe import sanitize
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.log_viewer import LogViewer
@@ -53,12 +54,26 @@ class DetailData:
     curve: list[Point]
     reference: Experiment | None  # the tag's best kept run, for the curve overlay
     reference_curve: list[Point]
+    log_file: Path | None  # the log as found on disk (see find_log)
 
 
-def curve_from_log(log_path: str) -> list[Point]:
+def find_log(log_path: str, ledger_path: Path) -> Path | None:
+    """The log file as recorded, else in the logs folder beside the ledger: a copied
+    .autoresearch folder opened with --ledger still finds its logs."""
+    if not log_path:
+        return None
+    recorded = Path(log_path)
+    if not recorded.is_absolute():
+        recorded = ledger_path.parent / recorded
+    for candidate in (recorded, ledger_path.parent / "logs" / recorded.name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def curve_from_log(path: Path | None) -> list[Point]:
     """(progress %, loss) from a log's step lines, for runs without sampled steps in the ledger."""
-    path = Path(log_path) if log_path else None
-    if path is None or not path.is_file() or path.stat().st_size > CURVE_FROM_LOG_MAX_BYTES:
+    if path is None or path.stat().st_size > CURVE_FROM_LOG_MAX_BYTES:
         return []
     parser = StreamParser()
     points: list[Point] = []
@@ -69,30 +84,34 @@ def curve_from_log(log_path: str) -> list[Point]:
     return points
 
 
-def experiment_curve(ledger: Ledger, exp: Experiment, cache: dict[tuple, list[Point]]) -> list[Point]:
+def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
+                     cache: dict[tuple, list[Point]]) -> list[Point]:
     """The sampled steps from the ledger, else the log's step lines (cached per log size)."""
     points = [(s.progress_pct, s.loss) for s in ledger.steps(exp.id)
               if s.progress_pct is not None and s.loss is not None]
-    if points or not exp.log_path:
+    if points or log_file is None:
         return points
     try:
-        key = (exp.log_path, Path(exp.log_path).stat().st_size)
+        key = (log_file, log_file.stat().st_size)
     except OSError:
         return []
     if key not in cache:
-        cache[key] = curve_from_log(exp.log_path)
+        cache[key] = curve_from_log(log_file)
     return cache[key]
 
 
 def load_detail(ledger: Ledger, exp_id: int, cache: dict[tuple, list[Point]]) -> DetailData:
     exp = ledger.get(exp_id)
+    log_file = find_log(exp.log_path, ledger.path)
     reference = ledger.best(tag=exp.tag)
     if reference is not None and reference.id == exp.id:
         reference = None  # the best run has nothing better to be compared with
+    reference_curve = experiment_curve(ledger, reference, find_log(reference.log_path, ledger.path),
+                                       cache) if reference else []
     return DetailData(
         experiment=exp, events=ledger.events(exp_id), notes=ledger.notes(experiment_id=exp_id),
-        curve=experiment_curve(ledger, exp, cache), reference=reference,
-        reference_curve=experiment_curve(ledger, reference, cache) if reference else [])
+        curve=experiment_curve(ledger, exp, log_file, cache), reference=reference,
+        reference_curve=reference_curve, log_file=log_file)
 
 
 # ---------------------------------------------------------------------------
@@ -148,10 +167,7 @@ def metrics_of(exp: Experiment) -> dict[str, object]:
     summary = exp.summary
     if summary:
         return summary
-    keys = ("val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
-            "total_tokens_M", "num_steps", "num_params_M", "depth", "time_budget", "max_seq_len",
-            "eval_tokens", "vocab_size", "device")
-    return {k: getattr(exp, k) for k in keys if getattr(exp, k) not in (None, "")}
+    return {k: getattr(exp, k) for k in (*SUMMARY_COLUMNS, "device") if getattr(exp, k) not in (None, "")}
 
 
 # ---------------------------------------------------------------------------
@@ -294,7 +310,7 @@ class DetailScreen(Screen):
     @on(_Unavailable)
     def _unavailable(self, message: _Unavailable) -> None:
         self.query_one("#detail-title", Static).update(
-            Text(f"#{self.exp_id}: cannot read the ledger: {sanitize(message.reason)}"))
+            Text(f"#{self.exp_id}: {sanitize(message.reason)}"))
 
     @on(_Diffs)
     def _diffs(self, message: _Diffs) -> None:
@@ -315,9 +331,9 @@ class DetailScreen(Screen):
             labels=(f"#{exp.id}", f"best #{ref.id}" if ref else "best"))
         if first:
             self._load_diffs(exp)
-        await self._show_log(exp)
+        await self._show_log(exp, data.log_file)
 
-    async def _show_log(self, exp: Experiment) -> None:
+    async def _show_log(self, exp: Experiment, path: Path | None) -> None:
         crashed = exp.decision in CRASHED
         if self._log_mounted:
             viewer = self.query_one(LogViewer)
@@ -330,8 +346,7 @@ class DetailScreen(Screen):
         if not exp.log_path:
             message.update(Text("No log recorded for this experiment (it may not have started)."))
             return
-        path = Path(exp.log_path)
-        if not path.is_file():
+        if path is None:
             shown = sanitize(exp.log_path)
             message.update(Text(
                 f"Waiting for the log at {shown}: the run has not written it yet." if exp.is_live

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.highlight import highlight
@@ -106,7 +107,7 @@ class DiffView(VerticalScroll, can_focus=True):
         super().__init__(id=id, classes=classes)
         self.result: DiffResult | None = None
 
-    def compose(self):
+    def compose(self) -> ComposeResult:
         yield Static("loading the diff…", classes="diff-body")
 
     def on_mount(self) -> None:

@@ -49,6 +49,11 @@ def gap_to_reference(main: Sequence[Point], reference: Sequence[Point] | None) -
     return None if ref is None else loss - ref
 
 
+def _by_progress(points: Sequence[Point]) -> list[Point]:
+    """Complete points in progress order; steps at the same progress keep their order."""
+    return sorted((p for p in points if p[0] is not None and p[1] is not None), key=lambda p: p[0])
+
+
 class LossCurve(PlotextPlot):
     """A PlotextPlot with its own plot object; call set_curves() whenever the data changes."""
 
@@ -62,9 +67,8 @@ class LossCurve(PlotextPlot):
     def set_curves(self, main: Sequence[Point], reference: Sequence[Point] | None = None,
                    labels: tuple[str, str] = ("this run", "best")) -> None:
         """Plot `main` (and `reference`, if any) as loss against progress %."""
-        self.main = sorted(p for p in main if p[0] is not None and p[1] is not None)
-        self.reference = sorted(p for p in reference if p[0] is not None and p[1] is not None) \
-            if reference else None
+        self.main = _by_progress(main)
+        self.reference = _by_progress(reference) if reference else None
         self.labels = labels
         self._replot()
 
