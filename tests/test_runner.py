@@ -494,9 +494,10 @@ def test_real_train_py_at_smoke_scale_through_cockpit_run(tmp_path, monkeypatch)
     wt = agent_worktree(main, "smoke", tag="cpu")
     cache = tmp_path / "cache"
     prepared = run_script(main / "prepare.py", script_env(cache), "--source",
-                          str(write_corpus(tmp_path / "corpus")), "--num-shards", "4")
+                          str(write_corpus(tmp_path / "corpus", n_docs=600)), "--num-shards", "2")
     assert prepared.returncode == 0, prepared.stderr[-2000:]
-    for key, value in {**SMOKE_ENV, "AUTORESEARCH_CACHE": str(cache)}.items():
+    smoke = {**SMOKE_ENV, "AUTORESEARCH_CACHE": str(cache), "AUTORESEARCH_TIME_BUDGET": "4"}
+    for key, value in smoke.items():
         monkeypatch.setenv(key, value)
 
     result = run_json(wt, "--timeout", "400", message="baseline on CPU")  # slow shared CI
@@ -504,7 +505,7 @@ def test_real_train_py_at_smoke_scale_through_cockpit_run(tmp_path, monkeypatch)
     assert 0 < result["val_bpb"] < 10
     with Ledger(main / ".autoresearch" / "ledger.db") as db:
         exp = db.get(result["id"])
-        assert (exp.time_budget, exp.max_seq_len, exp.vocab_size) == (10, 256, 512)
+        assert (exp.time_budget, exp.max_seq_len, exp.vocab_size) == (4, 256, 512)
         assert exp.num_steps and exp.num_steps > 1 and exp.device == "cpu"
         steps = db.steps(exp.id)
         assert steps and all(s.loss is not None and s.loss > 0 for s in steps)
