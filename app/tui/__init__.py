@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 
-def launch(ledger_path: Path, read_only: bool = False, settings: Any = None) -> int:
+def launch(ledger_path: Path, read_only: bool = False, settings: Settings | None = None) -> int:
     """Run the cockpit on `ledger_path` until the user quits; returns the exit status."""
     from app.tui.app import make_app  # Textual is imported only when the TUI is wanted
 

@@ -9,43 +9,32 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from app.textsafe import sanitize
+from app.tui import workers
 from app.tui.commands import CockpitCommands
 from app.tui.messages import ActionFinished
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.screens.help import HelpScreen
 from app.tui.widgets.experiments_table import one_line
-from app.tui import workers
 
-STYLES = Path(__file__).resolve().parents[2] / "styles"
+if TYPE_CHECKING:
+    from app.config import Settings
+
+STYLES = Path(__file__).resolve().parents[2] / "styles"  # absolute: any cwd, editable installs
 STYLE_FILES = ("app.tcss", "detail.tcss")
-
-
-def _css_paths() -> list[str | Path]:
-    """Absolute paths (work from an editable install and any cwd); a sheet not written yet is
-    skipped rather than failing the start."""
-    return [STYLES / name for name in STYLE_FILES if (STYLES / name).is_file()]
-
-
-def _screen(module: str, name: str) -> Any:
-    """A screen class from the detail/compare modules, or None where that module is absent."""
-    try:
-        return getattr(__import__(module, fromlist=[name]), name)
-    except ImportError:
-        return None
 
 
 class CockpitApp(App[None]):
     """Keeps no experiment state itself: the dashboard owns the data, flows live in workers.py."""
 
     TITLE = "autoresearch cockpit"
-    CSS_PATH = _css_paths()
+    CSS_PATH = [STYLES / name for name in STYLE_FILES]
     COMMANDS = App.COMMANDS | {CockpitCommands}
     COMMAND_PALETTE_BINDING = "ctrl+p"
     BINDINGS = [
@@ -53,7 +42,7 @@ class CockpitApp(App[None]):
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
-    def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Any = None,
+    def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
                  poll_interval: float = 0.1, clock: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.ledger_path = Path(ledger_path)
@@ -83,18 +72,14 @@ class CockpitApp(App[None]):
         workers.start(self, action, exp_id)
 
     def open_experiment(self, exp_id: int) -> None:
-        detail = _screen("app.tui.screens.detail", "DetailScreen")
-        if detail is None:
-            self.notify("The detail screen is not available in this build", severity="error")
-            return
-        self.push_screen(detail(self.ledger_path, exp_id, self.read_only))
+        from app.tui.screens.detail import DetailScreen  # imported when first needed: startup
+
+        self.push_screen(DetailScreen(self.ledger_path, exp_id, self.read_only))
 
     def compare_experiments(self, id_a: int, id_b: int) -> None:
-        compare = _screen("app.tui.screens.compare", "CompareScreen")
-        if compare is None:
-            self.notify("The compare screen is not available in this build", severity="error")
-            return
-        self.push_screen(compare(self.ledger_path, id_a, id_b))
+        from app.tui.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(self.ledger_path, id_a, id_b))
 
     def experiment_summary(self, exp_id: int | None) -> str:
         """One line for dialogs: agent and description, as far as the dashboard knows them."""
@@ -104,12 +89,11 @@ class CockpitApp(App[None]):
         return f"#{exp.id} · {one_line(exp.agent) or '?'} · {one_line(exp.description)}"
 
     def action_help(self) -> None:
-        sections = [("Dashboard", DashboardScreen.BINDINGS), ("Everywhere", self._global_bindings())]
-        for title, module, name in (("Experiment detail", "app.tui.screens.detail", "DetailScreen"),
-                                    ("Compare", "app.tui.screens.compare", "CompareScreen")):
-            screen = _screen(module, name)
-            if screen is not None and screen.BINDINGS:
-                sections.append((title, screen.BINDINGS))
+        from app.tui.screens.compare import CompareScreen
+        from app.tui.screens.detail import DetailScreen
+
+        sections = [("Dashboard", DashboardScreen.BINDINGS), ("Everywhere", self._global_bindings()),
+                    ("Experiment detail", DetailScreen.BINDINGS), ("Compare", CompareScreen.BINDINGS)]
         hidden = workers.WRITE_ACTIONS if self.read_only else frozenset()
         self.push_screen(HelpScreen(sections, hidden=hidden,
                                     footer="Every action is also in the command palette (ctrl+p), "
@@ -137,7 +121,7 @@ class CockpitApp(App[None]):
                         severity="error", markup=False, timeout=15)
 
 
-def make_app(ledger_path: Path, *, read_only: bool = False, settings: Any = None,
+def make_app(ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
              poll_interval: float = 0.1, clock: Callable[[], float] | None = None) -> CockpitApp:
     """The one way to build the app: the CLI and every test call this.
 
