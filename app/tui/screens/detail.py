@@ -10,12 +10,13 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Container, Horizontal, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
@@ -31,7 +32,9 @@ from app.textsafe import sanitize
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.log_viewer import LogViewer
 from app.tui.widgets.metrics_table import MetricsTable
-from app.tui.widgets.loss_curve import LossCurve, Point
+
+if TYPE_CHECKING:
+    from app.tui.widgets.loss_curve import LossCurve, Point
 
 CURVE_FROM_LOG_MAX_BYTES = 256 * 1024 * 1024  # logs larger than this are not parsed for a curve
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
@@ -209,6 +212,7 @@ class DetailScreen(Screen):
         self.exp_id = exp_id
         self.read_only = read_only
         self.data: DetailData | None = None
+        self.curve: LossCurve | None = None
         self._log_mounted = False
 
     def compose(self) -> ComposeResult:
@@ -226,7 +230,7 @@ class DetailScreen(Screen):
                     yield Static(id="ov-notes")
                     yield Static(id="ov-crash-tail")
             with TabPane(tab_label("c", "Curve"), id="curve"):
-                yield LossCurve(id="loss-curve")
+                yield Container(id="curve-slot")  # the LossCurve comes after the first paint
             with TabPane(tab_label("p", "vs parent"), id="diff-parent"):
                 yield DiffView(id="diff-parent-view")
             with TabPane(tab_label("m", "vs main"), id="diff-main"):
@@ -239,6 +243,22 @@ class DetailScreen(Screen):
 
     def on_mount(self) -> None:
         self._watch_ledger()
+        self.call_after_refresh(self._mount_curve)
+
+    async def _mount_curve(self) -> None:
+        from app.tui.widgets.loss_curve import LossCurve  # plotext: slow to import, not needed first
+
+        self.curve = LossCurve(id="loss-curve")
+        await self.query_one("#curve-slot").mount(self.curve)
+        if self.data is not None:
+            self._show_curve(self.data)
+
+    def _show_curve(self, data: DetailData) -> None:
+        if self.curve is None:
+            return
+        exp, ref = data.experiment, data.reference
+        self.curve.set_curves(data.curve, data.reference_curve or None,
+                              labels=(f"#{exp.id}", f"best #{ref.id}" if ref else "best"))
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -325,10 +345,7 @@ class DetailScreen(Screen):
         self.query_one("#detail-title", Static).update(title_text(exp))
         self._show_overview(data)
         self._show_events(data.events)
-        ref = data.reference
-        self.query_one(LossCurve).set_curves(
-            data.curve, data.reference_curve or None,
-            labels=(f"#{exp.id}", f"best #{ref.id}" if ref else "best"))
+        self._show_curve(data)
         if first:
             self._load_diffs(exp)
         await self._show_log(exp, data.log_file)

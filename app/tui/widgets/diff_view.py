@@ -13,7 +13,6 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.highlight import highlight
 from textual.style import Style
 from textual.widgets import Static
 
@@ -43,6 +42,7 @@ class DiffResult:
 
 def parse_diff(title: str, text: str) -> DiffResult:
     """Classify and highlight a unified diff; slow for big diffs, so call it in a worker."""
+    from textual.highlight import highlight  # pygments: slow to import, so not on the first paint
     text = sanitize(text).expandtabs().replace("\u2028", " ").replace("\u2029", " ")
     rows = text.rstrip("\n").split("\n")
     cut = max(0, len(rows) - MAX_DIFF_LINES)
