@@ -16,8 +16,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import sqlite_utils
-
 from app.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
                          Experiment, Note, StepRow)
 from app.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
@@ -61,6 +59,8 @@ class Ledger:
             raise LedgerError(f"no ledger at {self.path}")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        import sqlite_utils  # ~0.5 s of imports (numpy): paid on first use, not at CLI/TUI start
+
         self.conn = self._connect()
         self.db = sqlite_utils.Database(self.conn)
         try:
