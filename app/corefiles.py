@@ -1,4 +1,4 @@
-"""Where the autoresearch core scripts are: the repository root in a checkout, app/core/ in a wheel."""
+"""Where the core scripts and the TUI styles are: the repository root in a checkout, app/ in a wheel."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,3 +16,13 @@ def core_file(name: str) -> Path:
             return candidate
     raise FileNotFoundError(f"{name} is missing from this install (looked in {package.parent} "
                             f"and {package / 'core'})")
+
+
+def styles_dir() -> Path:
+    """The folder of the TUI's .tcss files: styles/ in a checkout, app/styles/ in a wheel."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "styles", package / "styles"):
+        if (candidate / "app.tcss").is_file():
+            return candidate
+    raise FileNotFoundError(f"the cockpit's styles are missing (looked in {package.parent / 'styles'} "
+                            f"and {package / 'styles'})")

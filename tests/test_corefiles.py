@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.corefiles import CORE_FILES, core_file
+from app.corefiles import CORE_FILES, core_file, styles_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +17,7 @@ def test_checkout_finds_the_repository_copies() -> None:
         assert core_file(name) == ROOT / name
     with pytest.raises(ValueError):
         core_file("setup.py")
+    assert styles_dir() == ROOT / "styles"
 
 
 def test_wheel_carries_core_scripts_and_styles(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+from app.corefiles import styles_dir
 from app.textsafe import sanitize
 from app.tui import workers
 from app.tui.commands import CockpitCommands
@@ -26,7 +27,7 @@ from app.tui.widgets.experiments_table import one_line
 if TYPE_CHECKING:
     from app.config import Settings
 
-STYLES = Path(__file__).resolve().parents[2] / "styles"  # absolute: any cwd, editable installs
+STYLES = styles_dir()  # absolute: any cwd, a checkout or an installed wheel
 STYLE_FILES = ("app.tcss", "detail.tcss")
 
 
