@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from gitrepo import commit_file, git, make_repo
+from realdata import REAL_RUNS  # noqa: F401  (re-exported for the runner and CLI tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_RUNS = REPO_ROOT.parent / "shared" / "data" / "real-runs"
 
 STANDIN_TRAIN_PY = r'''"""Stand-in for train.py: prints the real output contract, no model."""
 import math

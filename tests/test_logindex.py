@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.logindex import MAX_LINE_CHARS, LogIndex
+from realdata import REAL_RUNS
 
-REAL_RUNS = Path(__file__).resolve().parents[2] / "shared/data/real-runs"
 
 
 def shown_lines(data: bytes) -> list[str]:

@@ -8,8 +8,8 @@ import pytest
 
 from app.logparse import parse_log
 from app.logtail import LogTail
+from realdata import REAL_RUNS
 
-REAL_RUNS = Path(__file__).resolve().parents[2] / "shared/data/real-runs"
 
 
 def _append(path: Path, data: bytes | str) -> None:
@@ -133,8 +133,6 @@ def test_large_appends_are_read_in_bounded_chunks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["moe-run-compute90.log", "moe-run-f3.log", "moe-run-smoke.log"])
 def test_real_logs_match_the_parser(name: str) -> None:
     path = REAL_RUNS / name
-    if not path.exists():
-        pytest.skip(f"real-run data not found at {path}")
     parsed = parse_log(path)
     lines: list[str] = []
     with LogTail(path, backlog_bytes=None) as tail:

@@ -16,8 +16,8 @@ from app.tsv import (
     row_key,
     write_results_tsv,
 )
+from realdata import REAL_RUNS
 
-REAL_RUNS = Path(__file__).resolve().parents[2] / "shared/data/real-runs"
 REAL_FILES = sorted(REAL_RUNS.glob("*.tsv"))
 UPSTREAM_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 

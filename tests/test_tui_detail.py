@@ -21,8 +21,8 @@ from app.tui.screens.detail import DetailScreen
 from app.tui.widgets.diff_view import DiffView
 from app.tui.widgets.log_viewer import LogView, LogViewer
 from app.tui.widgets.loss_curve import LossCurve, gap_to_reference, loss_at, thin
+from realdata import REAL_RUNS
 
-REAL_RUNS = Path(__file__).resolve().parents[2] / "shared/data/real-runs"
 SIZE = (100, 32)
 
 
