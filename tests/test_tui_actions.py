@@ -19,6 +19,7 @@ from app.tui.commands import CockpitCommands
 from app.tui.screens.adopt import AdoptChoiceModal
 from app.tui.screens.confirm import ConfirmModal
 from app.tui.screens.help import HelpScreen
+from app.tui.widgets.log_viewer import LogView, LogViewer
 from app.tui.screens.note import NoteModal
 from app.tui.screens.dashboard import DashboardScreen
 from gitrepo import commit_edit, git, make_repo
@@ -197,12 +198,12 @@ async def test_read_only_hides_actions_and_writes_nothing(fx) -> None:
 
 async def test_help_lists_every_key_from_the_bindings(fx) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
-    async with app.run_test(size=(100, 60)) as pilot:
+    async with app.run_test(size=(100, 150)) as pilot:
         await pilot.press("question_mark")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         await pilot.pause()
         text = app.export_screenshot()
-        for binding in DashboardScreen.BINDINGS:
+        for binding in [*DashboardScreen.BINDINGS, *LogView.BINDINGS, *LogViewer.BINDINGS]:
             assert binding.description.replace(" ", "&#160;") in text, binding.description
         assert "Command&#160;palette" in text
         await pilot.press("escape")

@@ -92,9 +92,12 @@ class CockpitApp(App[None]):
     def action_help(self) -> None:
         from app.tui.screens.compare import CompareScreen
         from app.tui.screens.detail import DetailScreen
+        from app.tui.widgets.log_viewer import LogView, LogViewer
 
         sections = [("Dashboard", DashboardScreen.BINDINGS), ("Everywhere", self._global_bindings()),
-                    ("Experiment detail", DetailScreen.BINDINGS), ("Compare", CompareScreen.BINDINGS)]
+                    ("Experiment detail", DetailScreen.BINDINGS),
+                    ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
+                    ("Compare", CompareScreen.BINDINGS)]
         hidden = workers.WRITE_ACTIONS if self.read_only else frozenset()
         self.push_screen(HelpScreen(sections, hidden=hidden,
                                     footer="Every action is also in the command palette (ctrl+p), "
