@@ -8,7 +8,7 @@ interpreter.
 
 Usage:
     write_corpus(Path("corpus.jsonl"), max_chars=2_000_000)  # -> CorpusStats
-    prepare_shards(sandbox, sandbox / "cache/corpus.jsonl", env, print)  # + prepare.py --source
+    prepare_shards(repo, {**os.environ, "AUTORESEARCH_CACHE": str(cache)}, print)  # + prepare.py --source
 """
 from __future__ import annotations
 
@@ -105,14 +105,18 @@ def write_corpus(out: Path, max_chars: int = 2_000_000, root: Path | None = None
     return CorpusStats(out, documents, chars, read)
 
 
-def prepare_shards(root: Path, source: Path, env: dict[str, str], say: Callable[[str], None],
-                   num_shards: int = 4, max_chars: int = 2_000_000, warm_up: bool = False) -> None:
-    """The corpus at `source` (written once), then `prepare.py --source` in `root` under `env`,
-    its output passed to `say`. `warm_up` imports torch meanwhile, filling a bytecode cache."""
-    warm = None
-    if warm_up:
-        warm = subprocess.Popen([sys.executable, "-c", "import torch, torch._dynamo"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def prepare_shards(root: Path, env: dict[str, str], say: Callable[[str], None], num_shards: int = 4,
+                   max_chars: int = 2_000_000, warm_up: bool = False) -> None:
+    """Once per cache ($AUTORESEARCH_CACHE in `env`): the corpus there, then
+    `prepare.py --source` on it in `root`, its output passed to `say`. `warm_up` imports torch
+    meanwhile, so that a bytecode cache fills while the corpus is read."""
+    cache = Path(env["AUTORESEARCH_CACHE"])
+    if all((cache / "tokenizer" / name).is_file() for name in ("tokenizer.pkl", "token_bytes.pt")):
+        say(f"data and tokenizer ready in {cache}")
+        return
+    source = cache / "corpus.jsonl"
+    warm = subprocess.Popen([sys.executable, "-c", "import torch, torch._dynamo"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if warm_up else None
     try:
         if not source.is_file():
             say("corpus: reading the docstrings of Python's standard library (offline)")
@@ -128,9 +132,8 @@ def prepare_shards(root: Path, source: Path, env: dict[str, str], say: Callable[
     assert proc.stdout is not None
     tail: list[str] = []
     for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-20:]
-        if line and not line.startswith(("Cache directory", "Done!")):
-            say(f"prepare: {line}")
+        tail = (tail + [line.rstrip()])[-20:]
+        if line.strip() and not line.startswith(("Cache directory", "Done!")):
+            say(f"prepare: {line.rstrip()}")
     if proc.wait() != 0:
         raise CorpusError("prepare.py failed:\n" + "\n".join(tail))

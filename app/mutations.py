@@ -259,7 +259,7 @@ def propose_moves(values: Mapping[str, Any], *, bold: bool = True,
             if beta1 != betas[0]:
                 moves.append(_move(values, {"ADAM_BETAS": (beta1, betas[1])},
                                    "a different Adam momentum may suit the short run",
-                                   "optimizer", f"ADAM_BETAS={beta1}"))
+                                   "optimizer", f"ADAM_BETAS={format_value((beta1, betas[1]))}"))
     moves += _batch_moves(values, max_seq_len)
     return [m for m in moves if _plausible(values, m.changes)]
 

@@ -70,7 +70,8 @@ def _git(worktree: Path, *args: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(["git", "-C", str(worktree), *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, check=False)
     if proc.returncode != 0:
-        raise git.GitError(f"git {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        what = next(a for a in args if not a.startswith("-") and "=" not in a)
+        raise git.GitError(f"git {what} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
 
 
@@ -83,6 +84,16 @@ def _echo(stream: Any) -> None:
             sys.stdout.flush()
         except OSError:
             pass
+
+
+def _what(key: str) -> str:
+    """A move key ("MATRIX_LR:up", "WINDOW_PATTERN=SL", "combine:3+5") in words."""
+    name, sep, rest = key.partition(":") if ":" in key else key.partition("=")
+    if name == "combine":
+        return f"combining #{rest.replace('+', ' and #')}"
+    if sep == ":":
+        return f"{'raising' if rest == 'up' else 'lowering'} {name}"
+    return f"{name} back at main's value" if rest == "baseline" else f"{name} = {rest}"
 
 
 class SearchAgent:
@@ -148,6 +159,9 @@ class SearchAgent:
                     baseline_failures += 1
         except AgentStopped:
             say(s.name, "stopped")
+        except git.GitError as exc:
+            say(s.name, f"git failed, stopping: {exc}")
+            return 3
         finally:
             self._leave_clean()
         return 0
@@ -229,8 +243,8 @@ class SearchAgent:
         try:
             env = {**COMMIT_IDENTITY, "GIT_AUTHOR_NAME": f"search agent {s.name}",
                    "GIT_COMMITTER_NAME": f"search agent {s.name}"}
-            _git(s.worktree, "commit", "--quiet", "--no-verify", "-m", move.description,
-                 "--", "train.py", env=env)
+            _git(s.worktree, "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify",
+                 "-m", move.description, "--", "train.py", env=env)
         except git.GitError:
             path.write_text(original)
             raise
@@ -283,8 +297,7 @@ class SearchAgent:
     @staticmethod
     def _lesson(description: str, move: Move | None, result: dict[str, Any]) -> str:
         decision = result.get("decision") or "?"
-        val = result.get("val_bpb")
-        delta = result.get("delta_vs_branch")
+        val, delta = result.get("val_bpb"), result.get("delta_vs_branch")
         measured = f"val_bpb {val:.6f}" if isinstance(val, (int, float)) else "no val_bpb"
         if isinstance(delta, (int, float)):
             measured += f" ({delta:+.6f} vs branch best)"
@@ -292,14 +305,15 @@ class SearchAgent:
             lesson = ("the search starts from here" if decision in MEASURED
                       else f"the baseline did not finish ({result.get('reason', '')})")
             return f"baseline: {decision}, {measured}; {lesson}"
+        what = " and ".join(_what(key) for key in move.keys)
         if decision in ("keep", "approved"):
-            lesson = f"{move.hypothesis}: it helped, next try going further the same way"
+            lesson = f"{what} helped ({move.hypothesis}); next, further the same way"
         elif "near-miss" in result.get("flags", []):
-            lesson = "close to the best: a candidate to combine with another near-miss"
+            lesson = f"{what} came close to the best: worth combining with another near-miss"
         elif decision in ("discard", "rejected"):
-            lesson = "no gain at this scale; the other direction or another knob next"
+            lesson = f"{what} does not help at this scale"
         elif decision in ("crash", "timeout"):
-            lesson = f"avoid this change ({result.get('reason', '')})"
+            lesson = f"{what} fails ({result.get('reason', '')}); not again"
         else:
             lesson = f"not measured ({result.get('reason', '')})"
         return f"tried {description}: {decision}, {measured}; lesson: {lesson}"
@@ -312,7 +326,9 @@ class SearchAgent:
         self.careful = CAREFUL_RUNS
         self.momentum = ()
         if kept and git.head_sha(s.worktree) != kept[0].commit_sha:
-            _git(s.worktree, "reset", "--quiet", "--hard", kept[0].commit_sha)
+            authors = _git(s.worktree, "log", "--format=%ae", f"{kept[0].commit_sha}..HEAD").split()
+            if authors and set(authors) == {COMMIT_IDENTITY["GIT_AUTHOR_EMAIL"]}:  # only our commits
+                _git(s.worktree, "reset", "--quiet", "--hard", kept[0].commit_sha)
         target = f"#{kept[0].id}" if kept else "the branch head"
         say(s.name, f"crash streak: backing off to the last kept config ({target}), small steps next")
         add_note(ledger, f"{s.name}: crash streak, backed off to the last kept config ({target}); "
@@ -326,8 +342,10 @@ class SearchAgent:
                 _git(s.worktree, "checkout", "--", "train.py")
             with Ledger(s.ledger_path) as ledger:
                 head = git.head_sha(s.worktree)
-                measured = any(e.commit_sha == head for e in ledger.experiments(branch=s.branch))
-                mine = _git(s.worktree, "log", "-1", "--format=%ae").strip() == COMMIT_IDENTITY["GIT_AUTHOR_EMAIL"]
+                measured = any(e.commit_sha == head and e.decision in MEASURED
+                               for e in ledger.experiments(branch=s.branch))
+                author = _git(s.worktree, "log", "-1", "--format=%ae").strip()
+            mine = author == COMMIT_IDENTITY["GIT_AUTHOR_EMAIL"]
             if mine and not measured:
                 _git(s.worktree, "reset", "--quiet", "--hard", "HEAD~1")
         except Exception as exc:

@@ -60,8 +60,8 @@ def test_corpus_takes_long_prose_docstrings_only(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     (lib / "test").mkdir(parents=True)
     (lib / "pkg").mkdir()
-    (lib / "a.py").write_text(f'"""{LONG}"""\n\ndef f():\n    """{LONG}\n\n    >>> f()\n    ... more\n    """\n'
-                              'def g():\n    """Short."""\n')
+    (lib / "a.py").write_text(f'"""{LONG}"""\n\ndef f():\n    """{LONG}\n\n    >>> f()\n    ... more\n'
+                              '    """\ndef g():\n    """Short."""\n')
     (lib / "pkg" / "b.py").write_text(f'class B:\n    """B: {LONG}"""\n')
     (lib / "test" / "test_x.py").write_text(f'"""{LONG}"""\n')
     (lib / "broken.py").write_text('def (:\n')

@@ -8,6 +8,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
 import random
 import signal
 import sys
@@ -80,7 +82,7 @@ def demo_command(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     tui = not args.no_tui and sys.stdout.isatty()
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    session = None
+    session, tui_answer = None, []
     try:
         say(f"seed {seed}; data ready after {time.time() - t0:.0f} s")
         try:
@@ -89,7 +91,7 @@ def demo_command(args: argparse.Namespace) -> int:
         except demo.DemoError as exc:
             raise CommandError(str(exc)) from exc
         if tui:
-            _run_tui(sandbox)
+            tui_answer = _run_tui(sandbox, session, args.keep)
         else:
             watch(sandbox, session, t0, args.duration)
     except (KeyboardInterrupt, _Stop):
@@ -98,33 +100,44 @@ def demo_command(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if session is not None:
-            _finish(sandbox, session, t0, args.keep, ask=tui)
+            _finish(sandbox, session, t0, args.keep, ask=tui, answered=tui_answer)
     return 0
 
 
 def _in_tmux() -> bool:
-    import os
-
     return bool(os.environ.get("TMUX"))
 
 
-def _run_tui(sandbox: demo.Sandbox) -> None:
+def _run_tui(sandbox: demo.Sandbox, session: demo.DemoSession,
+             keep: bool) -> list[demo.StopReport | None]:
+    """The cockpit on the sandbox's ledger. Where the TUI can ask a question on quit (and no
+    --keep), it asks whether to stop the demo: [the stop report] or [None] when told not to."""
     from app.config import load_settings
     from app.tui import launch
 
-    launch(sandbox.ledger_path, settings=load_settings(sandbox.root))
+    answers: list[demo.StopReport | None] = []
+    hook: dict[str, Any] = {}
+    if not keep and "on_quit" in inspect.signature(launch).parameters:
+        def on_quit(stop: bool) -> None:
+            answers.append(demo.stop_demo(sandbox.root) if stop else None)
+
+        hook = {"quit_question": f"Stop the demo's {len(session.agents)} agents and their runs?",
+                "on_quit": on_quit}
+    launch(sandbox.ledger_path, settings=load_settings(sandbox.root), **hook)
+    return answers
 
 
 def _finish(sandbox: demo.Sandbox, session: demo.DemoSession, t0: float, keep: bool,
-            ask: bool) -> None:
+            ask: bool, answered: list[demo.StopReport | None]) -> None:
     summary = summarize(sandbox.ledger_path, session.tag, session.started_at)
     for line in summary.lines(t0):
         say(line)
-    if keep or (ask and not _confirm_stop()):
+    if keep or (answered and answered[0] is None) or (ask and not answered and not _confirm_stop()):
         say(f"the agents keep running; stop them with `cockpit demo --stop --dir {sandbox.root}`")
         return
-    say("stopping the agents and their runs...")
-    for line in demo.stop_demo(sandbox.root).lines():
+    if not answered:
+        say("stopping the agents and their runs...")
+    for line in (answered[0] if answered else demo.stop_demo(sandbox.root)).lines():
         say(line)
     for proc in session.processes:  # background agents are our children: reap them
         proc.poll()
