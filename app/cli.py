@@ -23,6 +23,7 @@ from app.config import ConfigError
 from app.git import GitError
 from app.ledger import LedgerError
 from app.runner_plan import RunInfraError, RunRefused
+from app.textsafe import sanitize
 from app.tsv import TsvFormatError
 
 # One line per command module; each has register(subparsers).
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(exc: BaseException, code: int) -> int:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = sanitize(str(exc)).strip()  # messages may quote names and text from agents
+    message = text.splitlines()[0] if text else type(exc).__name__
     print(f"cockpit: {message}", file=sys.stderr)
     return code
 

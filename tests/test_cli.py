@@ -197,6 +197,25 @@ def test_actions_from_the_command_line(filled, tmp_path) -> None:
     assert note["author"] == "human"
 
 
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x1b[0m [b]x[/b] \x9b31m\u202eevil"
+
+
+def test_text_from_agents_and_logs_reaches_the_terminal_sanitized(db, tmp_path) -> None:
+    with Ledger(db) as ledger:
+        ledger.register(agent=f"a{HOSTILE}", tag=f"t{HOSTILE}", description=f"d{HOSTILE}",
+                        hypothesis=f"h{HOSTILE}", reason=f"r{HOSTILE}", crash_tail=f"c{HOSTILE}",
+                        category="lr", status="finished", decision="keep", val_bpb=0.99)
+        ledger.upsert_agent(f"bob{HOSTILE}", command=f"claude{HOSTILE}", branch=f"b{HOSTILE}")
+        ledger.add_note(f"n{HOSTILE}", experiment_id=1, author=f"w{HOSTILE}")
+    for args in (("history",), ("status",), ("status", "1"), ("best",), ("report",),
+                 ("suggest", "--all"), ("agent", "list"), ("agent", "stop", "nobody")):
+        code, out, err = cli(*args, cwd=tmp_path)
+        assert code == (2 if args[-1] == "nobody" else 0), err
+        for stream in (out, err):
+            assert not any(c in stream for c in "\x1b\x07\x9b\u202e"), (args, stream)
+        assert "red" in out + err and "[b]x[/b]" in out + err, args  # the text itself stays
+
+
 # ---------------------------------------------------------------------------
 # the command itself
 

@@ -1,7 +1,9 @@
 """Subcommands of `cockpit`: each module has `register(subparsers)` and sets `handler`.
 
 Helpers here are what every command shares: opening the ledger (which also reaps lost runs),
-printing text or JSON, and the errors that map to exit statuses.
+printing text or JSON, and the errors that map to exit statuses. Text for the terminal goes
+through `say`: descriptions, notes, names and log lines are written by agents and training runs,
+so escape sequences in them are removed before they reach the human's terminal.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from app.actions import reap_lost
 from app.config import Settings, load_settings
 from app.git import GitError, main_worktree
 from app.ledger import Ledger, find_ledger_path
+from app.textsafe import sanitize
 
 EXIT_OK, EXIT_USAGE, EXIT_INFRA = 0, 2, 3
 
@@ -71,6 +74,11 @@ def clean_json(value: Any) -> Any:
     return value
 
 
+def say(text: str = "", *, err: bool = False) -> None:
+    """Print text for a terminal, with escape sequences and control characters removed."""
+    print(sanitize(text), file=sys.stderr if err else sys.stdout, flush=err)
+
+
 def print_json(value: Any) -> None:
     json.dump(clean_json(value), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
@@ -98,5 +106,5 @@ def fmt_delta(value: float | None) -> str:
 
 
 def one_line(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(sanitize(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 from app import agents
 from app.commands import (EXIT_INFRA, CommandError, add_json_flag, here, main_or_none, one_line,
-                          open_ledger, print_json, settings_for)
+                          open_ledger, print_json, say, settings_for)
 from app.panes import PaneError
 
 T = TypeVar("T")
@@ -80,7 +80,7 @@ def new_command(args: argparse.Namespace) -> int:
         created = _run(agents.create_agent, ledger, main, args.name, command=args.cmd,
                        tag=args.tag, search=args.search, settings=settings_for(main),
                        worktree=args.worktree, socket=_socket())
-    print("\n".join(created.describe()))
+    say("\n".join(created.describe()))
     return 0
 
 
@@ -91,7 +91,7 @@ def list_command(args: argparse.Namespace) -> int:
         print_json([s.as_dict() for s in statuses])
         return 0
     if not statuses:
-        print("no agents yet: cockpit agent new NAME")
+        say("no agents yet: cockpit agent new NAME")
         return 0
     rows = [("NAME", "STATE", "PANE", "BRANCH", "LAST EXPERIMENT", "WORKTREE")]
     for s in statuses:
@@ -102,19 +102,19 @@ def list_command(args: argparse.Namespace) -> int:
         rows.append((a.name, a.state, pane, a.branch, latest, _short(a.worktree)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
     return 0
 
 
 def stop_command(args: argparse.Namespace) -> int:
     with open_ledger(args) as ledger:
-        print(_run(agents.stop_agent, ledger, args.name, socket=_socket()))
+        say(_run(agents.stop_agent, ledger, args.name, socket=_socket()))
     return 0
 
 
 def remove_command(args: argparse.Namespace) -> int:
     with open_ledger(args) as ledger:
-        print(_run(agents.remove_agent, ledger, args.name, delete_branch=args.delete_branch,
+        say(_run(agents.remove_agent, ledger, args.name, delete_branch=args.delete_branch,
                    socket=_socket()))
     return 0
 

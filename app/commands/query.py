@@ -7,7 +7,8 @@ from typing import Any
 
 from app import git, report
 from app.commands import (CommandError, add_json_flag, fmt_delta, fmt_val, here, main_or_none,
-                          one_line, open_ledger, print_json, settings_for, stream_json_list)
+                          one_line, open_ledger, print_json, say, settings_for,
+                          stream_json_list)
 from app.ledger import Ledger, LedgerError
 from app.runner_plan import agent_name, tag_name
 
@@ -76,41 +77,41 @@ def status_command(args: argparse.Namespace) -> int:
         print_json(state)
         return 0
     if not state["live"]:
-        print("nothing running")
+        say("nothing running")
     for e in state["live"]:
         pct = "?" if e["progress_pct"] is None else f"{e['progress_pct']:.0f}%"
         loss = "" if e["last_loss"] is None else f" loss {e['last_loss']:.4f}"
         kill = "  (kill requested)" if e["kill_requested"] else ""
-        print(f"#{e['id']} {e['status']:<8} {e['agent']:<12} {pct:>5}{loss} "
+        say(f"#{e['id']} {e['status']:<8} {e['agent']:<12} {pct:>5}{loss} "
               f"running {_age(e['started_at'])}  {one_line(e['description'], 50)}{kill}")
     for e in state["pending_review"]:
-        print(f"#{e['id']} awaits review: val_bpb {fmt_val(e['val_bpb'])}  "
+        say(f"#{e['id']} awaits review: val_bpb {fmt_val(e['val_bpb'])}  "
               f"{one_line(e['description'], 50)}  (cockpit approve/reject {e['id']})")
     if state["recent"]:
-        print("recent:")
+        say("recent:")
     for e in state["recent"]:
-        print(f"  #{e['id']} {e['decision'] or e['status']:<8} {fmt_val(e['val_bpb'])}  "
+        say(f"  #{e['id']} {e['decision'] or e['status']:<8} {fmt_val(e['val_bpb'])}  "
               f"{e['agent']:<12} {one_line(e['description'], 50)}")
     return 0
 
 
 def _print_detail(d: dict[str, Any]) -> None:
-    print(f"#{d['id']} {d['decision'] or d['status']}"
+    say(f"#{d['id']} {d['decision'] or d['status']}"
           + (f" (review {d['review']})" if d["review"] else "") + f": {d['description']}")
     for key in ("reason", "hypothesis", "category", "tag", "agent", "branch", "commit_sha",
                 "backend", "val_bpb", "delta", "margin", "exit_code", "training_seconds",
                 "num_steps", "peak_vram_mb", "log_path"):
         if d.get(key) not in (None, ""):
-            print(f"  {key:<17} {d[key]}")
+            say(f"  {key:<17} {d[key]}")
     flags = [f for f in ("near_miss", "contended", "integrity", "needs_rerun") if d.get(f)]
     if flags:
-        print(f"  {'flags':<17} {', '.join(flags)}")
+        say(f"  {'flags':<17} {', '.join(flags)}")
     if d["crash_tail"]:
-        print("  crash tail:")
+        say("  crash tail:")
         for line in d["crash_tail"].splitlines()[-20:]:
-            print(f"    {line}")
+            say(f"    {line}")
     for note in d["notes"]:
-        print(f"  note {note['id']} ({note['author']}): {note['text']}")
+        say(f"  note {note['id']} ({note['author']}): {note['text']}")
 
 
 def history_command(args: argparse.Namespace) -> int:
@@ -125,11 +126,11 @@ def history_command(args: argparse.Namespace) -> int:
             count += 1
             flags = "".join(mark for key, mark in (("near_miss", " ~"), ("contended", " !c"),
                                                    ("integrity", " !i")) if r[key])
-            print(f"#{r['id']:<5} {(r['decision'] or r['status']):<8} {fmt_val(r['val_bpb']):>9} "
+            say(f"#{r['id']:<5} {(r['decision'] or r['status']):<8} {fmt_val(r['val_bpb']):>9} "
                   f"{fmt_delta(r['delta']):>10}  {(r['category'] or '-'):<12.12} "
                   f"{r['agent']:<12.12} {one_line(r['description'], 60)}{flags}")
     if not count:
-        print("no experiments")
+        say("no experiments")
     return 0
 
 
@@ -142,13 +143,13 @@ def best_command(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     if result["best"] is None:
-        print("no kept experiment yet")
+        say("no kept experiment yet")
         return 0
     b = result["best"]
-    print(f"best: #{b['id']} {fmt_val(b['val_bpb'])} ({b['tag']}, {b['agent']}, {b['commit']}) "
+    say(f"best: #{b['id']} {fmt_val(b['val_bpb'])} ({b['tag']}, {b['agent']}, {b['commit']}) "
           f"{one_line(b['description'], 60)}")
     for tag, e in result["by_tag"].items():
-        print(f"  {tag:<24} #{e['id']:<5} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 50)}")
+        say(f"  {tag:<24} #{e['id']:<5} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 50)}")
     return 0
 
 
@@ -160,20 +161,20 @@ def report_command(args: argparse.Namespace) -> int:
         return 0
     rate = "—" if result["keep_rate"] is None else f"{result['keep_rate']:.0%}"
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result["by_decision"].items()))
-    print(f"{result['total']} experiments ({counts}); keep rate {rate}; "
+    say(f"{result['total']} experiments ({counts}); keep rate {rate}; "
           f"{result['training_minutes']:.1f} training minutes")
     if result["best_by_tag"]:
-        print("best per tag:")
+        say("best per tag:")
         for tag, e in result["best_by_tag"].items():
-            print(f"  {tag:<24} #{e['id']:<5} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 50)}")
+            say(f"  {tag:<24} #{e['id']:<5} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 50)}")
     if result["progression"]:
-        print("progression of kept runs:")
+        say("progression of kept runs:")
         for s in result["progression"]:
             gain = "baseline" if s["improvement"] is None else f"-{s['improvement']:.6f}"
-            print(f"  #{s['id']:<5} {s['tag']:<16.16} {fmt_val(s['val_bpb'])} {gain:>10}  "
+            say(f"  #{s['id']:<5} {s['tag']:<16.16} {fmt_val(s['val_bpb'])} {gain:>10}  "
                   f"{one_line(s['description'], 50)}")
     if result["categories"]:
-        print("categories: " + ", ".join(f"{c} {v['keep']}/{v['runs']}"
+        say("categories: " + ", ".join(f"{c} {v['keep']}/{v['runs']}"
                                          for c, v in result["categories"].items()))
     return 0
 
@@ -204,17 +205,17 @@ def suggest_command(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     where = ", ".join(f"{k} {v}" for k, v in scope.items()) or "all experiments"
-    print(f"strategy: {result['strategy'].upper()} ({result['reason']}; {where})")
-    print(result["advice"])
+    say(f"strategy: {result['strategy'].upper()} ({result['reason']}; {where})")
+    say(result["advice"])
     if result["near_misses"]:
-        print("near-misses worth combining:")
+        say("near-misses worth combining:")
         for e in result["near_misses"]:
-            print(f"  #{e['id']} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 60)}")
+            say(f"  #{e['id']} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 60)}")
     if result["underexplored"]:
-        print(f"categories with few runs: {', '.join(result['underexplored'])}")
+        say(f"categories with few runs: {', '.join(result['underexplored'])}")
     if result["notes"]:
-        print("recent notes:")
+        say("recent notes:")
         for n in result["notes"]:
             about = f" (#{n['experiment_id']})" if n["experiment_id"] else ""
-            print(f"  - {one_line(n['text'], 100)}{about}")
+            say(f"  - {one_line(n['text'], 100)}{about}")
     return 0

@@ -5,7 +5,7 @@ import argparse
 import os
 
 from app import actions
-from app.commands import add_json_flag, here, open_ledger, print_json, settings_for
+from app.commands import add_json_flag, here, open_ledger, print_json, say, settings_for
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def note_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"note_id": note_id, "experiment_id": args.exp, "author": author})
     else:
-        print(f"note {note_id} saved" + (f" on #{args.exp}" if args.exp else ""))
+        say(f"note {note_id} saved" + (f" on #{args.exp}" if args.exp else ""))
     return 0
 
 
@@ -48,5 +48,5 @@ def action_command(args: argparse.Namespace) -> int:
         print_json({"id": exp.id, "action": args.action, "message": message,
                     "status": exp.status, "decision": exp.decision, "review": exp.review})
     else:
-        print(message)
+        say(message)
     return 0

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from app.backends import BACKENDS
-from app.commands import add_json_flag, here, ledger_path, print_json
+from app.commands import add_json_flag, here, ledger_path, print_json, say
 from app.config import load_settings
 from app.actions import reap_lost
 from app.ledger import Ledger
@@ -52,10 +51,10 @@ def run_command(args: argparse.Namespace) -> int:
     with Ledger(ledger_path(args, worktree)) as ledger:
         reap_lost(ledger)
         plan = plan_run(request, ledger, worktree, main, settings)
-        runner = Runner(plan, ledger, announce=lambda text: print(text, file=sys.stderr, flush=True))
+        runner = Runner(plan, ledger, announce=lambda text: say(text, err=True))
         result = runner.run()
     if args.json:
         print_json(result.to_json())
     else:
-        print(format_block(result))
+        say(format_block(result))
     return exit_status(runner.signal_received)

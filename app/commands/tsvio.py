@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.commands import CommandError, add_json_flag, open_ledger, print_json
+from app.commands import CommandError, add_json_flag, open_ledger, print_json, say
 from app.ledger import Ledger
 from app.schema import SUMMARY_COLUMNS
 from app.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_key, write_results_tsv
@@ -117,12 +117,12 @@ def import_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"path": str(args.path), "tag": tag, **vars(report)})
         return 0
-    print(f"{args.path.name}: {added} imported, {already} already in the ledger, "
+    say(f"{args.path.name}: {added} imported, {already} already in the ledger, "
           f"{len(report.skipped)} skipped (tag {tag})")
     for item in report.skipped:
-        print(f"  skipped line {item['line']}: {item['reason']}")
+        say(f"  skipped line {item['line']}: {item['reason']}")
     for item in report.repaired:
-        print(f"  line {item['line']}: {item['reason']}")
+        say(f"  line {item['line']}: {item['reason']}")
     return 0
 
 
@@ -148,5 +148,5 @@ def export_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"export failed, nothing written: {exc}") from exc
     if args.output:
-        print(f"{count} rows written to {args.output}", file=sys.stderr)
+        say(f"{count} rows written to {args.output}", err=True)
     return 0
