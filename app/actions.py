@@ -32,11 +32,11 @@ def request_kill(ledger: Ledger, exp_id: int, actor: str = "human", *,
     exp = _experiment(ledger, exp_id)
     if not exp.is_live:
         raise ActionError(f"#{exp_id} is not running (it is {exp.effective_decision})")
-    now = time.time()
+    runner_alive = same_process(exp.runner_pid, exp.runner_start)
     if not ledger.transition(exp_id, {"status": LIVE_STATUSES}, event="kill", actor=actor,
-                             detail={"runner_alive": True}, kill_requested_at=now):
+                             detail={"runner_alive": runner_alive}, kill_requested_at=time.time()):
         raise ActionError(f"#{exp_id} finished before the kill request landed")
-    if same_process(exp.runner_pid, exp.runner_start):
+    if runner_alive:
         return f"kill requested for #{exp_id}: its runner (pid {exp.runner_pid}) stops it within 1 s"
     signalled = stop_if_same(exp.pid, exp.pid_start, grace_s)
     what = (f"stopped its process group (pid {exp.pid})" if signalled

@@ -86,7 +86,7 @@ def test_kill_with_a_live_runner_only_records_the_request(ledger, sleeper) -> No
     assert exp.kill_requested_at is not None and exp.status == "running"
     assert sleeper.poll() is None  # the runner, not us, stops its child
     kill = ledger.events(exp_id, kind="kill")
-    assert len(kill) == 1 and kill[0].actor == "tui"
+    assert len(kill) == 1 and kill[0].actor == "tui" and kill[0].detail["runner_alive"] is True
 
 
 def test_kill_without_runner_stops_the_child_group_and_marks_killed(ledger, sleeper) -> None:
@@ -96,6 +96,8 @@ def test_kill_without_runner_stops_the_child_group_and_marks_killed(ledger, slee
     assert sleeper.wait(timeout=5) == -signal.SIGTERM
     exp = ledger.get(exp_id)
     assert (exp.status, exp.decision) == ("finished", "killed")
+    [kill] = ledger.events(exp_id, kind="kill")  # the audit says who was there to do it
+    assert kill.detail["runner_alive"] is False
 
 
 def test_kill_without_runner_signals_nothing_when_the_pid_was_reused(ledger, sleeper) -> None:
