@@ -198,6 +198,7 @@ def test_tmux_agents_and_their_private_server_stop(tmp_path: Path, monkeypatch: 
 # ---------------------------------------------------------------------------
 # The real thing, headless: real training, real agents, stopped with Ctrl-C
 
+@pytest.mark.slow
 def test_headless_demo_end_to_end(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE", "COCKPIT_LEDGER")}
