@@ -269,9 +269,12 @@ def refresh_agent(ledger: Ledger, agent: Agent, actor: str = "cockpit") -> Agent
         state = "exited"
     if state == agent.state:
         return agent
-    if not ledger.read_only:
-        ledger.upsert_agent(agent.name, actor=actor, event=f"agent-{state}", state=state)
-    return replace(agent, state=state)
+    if ledger.read_only:
+        return replace(agent, state=state)
+    if ledger.upsert_agent(agent.name, actor=actor, event=f"agent-{state}", state=state,
+                           expect_state=agent.state):
+        return replace(agent, state=state)
+    return ledger.get_agent(agent.name) or agent  # a human stopped or removed it meanwhile
 
 
 def mark_gone(ledger: Ledger, name: str, actor: str = "watcher") -> bool:
@@ -279,8 +282,8 @@ def mark_gone(ledger: Ledger, name: str, actor: str = "watcher") -> bool:
     agent = ledger.get_agent(name)
     if agent is None or agent.state in ("gone", "removed") or ledger.read_only:
         return False
-    ledger.upsert_agent(name, actor=actor, event="agent-gone", state="gone")
-    return True
+    return ledger.upsert_agent(name, actor=actor, event="agent-gone", state="gone",
+                               expect_state=agent.state)
 
 
 def agent_statuses(ledger: Ledger, include_removed: bool = False) -> list[AgentStatus]:

@@ -319,13 +319,18 @@ class Ledger:
     # --- agents ------------------------------------------------------------------------------
 
     def upsert_agent(self, name: str, *, actor: str = "cli", event: str | None = None,
-                     **values: Any) -> None:
+                     expect_state: str | tuple[str, ...] | None = None, **values: Any) -> bool:
+        """Create or update an agent. With `expect_state`, compare-and-set: write only if the
+        agent exists in that state (or one of those states); False, nothing written, otherwise."""
         unknown = set(values) - set(AGENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown agent fields: {sorted(unknown)}")
+        expected = (expect_state,) if isinstance(expect_state, str) else expect_state
         now = time.time()
         with self.write():
-            exists = self.conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone()
+            exists = self.conn.execute("SELECT state FROM agents WHERE name = ?", (name,)).fetchone()
+            if expected is not None and (exists is None or exists[0] not in expected):
+                return False
             if exists:
                 self.db["agents"].update(name, {**values, "updated_at": now})
             else:
@@ -333,6 +338,7 @@ class Ledger:
                                           **values})
             if event:
                 self._event(event, None, name, actor, values)
+        return True
 
     def agents(self) -> list[Agent]:
         return [_row_to(Agent, r) for r in self.conn.execute("SELECT * FROM agents ORDER BY name")]

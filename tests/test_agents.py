@@ -230,6 +230,18 @@ def test_an_agent_that_ends_by_itself_is_exited(ledger: Ledger, main: Path, sock
     assert not agents.agent_statuses(ledger)[0].alive
 
 
+def test_a_stale_refresh_never_overwrites_a_humans_stop(ledger: Ledger, tmp_path: Path) -> None:
+    """The TUI refreshes a row it read before `cockpit agent stop` landed: the stop stands."""
+    ledger.upsert_agent("ivy", worktree=str(tmp_path), state="running", pid=999_999_999, pid_start=1.0)
+    stale = ledger.get_agent("ivy")
+    ledger.upsert_agent("ivy", event="agent-stop", state="stopped")
+    assert agents.refresh_agent(ledger, stale).state == "stopped"
+    assert ledger.get_agent("ivy").state == "stopped" and not ledger.events(kind="agent-exited")
+    assert not ledger.upsert_agent("ivy", state="gone", expect_state=("running", "starting"))
+    assert not ledger.upsert_agent("nobody", state="gone", expect_state="running")
+    assert ledger.get_agent("nobody") is None and ledger.get_agent("ivy").state == "stopped"
+
+
 def test_a_command_that_dies_at_once_leaves_nothing_behind(ledger: Ledger, main: Path, socket: str) -> None:
     with pytest.raises(agents.AgentError, match="could not start agent lou"):
         create(ledger, main, "lou", socket, command="true")
