@@ -257,35 +257,44 @@ def _send_steps(ledger: Ledger, tail: _Tail) -> None:
 
 def _finish_ok(ledger: Ledger, tail: _Tail, summary: dict[str, Any]) -> None:
     _send_steps(ledger, tail)
-    exp = ledger.get(tail.exp_id)
     values = _summary_values(summary)
     val_bpb = _finite(summary.get("val_bpb"))
-    if not exp.import_key:  # results.tsv has not decided it yet
-        values["decision"] = None if val_bpb is not None else "crash"
     if val_bpb is None:
         values["crash_tail"] = "\n".join(tail.parser.tail())
     values["reason"] = ("observed: finished; the agent decides keep or discard itself"
                         if val_bpb is not None else "observed: summary has no usable val_bpb")
-    ledger.update(tail.exp_id, event="finish", actor="observer",
-                  detail={"observed": True, "was": exp.effective_decision},
-                  status="finished", finished_at=time.time(), **values)
+    _finish(ledger, tail.exp_id, values, None if val_bpb is not None else "crash",
+            {"observed": True}, live_only=False)
     tail.done, tail.summary_json = True, values["summary_json"]
 
 
 def _finish_crash(ledger: Ledger, tail: _Tail, reason: str) -> None:
     if tail.offset:
         _send_steps(ledger, tail)
-    exp = ledger.get(tail.exp_id)
-    if not exp.is_live:
-        tail.done = True
-        return
-    values: dict[str, Any] = {"reason": f"observed: {reason}", "crash_tail": "\n".join(tail.parser.tail())}
-    if not exp.import_key:
-        values["decision"] = "crash"
-    ledger.update(tail.exp_id, event="finish", actor="observer",
-                  detail={"observed": True, "decision": "crash", "reason": reason},
-                  status="finished", finished_at=time.time(), **values)
+    values = {"reason": f"observed: {reason}", "crash_tail": "\n".join(tail.parser.tail())}
+    _finish(ledger, tail.exp_id, values, "crash",
+            {"observed": True, "decision": "crash", "reason": reason}, live_only=True)
     tail.done = True
+
+
+def _finish(ledger: Ledger, exp_id: int, values: dict[str, Any], decision: str | None,
+            detail: dict[str, Any], live_only: bool) -> None:
+    """Mark an observed run finished, with `decision` only while results.tsv has given none.
+
+    Compare-and-set on what was read: a results.tsv row imported (or a reap) landing between
+    the read and the write is never overwritten; the write is redone against the new state.
+    """
+    for _ in range(3):
+        exp = ledger.get(exp_id)
+        if live_only and not exp.is_live:
+            return
+        decided = {} if exp.import_key else {"decision": decision}
+        if ledger.transition(exp_id, {"status": exp.status, "decision": exp.decision,
+                                      "import_key": exp.import_key},
+                             event="finish", actor="observer",
+                             detail={**detail, "was": exp.effective_decision},
+                             status="finished", finished_at=time.time(), **values, **decided):
+            return
 
 
 def _summary_values(summary: dict[str, Any]) -> dict[str, Any]:

@@ -127,6 +127,33 @@ def test_results_tsv_decides_the_observed_run_and_reimport_adds_nothing(ledger: 
     assert ledger.get(exp_id).decision == "keep"
 
 
+@pytest.mark.parametrize("ending, decision", [(SUMMARY, "keep"), (b"\nFAIL\n", "discard")],
+                         ids=["summary", "fail"])
+def test_a_verdict_imported_while_the_run_finishes_is_kept(ledger: Ledger, wt: Path, monkeypatch,
+                                                             ending: bytes, decision: str) -> None:
+    """results.tsv's row lands (another process) between the observer's read and its write."""
+    runlog = wt / "run.log"
+    runlog.write_bytes(STARTUP + steps(0, 5))
+    exp_id = observe.observe_run_log(ledger, wt)
+    landed = []
+
+    def import_first(write):
+        def wrapped(exp_id_, *args, **values):
+            if values.get("status") == "finished" and not landed:
+                landed.append(True)
+                with Ledger(ledger.path) as other:
+                    other.update(exp_id_, event="import", import_key="row-key", decision=decision)
+            return write(exp_id_, *args, **values)
+        return wrapped
+
+    monkeypatch.setattr(ledger, "update", import_first(ledger.update))
+    monkeypatch.setattr(ledger, "transition", import_first(ledger.transition))
+    append(runlog, b"\n" + ending)
+    observe.observe_run_log(ledger, wt)
+    exp = ledger.get(exp_id)
+    assert landed and (exp.status, exp.decision, exp.import_key) == ("finished", decision, "row-key")
+
+
 def test_a_row_being_written_waits_until_it_is_complete(ledger: Ledger, wt: Path) -> None:
     tsv = wt / "results.tsv"
     tsv.write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabcdef1\t0.990000\t44.0\tdiscard\tlonger wa")
