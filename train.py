@@ -523,9 +523,12 @@ def build_model_config(depth):
 config = build_model_config(DEPTH)
 print(f"Model config: {asdict(config)}")
 
-with torch.device("meta"):
+# On CUDA build on "meta" and materialise once; elsewhere build in place ("meta" pulls in
+# torch._dynamo, seconds of start-up that a short CPU run cannot afford).
+with torch.device("meta" if device.type == "cuda" else device):
     model = GPT(config)
-model.to_empty(device=device)
+if device.type == "cuda":
+    model.to_empty(device=device)
 model.init_weights()
 
 param_counts = model.num_scaling_params()
