@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from app.ledger import LIVE_STATUSES, Experiment, Ledger, LedgerError
+from app.observe_runlog import OBSERVED
 from app.procs import same_process, stop_if_same
 
 
@@ -28,26 +29,37 @@ def _experiment(ledger: Ledger, exp_id: int) -> Experiment:
 def request_kill(ledger: Ledger, exp_id: int, actor: str = "human", *,
                  grace_s: float = 5.0) -> str:
     """Ask the runner of a live experiment to stop it; if the runner is gone, stop the recorded
-    child ourselves (only if its start time still matches) and mark the experiment killed."""
+    child ourselves (only if its start time still matches) and mark the experiment killed.
+
+    An observed run (started by a vanilla agent itself) has no runner of ours to honour a
+    request: the process writing its run.log is stopped the same careful way.
+    """
     exp = _experiment(ledger, exp_id)
     if not exp.is_live:
         raise ActionError(f"#{exp_id} is not running (it is {exp.effective_decision})")
-    runner_alive = same_process(exp.runner_pid, exp.runner_start)
+    observed = exp.backend == OBSERVED
+    runner_alive = not observed and same_process(exp.runner_pid, exp.runner_start)
     if not ledger.transition(exp_id, {"status": LIVE_STATUSES}, event="kill", actor=actor,
                              detail={"runner_alive": runner_alive}, kill_requested_at=time.time()):
         raise ActionError(f"#{exp_id} finished before the kill request landed")
     if runner_alive:
         return f"kill requested for #{exp_id}: its runner (pid {exp.runner_pid}) stops it within 1 s"
-    signalled = stop_if_same(exp.pid, exp.pid_start, grace_s)
-    what = (f"stopped its process group (pid {exp.pid})" if signalled
-            else "its training process is already gone, signalled nothing")
+    pid, start = (exp.runner_pid, exp.runner_start) if observed else (exp.pid, exp.pid_start)
+    signalled = stop_if_same(pid, start, grace_s)
+    if not signalled:
+        what = "its training process is already gone, signalled nothing"
+    elif observed:
+        what = f"stopped the process writing its run.log (pid {pid})"
+    else:
+        what = f"stopped its process group (pid {pid})"
     if exp.modal_call_id:
         what += f"; Modal call {exp.modal_call_id} ends with its own timeout"
+    why = "the agent started it without `cockpit run`" if observed else "the runner was gone"
     ledger.transition(exp_id, {"status": LIVE_STATUSES}, event="decide", actor=actor,
                       detail={"decision": "killed", "runner_alive": False, "signalled": signalled},
                       status="finished", decision="killed", finished_at=time.time(),
-                      reason=f"killed by {actor}; the runner was gone, {what}")
-    return f"#{exp_id} killed: its runner was gone, {what}"
+                      reason=f"killed by {actor}; {why}, {what}")
+    return f"#{exp_id} killed: {why}, {what}"
 
 
 def _review(ledger: Ledger, exp_id: int, actor: str, verdict: str, decision: str) -> str:

@@ -264,7 +264,7 @@ def _finish_ok(ledger: Ledger, tail: _Tail, summary: dict[str, Any]) -> None:
     values["reason"] = ("observed: finished; the agent decides keep or discard itself"
                         if val_bpb is not None else "observed: summary has no usable val_bpb")
     _finish(ledger, tail.exp_id, values, None if val_bpb is not None else "crash",
-            {"observed": True}, live_only=False)
+            {"observed": True}, revive_lost=True)
     tail.done, tail.summary_json = True, values["summary_json"]
 
 
@@ -273,20 +273,21 @@ def _finish_crash(ledger: Ledger, tail: _Tail, reason: str) -> None:
         _send_steps(ledger, tail)
     values = {"reason": f"observed: {reason}", "crash_tail": "\n".join(tail.parser.tail())}
     _finish(ledger, tail.exp_id, values, "crash",
-            {"observed": True, "decision": "crash", "reason": reason}, live_only=True)
+            {"observed": True, "decision": "crash", "reason": reason}, revive_lost=False)
     tail.done = True
 
 
 def _finish(ledger: Ledger, exp_id: int, values: dict[str, Any], decision: str | None,
-            detail: dict[str, Any], live_only: bool) -> None:
-    """Mark an observed run finished, with `decision` only while results.tsv has given none.
+            detail: dict[str, Any], revive_lost: bool) -> None:
+    """Mark a live observed run finished (or, with `revive_lost`, one marked lost that turned out
+    to finish), with `decision` only while results.tsv has given none.
 
-    Compare-and-set on what was read: a results.tsv row imported (or a reap) landing between
-    the read and the write is never overwritten; the write is redone against the new state.
+    Compare-and-set on what was read: a results.tsv row imported (or a reap, or a kill) landing
+    between the read and the write is never overwritten; the write is redone against the new state.
     """
     for _ in range(3):
         exp = ledger.get(exp_id)
-        if live_only and not exp.is_live:
+        if not exp.is_live and not (revive_lost and exp.decision == "lost"):
             return
         decided = {} if exp.import_key else {"decision": decision}
         if ledger.transition(exp_id, {"status": exp.status, "decision": exp.decision,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app import observe, observe_runlog
+from app import actions, observe, observe_runlog
 from app.actions import reap_lost
 from app.ledger import Ledger
 from app.logparse import parse_log
@@ -217,6 +218,31 @@ def test_the_writing_process_exiting_without_summary_is_a_crash(ledger: Ledger, 
     assert observe.check_observed(ledger) == [exp_id]
     exp = ledger.get(exp_id)
     assert (exp.status, exp.decision) == ("finished", "crash") and f"pid {proc.pid}" in exp.reason
+
+
+def test_killing_an_observed_run_stops_its_writer_and_stays_killed(ledger: Ledger, wt: Path) -> None:
+    """No runner of ours polls kill requests for a vanilla run: the kill stops the writer itself."""
+    script = ("import sys, time\nf = open(sys.argv[1], 'wb')\nf.write(b'\\rstep 00001 (1.0%) | loss: 5.0')\n"
+              "f.flush()\nprint('ready', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(wt / "run.log")], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        exp_id = observe.observe_run_log(ledger, wt)
+        message = actions.request_kill(ledger, exp_id, grace_s=2)
+        assert f"stopped the process writing its run.log (pid {proc.pid})" in message
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert ledger.get(exp_id).decision == "killed"
+    [kill] = ledger.events(exp_id, kind="kill")
+    assert kill.detail["runner_alive"] is False
+    append(wt / "run.log", b"\n" + SUMMARY)  # whatever comes later does not undo the kill
+    observe.observe_run_log(ledger, wt)
+    assert (ledger.get(exp_id).status, ledger.get(exp_id).decision) == ("finished", "killed")
 
 
 def test_a_restarted_cockpit_resumes_without_duplicating_steps(ledger: Ledger, wt: Path) -> None:
