@@ -8,6 +8,7 @@ at once with "database is locked" when another writer holds the lock.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from app.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent
 from app.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
 __all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "Note",
-           "StepRow", "find_ledger_path", "summary_columns"]
+           "StepRow", "finite", "find_ledger_path", "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
@@ -348,9 +349,18 @@ class Ledger:
         return _row_to(Agent, row) if row else None
 
 
+def finite(value: Any) -> float | None:
+    """`value` as a float if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary keys that have their own experiment column, plus the full summary as JSON."""
-    values = {key: summary[key] for key in SUMMARY_COLUMNS if key in summary}
+    """The summary keys that have their own experiment column (numeric columns take finite
+    numbers only), plus the full summary as JSON."""
+    values = {key: summary[key] for key in SUMMARY_COLUMNS
+              if key in summary and finite(summary[key]) is not None}
     values["summary_json"] = json.dumps(summary, default=str)
     if "device" in summary:
         values["device"] = str(summary["device"])

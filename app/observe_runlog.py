@@ -6,7 +6,6 @@ Per process, a _Tail remembers how far each run.log was read; the copy in
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 
 from app import git
 from app.agents import mark_gone
-from app.ledger import LIVE_STATUSES, Experiment, Ledger, StepRow, summary_columns
+from app.ledger import LIVE_STATUSES, Experiment, Ledger, StepRow, finite, summary_columns
 from app.logparse import StepRecord, StreamParser, summary_problems
 from app.procs import process_identity, same_process
 
@@ -210,7 +209,7 @@ def _advance(ledger: Ledger, tail: _Tail, runlog: Path, size: int, writer_gone: 
         return
     if tail.done:
         summary = _complete_summary(exp.log_path, tail) if fresh else None
-        values = _summary_values(summary) if summary is not None else {}
+        values = summary_columns(summary) if summary is not None else {}
         if values and values["summary_json"] != tail.summary_json:  # extra keys came late
             ledger.update(tail.exp_id, **values)
             tail.summary_json = values["summary_json"]
@@ -252,13 +251,13 @@ def _send_steps(ledger: Ledger, tail: _Tail) -> None:
                   progress_pct=step.progress_pct, loss=step.loss, lrm=step.lrm, dt_ms=step.dt_ms,
                   tok_per_sec=step.tok_per_sec, mfu_pct=step.mfu_pct, remaining_s=step.remaining_s)
     ledger.add_steps(tail.exp_id, [row], progress_pct=step.progress_pct,
-                     last_loss=_finite(step.loss), remaining_s=step.remaining_s)
+                     last_loss=finite(step.loss), remaining_s=step.remaining_s)
 
 
 def _finish_ok(ledger: Ledger, tail: _Tail, summary: dict[str, Any]) -> None:
     _send_steps(ledger, tail)
-    values = _summary_values(summary)
-    val_bpb = _finite(summary.get("val_bpb"))
+    values = summary_columns(summary)
+    val_bpb = finite(summary.get("val_bpb"))
     if val_bpb is None:
         values["crash_tail"] = "\n".join(tail.parser.tail())
     values["reason"] = ("observed: finished; the agent decides keep or discard itself"
@@ -296,11 +295,6 @@ def _finish(ledger: Ledger, exp_id: int, values: dict[str, Any], decision: str |
                              detail={**detail, "was": exp.effective_decision},
                              status="finished", finished_at=time.time(), **values, **decided):
             return
-
-
-def _summary_values(summary: dict[str, Any]) -> dict[str, Any]:
-    values = summary_columns(summary)
-    return {k: v for k, v in values.items() if k in ("summary_json", "device") or _finite(v) is not None}
 
 
 def _writer_gone(ledger: Ledger, exp_id: int) -> bool:
@@ -398,9 +392,3 @@ def quiet_git(fn: Any, *args: Any) -> Any:
         return fn(*args)
     except git.GitError:
         return None
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)

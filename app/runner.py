@@ -7,7 +7,6 @@ reports to the agent (app/runner_report.py).
 """
 from __future__ import annotations
 
-import math
 import queue
 import signal
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.backends import Run, start_run
-from app.ledger import Ledger, StepRow, summary_columns
+from app.ledger import Ledger, StepRow, finite, summary_columns
 from app.logparse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, Verdict, decide, is_contended
 from app.runner_context import Context, constants_mismatch, gather, tok_per_sec
@@ -185,7 +184,7 @@ class Runner:
             mfu_pct=step.mfu_pct, remaining_s=step.remaining_s)]
         live: dict[str, Any] = {}
         if step is not None:
-            live = {"progress_pct": step.progress_pct, "last_loss": _finite(step.loss),
+            live = {"progress_pct": step.progress_pct, "last_loss": finite(step.loss),
                     "remaining_s": step.remaining_s}
         self.ledger.add_steps(self.exp_id, rows, **live)
 
@@ -195,7 +194,7 @@ class Runner:
         plan = self.plan
         parsed = self.parser.finish()
         summary = parsed.summary
-        val_bpb = _finite(summary.get("val_bpb")) if summary else None
+        val_bpb = finite(summary.get("val_bpb")) if summary else None
         outcome = Outcome(exit_code=supervised.exit_code, val_bpb=val_bpb,
                           has_summary=summary is not None, failed=parsed.failed,
                           timed_out=supervised.stop_reason == "timeout",
@@ -204,7 +203,7 @@ class Runner:
                                                  "vocab_size")} if summary else {}
         context = gather(self.ledger, exp_id=self.exp_id, branch=plan.branch, tag=plan.tag,
                          main_branch=plan.main_branch,
-                         constants={k: v for k, v in constants.items() if _finite(v) is not None})
+                         constants={k: v for k, v in constants.items() if finite(v) is not None})
         verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
         verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
         flags = self._flags(verdict, summary, context)
@@ -218,7 +217,7 @@ class Runner:
             margin=verdict.margin, near_miss=int(verdict.near_miss),
             contended=int(flags["contended"]), integrity=int(flags["integrity"]))
         if summary:
-            values.update(_clean_summary(summary))
+            values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
             values["crash_tail"] = "\n".join(parsed.tail)
         self.ledger.update(self.exp_id, event="finish",
@@ -273,7 +272,7 @@ class Runner:
     def _flags(self, verdict: Verdict, summary: dict | None, context: Context) -> dict[str, Any]:
         base = context.branch_baseline
         contended = bool(summary and base and base.id != self.exp_id and is_contended(
-            _finite(summary.get("num_steps")), tok_per_sec(summary), base.num_steps,
+            finite(summary.get("num_steps")), tok_per_sec(summary), base.num_steps,
             tok_per_sec(base), self.plan.policy.contended_frac))
         return {"contended": contended,
                 "integrity": verdict.reason.startswith("not compared") or bool(
@@ -323,23 +322,8 @@ class Runner:
             signal.signal(sig, handler)
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _val(exp: Any) -> float | None:
     return None if exp is None else exp.val_bpb
-
-
-def _clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """Summary columns for the ledger: numeric columns only take finite numbers."""
-    values = summary_columns(summary)
-    for key, value in list(values.items()):
-        if key not in ("summary_json", "device") and _finite(value) is None:
-            del values[key]
-    return values
 
 
 def exit_status(signal_received: int | None) -> int:

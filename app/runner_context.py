@@ -5,12 +5,11 @@ finished meanwhile on other worktrees.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from app.ledger import Experiment, Ledger
+from app.ledger import Experiment, Ledger, finite
 from app.policy import crash_streak, noise_sigma
 
 EVAL_CONSTANTS = ("time_budget", "max_seq_len", "eval_tokens", "vocab_size")
@@ -37,7 +36,7 @@ def tok_per_sec(exp: Experiment | dict[str, Any]) -> float | None:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return finite(value) is not None
 
 
 def _first_keep(ledger: Ledger, column: str, value: str) -> Experiment | None:

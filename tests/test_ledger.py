@@ -90,6 +90,10 @@ def test_summary_columns_keep_every_key() -> None:
     values = summary_columns(summary)
     assert values["val_bpb"] == 0.99 and values["num_steps"] == 953 and values["device"] == "cuda"
     assert "router_ent" not in values and '"router_ent": 1.3' in values["summary_json"]
+    odd = summary_columns({"val_bpb": float("nan"), "mfu_percent": float("inf"), "depth": True,
+                           "num_steps": "many", "training_seconds": 300})
+    assert set(odd) == {"training_seconds", "summary_json"}  # numeric columns: finite numbers only
+    assert '"num_steps": "many"' in odd["summary_json"] and "NaN" in odd["summary_json"]
 
 
 def test_not_sqlite_is_refused_and_untouched(tmp_path: Path) -> None:
