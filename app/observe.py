@@ -29,7 +29,8 @@ from pathlib import Path
 from app import git
 from app.ledger import Experiment, Ledger
 from app.observe_runlog import (IMPORTED, OBSERVED, agent_for, check_observed, observe_run_log,
-                                quiet_git, tag_for, worktree_gone)
+                                quiet_git, worktree_gone)
+from app.runner_plan import derived_tag
 from app.tsv import Skipped, TsvFormatError, parse_results_tsv, row_key
 
 __all__ = ["ImportReport", "OBSERVED", "IMPORTED", "check_observed", "import_results_tsv",
@@ -97,7 +98,7 @@ def import_results_tsv(ledger: Ledger, worktree: Path | str, agent: str | None =
         try:
             if match is None:
                 report.imported.append(ledger.register(
-                    actor="import", tag=tag_for(ledger, name, branch), agent=name,
+                    actor="import", tag=derived_tag(ledger, name, branch), agent=name,
                     worktree=str(wt), branch=branch, commit_sha=row.commit,
                     description=row.description, backend=IMPORTED, status="finished",
                     decision=row.status, val_bpb=row.val_bpb, import_key=key,

@@ -19,6 +19,7 @@ from app.agents import mark_gone
 from app.ledger import LIVE_STATUSES, Experiment, Ledger, StepRow, finite, summary_columns
 from app.logparse import StepRecord, StreamParser, summary_problems
 from app.procs import process_identity, same_process
+from app.runner_plan import derived_tag
 
 OBSERVED, IMPORTED = "observed", "import"  # experiment backends written by app/observe.py
 RUN_LOG = "run.log"
@@ -173,7 +174,7 @@ def _register(ledger: Ledger, wt: Path, runlog: Path, st: os.stat_result,
     writer, writer_start = _writer_of(runlog)
     now = time.time()
     exp_id = ledger.register(
-        actor="observer", tag=tag_for(ledger, name, branch), agent=name, worktree=str(wt),
+        actor="observer", tag=derived_tag(ledger, name, branch), agent=name, worktree=str(wt),
         branch=branch, commit_sha=quiet_git(git.head_sha, wt) or "",
         parent_sha=quiet_git(git.rev_parse, wt, "HEAD~1") or "",
         description=commit_subject(wt) or "observed run.log", backend=OBSERVED, status="running",
@@ -367,17 +368,6 @@ def worktree_gone(ledger: Ledger, worktree: Path, agent: str | None = None) -> N
 def agent_for(ledger: Ledger, wt: Path) -> str:
     """The agent working in `wt`, else the worktree's folder name (as `cockpit run` does)."""
     return next((a.name for a in ledger.agents() if a.worktree == str(wt)), wt.name)
-
-
-def tag_for(ledger: Ledger, agent: str, branch: str) -> str:
-    """The agent's tag, else autoresearch/<tag>[-<agent>], else the branch."""
-    known = ledger.get_agent(agent)
-    if known and known.tag:
-        return known.tag
-    if branch.startswith("autoresearch/"):
-        rest = branch.removeprefix("autoresearch/")
-        return rest.removesuffix(f"-{agent}") or rest
-    return branch or "untagged"
 
 
 def commit_subject(wt: Path) -> str:

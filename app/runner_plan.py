@@ -103,13 +103,19 @@ def tag_name(explicit: str | None, ledger: Ledger, agent: str, branch: str | Non
     the configured tag, else the branch name."""
     if explicit or os.environ.get("COCKPIT_TAG"):
         return explicit or os.environ["COCKPIT_TAG"]
+    return derived_tag(ledger, agent, branch, settings.tag)
+
+
+def derived_tag(ledger: Ledger, agent: str, branch: str | None, fallback: str = "") -> str:
+    """The agent's tag in the ledger, autoresearch/<tag>[-<agent>], `fallback`, else the branch
+    name (also for runs observed or imported from an agent's worktree)."""
     known = ledger.get_agent(agent)
     if known and known.tag:
         return known.tag
     if branch and branch.startswith("autoresearch/"):
         rest = branch.removeprefix("autoresearch/")
         return rest.removesuffix(f"-{agent}") or rest
-    return settings.tag or branch or "untagged"
+    return fallback or branch or "untagged"
 
 
 def policy_settings(settings: Settings) -> PolicySettings:
