@@ -31,7 +31,7 @@ from app.ledger import Experiment, Ledger
 from app.observe_runlog import (IMPORTED, OBSERVED, agent_for, check_observed, observe_run_log,
                                 quiet_git, worktree_gone)
 from app.runner_plan import derived_tag
-from app.tsv import Skipped, TsvFormatError, parse_results_tsv, row_key
+from app.tsv import Skipped, TsvFormatError, parse_results_tsv, row_fields, row_key
 
 __all__ = ["ImportReport", "OBSERVED", "IMPORTED", "check_observed", "import_results_tsv",
            "observe_run_log", "sync_worktree", "worktree_gone"]
@@ -98,12 +98,10 @@ def import_results_tsv(ledger: Ledger, worktree: Path | str, agent: str | None =
         try:
             if match is None:
                 report.imported.append(ledger.register(
-                    actor="import", tag=derived_tag(ledger, name, branch), agent=name,
-                    worktree=str(wt), branch=branch, commit_sha=row.commit,
-                    description=row.description, backend=IMPORTED, status="finished",
-                    decision=row.status, val_bpb=row.val_bpb, import_key=key,
-                    peak_vram_mb=None if row.memory_gb is None else row.memory_gb * 1024,
-                    reason=_import_reason(row.extra, where), finished_at=time.time()))
+                    actor="import", **row_fields(row), tag=derived_tag(ledger, name, branch),
+                    agent=name, worktree=str(wt), branch=branch, backend=IMPORTED,
+                    status="finished", reason=_import_reason(row.extra, where),
+                    finished_at=time.time()))
             elif match.backend == OBSERVED:
                 ledger.update(match.id, event="import", actor="import",
                               detail={"line": row.line_no, "decision": row.status},

@@ -6,12 +6,15 @@ row before writing and replaces the file atomically, so a bad row leaves nothing
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Mapping, Protocol
+from typing import IO, Any, Iterable, Mapping, Protocol
+
+from app.schema import SUMMARY_COLUMNS
 
 UPSTREAM_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 REQUIRED_COLUMNS = ("commit", "val_bpb", "status")  # a header must name these to be recognised
@@ -236,6 +239,28 @@ def row_key(row: TsvRow) -> str:
     val = "" if row.val_bpb is None else f"{row.val_bpb:.6f}"
     parts = (row.commit.strip(), row.status.lower(), val, _one_line(row.description))
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def row_fields(row: TsvRow) -> dict[str, Any]:
+    """The experiment columns a row fills (the same for `cockpit import` and a vanilla agent's
+    results.tsv): upstream's five, a fork's hypothesis, category and summary metrics when it has
+    those columns, every extra column in summary_json, and the import key."""
+    values: dict[str, Any] = dict(
+        commit_sha=row.commit, description=row.description,
+        hypothesis=row.extra.get("hypothesis", ""),
+        category=(row.extra.get("category") or row.extra.get("kind") or "").lower(),
+        decision=row.status, val_bpb=row.val_bpb,
+        peak_vram_mb=None if row.memory_gb is None else row.memory_gb * 1024,
+        summary_json=json.dumps(row.extra, ensure_ascii=False), import_key=row_key(row))
+    for key in SUMMARY_COLUMNS:
+        if key in row.extra and key not in values:
+            try:
+                number = float(row.extra[key].replace(",", ""))
+            except ValueError:
+                continue
+            if math.isfinite(number):
+                values[key] = int(number) if key == "num_steps" else number
+    return values
 
 
 # ---------------------------------------------------------------------------

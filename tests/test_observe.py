@@ -155,6 +155,16 @@ def test_a_verdict_imported_while_the_run_finishes_is_kept(ledger: Ledger, wt: P
     assert landed and (exp.status, exp.decision, exp.import_key) == ("finished", decision, "row-key")
 
 
+def test_a_forks_extra_columns_are_kept_as_cockpit_import_keeps_them(ledger: Ledger, wt: Path) -> None:
+    (wt / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\tstatus\tcategory\thypothesis\t"
+                                    "num_steps\tdescription\n"
+                                    "abcdef1\t0.990000\t44.0\tdiscard\tLR\tlower is calmer\t953\tlr 0.02\n")
+    [exp_id] = observe.import_results_tsv(ledger, wt).imported
+    exp = ledger.get(exp_id)
+    assert (exp.category, exp.hypothesis, exp.num_steps, exp.description) == ("lr", "lower is calmer", 953, "lr 0.02")
+    assert exp.summary["hypothesis"] == "lower is calmer" and exp.peak_vram_mb == 44.0 * 1024
+
+
 def test_a_row_being_written_waits_until_it_is_complete(ledger: Ledger, wt: Path) -> None:
     tsv = wt / "results.tsv"
     tsv.write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabcdef1\t0.990000\t44.0\tdiscard\tlonger wa")

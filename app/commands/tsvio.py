@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sqlite3
 import sys
 import time
@@ -12,10 +10,8 @@ from pathlib import Path
 
 from app.commands import CommandError, add_json_flag, open_ledger, print_json, say
 from app.ledger import Ledger
-from app.schema import SUMMARY_COLUMNS
-from app.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_key, write_results_tsv
-
-IMPORT_BACKEND = "import"  # backend recorded for rows that came from a results.tsv
+from app.observe_runlog import IMPORTED
+from app.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_fields, write_results_tsv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,24 +46,9 @@ def _status_map(pairs: list[str]) -> dict[str, str]:
 
 def _fields(row: TsvRow, tag: str, agent: str, branch: str, source: str) -> dict:
     now = time.time()
-    values = dict(
-        tag=tag, agent=agent, branch=branch, commit_sha=row.commit, description=row.description,
-        hypothesis=row.extra.get("hypothesis", ""),
-        category=(row.extra.get("category") or row.extra.get("kind") or "").lower(),
-        backend=IMPORT_BACKEND, status="finished", decision=row.status, val_bpb=row.val_bpb,
-        peak_vram_mb=None if row.memory_gb is None else row.memory_gb * 1024,
-        summary_json=json.dumps(row.extra, ensure_ascii=False), import_key=row_key(row),
-        reason=f"imported from {source} line {row.line_no}",
-        created_at=now, finished_at=now)
-    for key in SUMMARY_COLUMNS:
-        if key in row.extra and key not in values:
-            try:
-                number = float(row.extra[key].replace(",", ""))
-            except ValueError:
-                continue
-            if math.isfinite(number):
-                values[key] = int(number) if key == "num_steps" else number
-    return values
+    return dict(row_fields(row), tag=tag, agent=agent, branch=branch, backend=IMPORTED,
+                status="finished", reason=f"imported from {source} line {row.line_no}",
+                created_at=now, finished_at=now)
 
 
 @dataclass
