@@ -140,19 +140,23 @@ def test_run_passes_cache_overrides_and_unbuffered_output_to_train(tmp_path, fak
 
 
 def test_output_streams_while_train_runs(tmp_path, fake_prepare):
-    source = standin("""
-        for i in range(3):
-            print(f"\\rstep {i:05d} | loss: 4.0", end="")
-            time.sleep(0.4)
-        print("\\n---\\nval_bpb: 1.0")
+    """train.py only ends once we have seen its first step line: no buffering until exit."""
+    gate = tmp_path / "seen-a-step"
+    source = standin(f"""
+        print("\\rstep 00000 | loss: 4.0", end="")
+        deadline = time.monotonic() + 30
+        while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("\\ngate opened" if os.path.exists({str(gate)!r}) else "\\ngate never opened")
+        print("---\\nval_bpb: 1.0")
     """)
-    gen = modal_train.run_train_source(source, tmp_path, 30, prepare_path=fake_prepare)
-    started = time.monotonic()
+    gen = modal_train.run_train_source(source, tmp_path, 60, prepare_path=fake_prepare)
     seen = ""
     while "\rstep 00000" not in seen:
         seen += next(gen)
-    assert time.monotonic() - started < 1.0  # the first step arrives before the run ends (>= 1.2 s)
+    gate.touch()
     chunks, result = drain(gen)
+    assert "gate opened" in seen + "".join(chunks)
     assert result["exit_code"] == 0 and result["summary"] == {"val_bpb": "1.0"}
 
 
