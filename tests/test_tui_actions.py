@@ -305,7 +305,8 @@ def test_e2e_kill_from_the_tui_in_tmux_stops_cockpit_run(tmp_path: Path) -> None
              f"{cockpit_bin} --ledger {db}")
         screen = lambda: tmux(socket, "capture-pane", "-p", "-t", "e2e")  # noqa: E731
         wait_for(lambda: "slow e2e run" in screen() and "▶" in screen(), timeout=60)
-        assert "alice" in screen() and "Kill" in screen()  # the footer offers it for this row
+        wait_for(lambda: "Kill" in screen(), timeout=20)  # the footer offers it for this row
+        assert "alice" in screen()
         tmux(socket, "send-keys", "-t", "e2e", "k")
         wait_for(lambda: "Kill experiment #1?" in screen(), timeout=20)
         tmux(socket, "send-keys", "-t", "e2e", "y")

@@ -76,13 +76,16 @@ async def test_agents_panel_shows_running_progress_and_last_result(fx) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         agents = app.dashboard.query_one(AgentsPanel).query_one("#agents-table")
-        alice = [c.plain for c in agents.get_row("alice")]
-        assert alice[1] == "running"
-        assert alice[2].startswith(f"#{fx.ids['running']} ████") and "42%" in alice[2]
-        assert "2m54s" in alice[2] and "loss 3.210" in alice[2]
-        assert alice[3] == f"#{fx.ids['other_discard']} ✗ 0.988000"
-        carol = [c.plain for c in agents.get_row("carol")]
-        assert carol[1] == "stopped" and carol[2] == "—"
+        def row(name: str) -> dict[str, str]:
+            return {key: agents.get_cell(name, key).plain for key in ("state", "edits", "running", "last")}
+
+        alice = row("alice")
+        assert alice["state"] == "running" and alice["edits"] == "—"  # no worktree watched here
+        assert alice["running"].startswith(f"#{fx.ids['running']} ███░") and "42%" in alice["running"]
+        assert "2m54s" in alice["running"] and "loss 3.210" in alice["running"]
+        assert alice["last"] == f"#{fx.ids['other_discard']} ✗ 0.988000"
+        carol = row("carol")
+        assert carol["state"] == "stopped" and carol["running"] == "—"
 
 
 async def test_changes_from_another_connection_appear_within_a_few_polls(fx) -> None:

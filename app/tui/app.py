@@ -17,7 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from app.corefiles import styles_dir
 from app.textsafe import sanitize
-from app.tui import workers
+from app.tui import agent_flows, workers
 from app.tui.commands import CockpitCommands
 from app.tui.messages import ActionFinished
 from app.tui.screens.dashboard import DashboardScreen
@@ -26,9 +26,12 @@ from app.tui.widgets.experiments_table import one_line
 
 if TYPE_CHECKING:
     from app.config import Settings
+    from app.tui.poller import AgentStatus
 
 STYLES = styles_dir()  # absolute: any cwd, a checkout or an installed wheel
 STYLE_FILES = ("app.tcss", "detail.tcss")
+AGENT_TABLE_KEYS = [Binding("enter", "focus_agent", "Go to the agent's tmux pane"),
+                    Binding("tab", "focus_next", "Between the agents and experiments tables")]
 
 
 class CockpitApp(App[None]):
@@ -44,7 +47,8 @@ class CockpitApp(App[None]):
     ]
 
     def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
-                 poll_interval: float = 0.1, clock: Callable[[], float] | None = None) -> None:
+                 poll_interval: float = 0.1, clock: Callable[[], float] | None = None,
+                 tmux_socket: str | None = None, watch: bool | None = None) -> None:
         super().__init__()
         self.ledger_path = Path(ledger_path)
         self.read_only = read_only
@@ -52,13 +56,16 @@ class CockpitApp(App[None]):
         self.poll_interval = poll_interval
         self.clock = clock or time.time
         self.reap_lost = not read_only and clock is None
+        self.tmux_socket = tmux_socket
+        self.watch = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
         if read_only:
             self.sub_title = "read-only"
 
     def get_default_screen(self) -> DashboardScreen:
         self.dashboard = DashboardScreen(self.ledger_path, read_only=self.read_only,
-                                         poll_interval=self.poll_interval, clock=self.clock)
+                                         poll_interval=self.poll_interval, clock=self.clock,
+                                         watch=self.watch)
         return self.dashboard
 
     def on_mount(self) -> None:
@@ -71,6 +78,23 @@ class CockpitApp(App[None]):
     def run_flow(self, action: str, exp_id: int | None) -> None:
         """kill / approve / reject / adopt / note: confirm if needed, write, notify."""
         workers.start(self, action, exp_id)
+
+    def run_agent_flow(self, action: str, name: str | None) -> None:
+        """new_agent / stop_agent / focus_agent: ask if needed, act, notify."""
+        agent_flows.start(self, action, name)
+
+    def agent_status(self, name: str) -> AgentStatus | None:
+        """The agent as the dashboard last showed it."""
+        return self.dashboard.agents_panel.agent(name) if self.dashboard else None
+
+    def show_agent_diff(self, name: str) -> None:
+        from app.tui.screens.agent_diff import AgentDiffModal
+
+        agent = self.agent_status(name)
+        if agent is None or not agent.worktree:
+            self.notify(f"agent {name} has no worktree to diff", severity="warning", markup=False)
+            return
+        self.push_screen(AgentDiffModal(agent.name, agent.worktree))
 
     def open_experiment(self, exp_id: int) -> None:
         from app.tui.screens.detail import DetailScreen  # imported when first needed: startup
@@ -94,7 +118,8 @@ class CockpitApp(App[None]):
         from app.tui.screens.detail import DetailScreen
         from app.tui.widgets.log_viewer import LogView, LogViewer
 
-        sections = [("Dashboard", DashboardScreen.BINDINGS), ("Everywhere", self._global_bindings()),
+        sections = [("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
+                    ("Everywhere", self._global_bindings()),
                     ("Experiment detail", DetailScreen.BINDINGS),
                     ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
                     ("Compare", CompareScreen.BINDINGS)]
@@ -126,10 +151,14 @@ class CockpitApp(App[None]):
 
 
 def make_app(ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
-             poll_interval: float = 0.1, clock: Callable[[], float] | None = None) -> CockpitApp:
+             poll_interval: float = 0.1, clock: Callable[[], float] | None = None,
+             tmux_socket: str | None = None, watch: bool | None = None) -> CockpitApp:
     """The one way to build the app: the CLI and every test call this.
 
     `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off the reaper
-    that marks runs of dead runners as lost, since that compares heartbeats with real time."""
+    that marks runs of dead runners as lost, since that compares heartbeats with real time, and
+    (unless `watch` says otherwise) the watching of the agents' worktrees. `tmux_socket` names
+    the tmux server (-L) new agents' panes open on (default: $COCKPIT_TMUX_SOCKET, else the
+    cockpit's own server)."""
     return CockpitApp(ledger_path, read_only=read_only, settings=settings,
-                      poll_interval=poll_interval, clock=clock)
+                      poll_interval=poll_interval, clock=clock, tmux_socket=tmux_socket, watch=watch)

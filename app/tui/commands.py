@@ -1,4 +1,5 @@
-"""Command palette entries: every dashboard action as text, e.g. "experiment: kill #12".
+"""Command palette entries: every dashboard action as text, e.g. "experiment: kill #12",
+"agent: stop alice".
 
 Built from what the dashboard currently shows (its table window and live rows), so only actions
 that apply are offered; read-only cockpits get no writing commands. Typing a number offers
@@ -16,6 +17,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.markup import escape
 
 from app.records import Experiment
+from app.tui.agent_flows import can_stop
 from app.tui.poller import SORTS, STATES
 from app.tui.widgets.experiments_table import one_line, state_label
 
@@ -52,6 +54,24 @@ def experiment_commands(app: CockpitApp, exp: Experiment) -> Iterator[Command]:
     if exp.decision == "keep" and not exp.adopted_sha:
         yield Command(f"experiment: adopt #{exp.id}", partial(flow, "adopt", exp.id), about)
     yield Command(f"experiment: note #{exp.id}", partial(flow, "note", exp.id), about)
+
+
+def agent_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Command]:
+    """New agent, and for each agent: focus its pane, stop it, see what it is changing."""
+    flow = app.run_agent_flow
+    if not app.read_only:
+        yield Command("agent: new", partial(flow, "new_agent", None),
+                      "a worktree, a branch and a tmux pane beside the cockpit")
+    for agent in dashboard.agents_panel.agents:
+        name = one_line(agent.name)
+        about = escape(f"{one_line(agent.state)} · {one_line(agent.branch)}")
+        if agent.pane_id and not app.read_only:
+            yield Command(f"agent: focus {name}", partial(flow, "focus_agent", agent.name), about)
+        if can_stop(agent) and not app.read_only:
+            yield Command(f"agent: stop {name}", partial(flow, "stop_agent", agent.name), about)
+        if agent.worktree:
+            yield Command(f"agent: diff {name}", partial(app.show_agent_diff, agent.name),
+                          "its uncommitted train.py edits")
 
 
 def view_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Command]:
@@ -107,6 +127,7 @@ class CockpitCommands(Provider):
             yield Command(f"experiment: open #{int(digits)}",
                           partial(self.cockpit.open_experiment, int(digits)))
         if self.cockpit.dashboard is not None:
+            yield from agent_commands(self.cockpit, self.cockpit.dashboard)
             yield from view_commands(self.cockpit, self.cockpit.dashboard)
 
     async def search(self, query: str) -> Hits:
@@ -124,6 +145,7 @@ class CockpitCommands(Provider):
                 yield DiscoveryHit(Text(command.text), command.run, text=command.text,
                                    help=command.help or None)
         if self.cockpit.dashboard is not None:
-            for command in view_commands(self.cockpit, self.cockpit.dashboard):
+            dashboard = self.cockpit.dashboard
+            for command in (*agent_commands(self.cockpit, dashboard), *view_commands(self.cockpit, dashboard)):
                 yield DiscoveryHit(Text(command.text), command.run, text=command.text,
                                    help=command.help or None)

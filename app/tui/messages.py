@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
+    from app.git import DiffStat
     from app.tui.poller import DashboardData
 
 
@@ -40,3 +41,29 @@ class ActionFinished(Message):
         self.exp_id = exp_id
         self.outcome = outcome
         self.error = error
+
+
+class AgentDiff(Message):
+    """What an agent is changing right now: its worktree's train.py against the branch head
+    (`stat` None: unknown, e.g. its worktree is gone). A newer one for the agent replaces this."""
+
+    def __init__(self, agent: str, worktree: str, stat: DiffStat | None) -> None:
+        super().__init__()
+        self.agent = agent
+        self.worktree = worktree
+        self.stat = stat
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, AgentDiff) and message.agent == self.agent
+
+
+class AgentStates(Message):
+    """Agents' states as just refreshed (pane process ended, worktree gone) for a read-only
+    cockpit, which shows them without writing them to the ledger."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        super().__init__()
+        self.states = states
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, AgentStates)

@@ -73,6 +73,9 @@ class AgentStatus:
     state: str
     running: Experiment | None  # its live experiment, if any
     last: Experiment | None  # its newest finished experiment
+    worktree: str = ""  # "" for an agent known only from its experiments
+    pane_id: str = ""  # its tmux pane while it runs
+    tmux_socket: str = ""  # the tmux server (-L name) of that pane; "" is the default server
 
 
 @dataclass(frozen=True)
@@ -284,8 +287,8 @@ class LedgerPoller:
         return replace(data, follow=self._follow(conn, query, data))
 
     def _agents(self, conn: sqlite3.Connection, live: tuple[Experiment, ...]) -> tuple[AgentStatus, ...]:
-        registered = {name: (branch, state) for name, branch, state in conn.execute(
-            "SELECT name, branch, state FROM agents")}
+        registered = {row[0]: row[1:] for row in conn.execute(
+            "SELECT name, branch, state, worktree, pane_id, tmux_socket FROM agents")}
         names = set(registered) | {a for (a,) in conn.execute(
             "SELECT DISTINCT agent FROM experiments WHERE agent != ''")}
         running = {exp.agent: exp for exp in live}  # newest live experiment per agent
@@ -294,11 +297,12 @@ class LedgerPoller:
             finished = _select(conn, "agent = ? AND status = 'finished'", (name,), "id DESC", 1)
             last = finished[0] if finished else None
             now = running.get(name)
-            branch, state = registered.get(name, ("", ""))
+            branch, state, worktree, pane_id, socket = registered.get(name, ("",) * 5)
             if not branch:  # an agent known only from its experiments (e.g. imported)
                 branch = (now or last).branch if (now or last) else ""
             out.append(AgentStatus(name=name, branch=branch, running=now, last=last,
-                                   state=state or ("running" if now else "—")))
+                                   state=state or ("running" if now else "—"), worktree=worktree or "",
+                                   pane_id=pane_id or "", tmux_socket=socket or ""))
         return tuple(out)
 
     def _follow(self, conn: sqlite3.Connection, query: DashboardQuery,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from textual.worker import get_current_worker
 
+from app.tui.agent_flows import AGENT_WRITE_ACTIONS
 from app.tui.messages import ActionFinished
 from app.tui.screens.adopt import AdoptChoiceModal
 from app.tui.screens.confirm import ConfirmModal
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from app.ledger import Ledger
     from app.tui.app import CockpitApp
 
-WRITE_ACTIONS = frozenset({"kill", "approve", "reject", "adopt", "note"})
+WRITE_ACTIONS = frozenset({"kill", "approve", "reject", "adopt", "note"}) | AGENT_WRITE_ACTIONS
 REAP_EVERY_S = 5.0  # how often a writable cockpit marks experiments whose runner died as lost
 
 

@@ -17,6 +17,7 @@ from textual.worker import get_current_worker
 
 from app.records import Experiment
 from app.textsafe import sanitize
+from app.tui.agent_flows import can_stop
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
@@ -73,13 +74,21 @@ class DashboardScreen(Screen):
         Binding("g", "cycle_agent", "Agent filter", id="dashboard.agent", show=False),
         Binding("escape", "clear_filters", "Clear filters", id="dashboard.clear", show=False),
         Binding("p", "toggle_plot", "Plot", id="dashboard.plot", show=False),
+        Binding("n", "new_agent", "New agent", id="dashboard.new_agent", show=False),
+        Binding("K", "stop_agent", "Stop agent", id="dashboard.stop_agent", show=False,
+                tooltip="Close the highlighted agent's pane; its worktree and branch stay"),
+        Binding("e", "agent_diff", "Agent edits", id="dashboard.agent_diff", show=False,
+                tooltip="The highlighted agent's uncommitted train.py diff"),
+        Binding("v", "toggle_preview", "Pane preview", id="dashboard.preview", show=False),
     ]
 
     def __init__(self, ledger_path: Path, *, read_only: bool, poll_interval: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], watch: bool = False) -> None:
+        """`watch`: watch the agents' worktrees (off for fixed-clock snapshots)."""
         super().__init__()
         self.ledger_path = ledger_path
         self.read_only = read_only
+        self.watch = watch
         self.clock = clock
         self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval)
         self.data: DashboardData | None = None
@@ -97,7 +106,8 @@ class DashboardScreen(Screen):
         yield Static(id="no-ledger")
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
-                yield AgentsPanel(clock=self.clock, id="agents-panel", classes="-empty")
+                yield AgentsPanel(clock=self.clock, ledger_path=self.ledger_path, read_only=self.read_only,
+                                  watch=self.watch, id="agents-panel", classes="-empty")
                 yield Container(id="progression")  # the plot is mounted after the first paint
             yield Input(placeholder="search description, hypothesis, agent (enter: back to "
                                     "the table, escape: clear)", id="search")
@@ -166,9 +176,9 @@ class DashboardScreen(Screen):
 
     def _refresh_bindings_if_changed(self) -> None:
         """Refresh the Footer only when what applies to the highlighted row changed (it recomposes)."""
-        exp = self.selected
+        exp, agent = self.selected, self.agents_panel.selected
         state = (exp and (exp.id, exp.is_live, exp.review, exp.decision, exp.adopted_sha),
-                 self.marked_id)
+                 self.marked_id, agent and (can_stop(agent), bool(agent.worktree)))
         if state != self._bindings_state:
             self._bindings_state = state
             self.refresh_bindings()
@@ -202,6 +212,13 @@ class DashboardScreen(Screen):
     @on(DataTable.RowSelected, "#experiments")
     def _on_experiment_selected(self) -> None:
         self.action_open()
+
+    @on(DataTable.RowSelected, "#agents-table")
+    def _on_agent_selected(self) -> None:
+        self._with_agent(lambda name: self.cockpit.run_agent_flow("focus_agent", name))
+
+    def on_agents_panel_agent_highlighted(self) -> None:
+        self._refresh_bindings_if_changed()
 
     # -- status lines ---------------------------------------------------------------------------
 
@@ -282,6 +299,9 @@ class DashboardScreen(Screen):
     def action_toggle_plot(self) -> None:
         self.toggle_class("-plot-toggled")
 
+    def action_toggle_preview(self) -> None:
+        self.toggle_class("-preview-toggled")
+
     # -- actions on the highlighted experiment ---------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -299,6 +319,10 @@ class DashboardScreen(Screen):
             return exp is not None
         if action == "compare":
             return exp is not None and self.marked_id is not None and self.marked_id != exp.id
+        if action == "stop_agent":
+            return can_stop(self.agents_panel.selected)
+        if action == "agent_diff":
+            return bool(getattr(self.agents_panel.selected, "worktree", ""))
         return True
 
     def _with_selected(self, act: Callable[[int], None]) -> None:
@@ -334,6 +358,28 @@ class DashboardScreen(Screen):
         self.marked_id = None if exp_id == self.marked_id else exp_id
         self._render_table_status()
         self._refresh_bindings_if_changed()
+
+    # -- actions on the highlighted agent --------------------------------------------------------
+
+    @property
+    def agents_panel(self) -> AgentsPanel:
+        return self.query_one(AgentsPanel)
+
+    def _with_agent(self, act: Callable[[str], None]) -> None:
+        agent = self.agents_panel.selected
+        if agent is None:
+            self.notify("No agent highlighted", severity="warning")
+            return
+        act(agent.name)
+
+    def action_new_agent(self) -> None:
+        self.cockpit.run_agent_flow("new_agent", None)
+
+    def action_stop_agent(self) -> None:
+        self._with_agent(lambda name: self.cockpit.run_agent_flow("stop_agent", name))
+
+    def action_agent_diff(self) -> None:
+        self._with_agent(self.cockpit.show_agent_diff)
 
     def action_compare(self) -> None:
         exp = self.selected
