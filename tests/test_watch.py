@@ -38,9 +38,9 @@ class Collector:
         except BaseException as exc:  # surfaced by the test through self.error
             self.error = exc
 
-    def expect(self, wanted: WatchEvent) -> list[WatchEvent]:
+    def expect(self, wanted: WatchEvent, timeout: float = TIMEOUT) -> list[WatchEvent]:
         """Wait for `wanted`; return what came before it."""
-        seen, deadline = [], time.monotonic() + TIMEOUT
+        seen, deadline = [], time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 event = self.events.get(timeout=0.05)
@@ -49,7 +49,22 @@ class Collector:
             if event == wanted:
                 return seen
             seen.append(event)
-        raise AssertionError(f"no {wanted} within {TIMEOUT}s; saw {seen}")
+        raise AssertionError(f"no {wanted} within {timeout}s; saw {seen}")
+
+    def prime(self, *roots: Path) -> None:
+        """Write run.log in each root until its event comes back (the watch is running, however
+        slowly it started), then let the stragglers settle and drop them."""
+        for root in roots:
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                (root / "run.log").write_text(f"probe {time.monotonic()}\n")
+                try:
+                    self.expect(RunLogChanged(root), timeout=0.3)
+                    break
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise
+        self.drain()
 
     def drain(self, seconds: float = QUIET) -> list[WatchEvent]:
         time.sleep(seconds)
@@ -73,7 +88,7 @@ def roots(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def collector(roots: tuple[Path, Path]) -> Iterator[Collector]:
     collector = Collector(WorktreeWatcher(roots))
-    time.sleep(0.2)  # let the watch start
+    collector.prime(*roots)
     yield collector
     collector.watcher.stop()
     collector.thread.join(timeout=3)
@@ -136,7 +151,7 @@ def test_roots_added_and_removed_while_running(collector: Collector, roots: tupl
             break
     assert time.monotonic() <= deadline, "an added root was never watched"
     collector.watcher.remove(b)
-    time.sleep(0.2)
+    collector.prime(a, c)  # the watch restarted without b
     (b / "train.py").write_text("DEPTH = 2\n")
     (a / "train.py").write_text("DEPTH = 3\n")
     assert collector.expect(TrainPyChanged(a)) == []
@@ -149,12 +164,9 @@ def test_roots_added_and_removed_while_running(collector: Collector, roots: tupl
 def test_stop_ends_an_empty_watcher(tmp_path: Path) -> None:
     watcher = WorktreeWatcher()
     collector = Collector(watcher)
-    time.sleep(0.1)
     worktree = make_worktree(tmp_path / "late")
     watcher.add(worktree)
-    time.sleep(0.3)
-    (worktree / "run.log").write_text("x")
-    collector.expect(RunLogChanged(worktree))
+    collector.prime(worktree)  # a root added to an empty watcher is watched
     started = time.monotonic()
     watcher.stop()
     collector.thread.join(timeout=3)
@@ -176,14 +188,21 @@ async def test_async_loop(roots: tuple[Path, Path], tmp_path: Path) -> None:
         while await asyncio.wait_for(seen.get(), TIMEOUT) != wanted:
             pass
 
+    async def write_until_seen(path: Path, wanted: WatchEvent) -> None:
+        """Rewrite `path` until `wanted` comes back: a watch (re)starting may miss a change."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            path.write_text(f"{time.monotonic()}\n")
+            try:
+                return await asyncio.wait_for(expect(wanted), 0.3)
+            except asyncio.TimeoutError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no {wanted} within {TIMEOUT}s") from None
+
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.2)
-    (a / "train.py").write_text("DEPTH = 10\n")
-    await expect(TrainPyChanged(a))
+    await write_until_seen(a / "train.py", TrainPyChanged(a))
     watcher.add(b)
-    await asyncio.sleep(0.5)
-    (b / "results.tsv").write_text("x\n")
-    await expect(ResultsTsvChanged(b))
+    await write_until_seen(b / "results.tsv", ResultsTsvChanged(b))
     shutil.rmtree(b)
     await expect(WorktreeGone(b))
     watcher.stop()
