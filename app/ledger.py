@@ -86,15 +86,20 @@ class Ledger:
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    def _check_and_migrate(self) -> None:
+    def _schema_version(self) -> int:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise LedgerError(
                 f"{self.path} was written by a newer cockpit (schema v{version}, this one knows "
                 f"v{SCHEMA_VERSION}): upgrade cockpit; the ledger was left unchanged")
+        return version
+
+    def _check_and_migrate(self) -> None:
+        version = self._schema_version()
         if version == 0:
             tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables:
+            version = self._schema_version()  # again: another process may have just created it
+            if tables and version == 0:
                 raise LedgerError(f"{self.path} is an SQLite file but not a cockpit ledger "
                                   f"(tables: {', '.join(sorted(tables)[:5])})")
         if self.read_only:
@@ -108,7 +113,7 @@ class Ledger:
         if version == SCHEMA_VERSION:
             return
         with self.write():
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            version = self._schema_version()
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[target](self.db)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -96,6 +96,28 @@ def test_summary_columns_keep_every_key() -> None:
     assert '"num_steps": "many"' in odd["summary_json"] and "NaN" in odd["summary_json"]
 
 
+def test_a_ledger_another_process_creates_meanwhile_is_not_foreign(tmp_path: Path, monkeypatch) -> None:
+    """Several agents open a fresh repository's ledger at once: one creates the tables right
+    after another read schema version 0; that one must not call the file foreign."""
+    path = tmp_path / "ledger.db"
+    real_connect = sqlite3.connect
+    raced = []
+
+    class Racing(sqlite3.Connection):
+        def execute(self, sql, *args):
+            cursor = super().execute(sql, *args)
+            if sql == "PRAGMA user_version" and not raced:
+                raced.append(cursor.fetchone()[0])
+                Ledger(path).close()  # the other process, between our two reads
+                return super().execute("SELECT ?", (raced[0],))
+            return cursor
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: real_connect(*a, factory=Racing, **kw))
+    with Ledger(path) as ledger:
+        assert raced == [0] and ledger.experiments() == []
+        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_not_sqlite_is_refused_and_untouched(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.write_bytes(b"results: not a database\n" * 200)
