@@ -49,14 +49,29 @@ def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Se
         if name not in types:
             raise ConfigError(f"{source}: unknown setting {key!r} in [tool.cockpit]")
         try:
-            values[name] = ({str(k): str(v) for k, v in value.items()} if types[name] is dict
-                            else types[name](value))
-        except (TypeError, ValueError, AttributeError) as exc:
+            values[name] = _typed(types[name], value)
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: setting {key!r} = {value!r} is not a valid "
                               f"{types[name].__name__}") from exc
         if name in _CHOICES and values[name] not in _CHOICES[name]:
             raise ConfigError(f"{source}: {key} must be one of {', '.join(_CHOICES[name])}")
     return replace(settings, **values)
+
+
+def _typed(kind: type, value: Any) -> Any:
+    """`value` as a setting of type `kind`; TypeError when TOML holds another kind of value
+    (a list where a command line belongs would otherwise become its Python repr)."""
+    def scalar(v: Any) -> bool:
+        return isinstance(v, (str, int, float)) and not isinstance(v, bool)
+
+    if kind is dict:
+        if not isinstance(value, dict) or not all(scalar(v) for v in value.values()):
+            raise TypeError(f"{value!r} is not a table of strings and numbers")
+        return {str(k): str(v) for k, v in value.items()}
+    if not scalar(value) or (kind is str) != isinstance(value, str) or (
+            kind is int and not isinstance(value, int)):
+        raise TypeError(f"{value!r} is not a {kind.__name__}")
+    return kind(value)
 
 
 def load_settings(main_worktree: Path | None) -> Settings:
@@ -72,6 +87,8 @@ def load_settings(main_worktree: Path | None) -> Settings:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         for key in table_path:
-            table = table.get(key, {})
+            table = table.get(key, {}) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{'.'.join(table_path)}] is not a table")
         settings = _from_mapping(settings, table, path)
     return settings
