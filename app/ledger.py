@@ -135,10 +135,11 @@ class Ledger:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # a failed COMMIT leaves it open; some errors end it
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits; cheap enough to poll every 100 ms."""

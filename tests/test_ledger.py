@@ -118,6 +118,16 @@ def test_a_ledger_another_process_creates_meanwhile_is_not_foreign(tmp_path: Pat
         assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_failed_commit_rolls_back_and_the_connection_stays_usable(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            with ledger.write() as conn:  # the foreign key is checked at COMMIT, which fails
+                conn.execute("PRAGMA defer_foreign_keys = ON")
+                conn.execute("INSERT INTO steps (experiment_id, step, t) VALUES (999, 1, 0.0)")
+        assert not ledger.conn.in_transaction
+        assert ledger.register(description="next") == 1 and ledger.steps(999) == []
+
+
 def test_not_sqlite_is_refused_and_untouched(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.write_bytes(b"results: not a database\n" * 200)
