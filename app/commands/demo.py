@@ -8,7 +8,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import random
 import signal
@@ -110,14 +109,14 @@ def _in_tmux() -> bool:
 
 def _run_tui(sandbox: demo.Sandbox, session: demo.DemoSession,
              keep: bool) -> list[demo.StopReport | None]:
-    """The cockpit on the sandbox's ledger. Where the TUI can ask a question on quit (and no
-    --keep), it asks whether to stop the demo: [the stop report] or [None] when told not to."""
+    """The cockpit on the sandbox's ledger. Unless --keep, quitting it asks whether to stop the
+    demo: [the stop report], or [None] when told not to."""
     from app.config import load_settings
     from app.tui import launch
 
     answers: list[demo.StopReport | None] = []
     hook: dict[str, Any] = {}
-    if not keep and "on_quit" in inspect.signature(launch).parameters:
+    if not keep:
         def on_quit(stop: bool) -> None:
             answers.append(demo.stop_demo(sandbox.root) if stop else None)
 

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from app.config import Settings
 
 
-def launch(ledger_path: Path, read_only: bool = False, settings: Settings | None = None) -> int:
+def launch(ledger_path: Path, read_only: bool = False, settings: Settings | None = None, *,
+           quit_question: str = "", on_quit: Callable[[bool], None] | None = None) -> int:
     """Run the cockpit on `ledger_path` until the user quits; returns the exit status."""
     from app.tui.app import make_app  # Textual is imported only when the TUI is wanted
 
-    app = make_app(Path(ledger_path), read_only=read_only, settings=settings)
+    app = make_app(Path(ledger_path), read_only=read_only, settings=settings,
+                   quit_question=quit_question, on_quit=on_quit)
     app.run()
     return app.return_code or 0

@@ -48,8 +48,11 @@ class CockpitApp(App[None]):
 
     def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
                  poll_interval: float = 0.1, clock: Callable[[], float] | None = None,
-                 tmux_socket: str | None = None, watch: bool | None = None) -> None:
+                 tmux_socket: str | None = None, watch: bool | None = None,
+                 quit_question: str = "", on_quit: Callable[[bool], None] | None = None) -> None:
         super().__init__()
+        self.quit_question = quit_question
+        self.on_quit = on_quit
         self.ledger_path = Path(ledger_path)
         self.read_only = read_only
         self.settings = settings
@@ -113,6 +116,24 @@ class CockpitApp(App[None]):
             return f"#{exp_id}"
         return f"#{exp.id} · {one_line(exp.agent) or '?'} · {one_line(exp.description)}"
 
+    async def action_quit(self) -> None:
+        """Quit; when the cockpit started processes (the demo), first ask whether to stop them."""
+        if not (self.quit_question and self.on_quit):
+            self.exit()
+            return
+        from app.tui.screens.quit import QuitModal
+
+        def answered(stop: bool | None) -> None:
+            if stop is not None:
+                self.notify("stopping the demo's agents and runs…" if stop else "leaving them running")
+                self.run_worker(partial(self._quit_after, stop), thread=True, group="quit")
+
+        self.push_screen(QuitModal(self.quit_question), answered)
+
+    def _quit_after(self, stop: bool) -> None:
+        self.on_quit(stop)
+        self.call_from_thread(self.exit)
+
     def action_help(self) -> None:
         from app.tui.screens.compare import CompareScreen
         from app.tui.screens.detail import DetailScreen
@@ -152,13 +173,16 @@ class CockpitApp(App[None]):
 
 def make_app(ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
              poll_interval: float = 0.1, clock: Callable[[], float] | None = None,
-             tmux_socket: str | None = None, watch: bool | None = None) -> CockpitApp:
+             tmux_socket: str | None = None, watch: bool | None = None,
+             quit_question: str = "", on_quit: Callable[[bool], None] | None = None) -> CockpitApp:
     """The one way to build the app: the CLI and every test call this.
 
     `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off the reaper
     that marks runs of dead runners as lost, since that compares heartbeats with real time, and
     (unless `watch` says otherwise) the watching of the agents' worktrees. `tmux_socket` names
     the tmux server (-L) new agents' panes open on (default: $COCKPIT_TMUX_SOCKET, else the
-    cockpit's own server)."""
+    cockpit's own server). `quit_question` + `on_quit(stop)`: asked on quit, e.g. by the demo,
+    whether to stop what it started; `on_quit` runs in a thread before the app exits."""
     return CockpitApp(ledger_path, read_only=read_only, settings=settings,
-                      poll_interval=poll_interval, clock=clock, tmux_socket=tmux_socket, watch=watch)
+                      poll_interval=poll_interval, clock=clock, tmux_socket=tmux_socket, watch=watch,
+                      quit_question=quit_question, on_quit=on_quit)
