@@ -264,14 +264,16 @@ def kill_pane(pane_id: str, socket: str | None = None) -> bool:
 
 
 def kill_server(socket: str) -> None:
-    """Stop a private tmux server (tests) and remove its socket file; refuses the default server."""
+    """Stop a private tmux server (tests) and remove its socket file, also when the server has
+    already exited by itself (tmux leaves the file behind then); refuses the default server."""
     if not socket:
         raise ValueError("kill_server needs a private socket name; it never stops the default server")
+    path = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket
     try:
         path = Path(_tmux(socket, "display-message", "-p", "#{socket_path}").strip())
         _tmux(socket, "kill-server")
     except PaneError as exc:
         if "no server running" not in str(exc) and "error connecting" not in str(exc):
             raise
-        return
-    path.unlink(missing_ok=True)
+    if path.is_socket():
+        path.unlink(missing_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -136,6 +137,19 @@ def test_select_pane_moves_focus(cockpit: panes.Pane, socket: str) -> None:
     panes.select_pane(window_pane, socket)
     assert panes.pane_info(window_pane, socket).window_active
     assert not panes.pane_info(pane_id, socket).window_active
+
+
+def test_kill_server_removes_the_socket_of_a_server_that_already_exited(socket: str, tmp_path: Path) -> None:
+    gate = tmp_path / "end"
+    pane = panes.ensure_session("brief", f"while [ ! -e {gate} ]; do sleep 0.05; done", tmp_path,
+                                socket=socket)
+    path = Path(subprocess.run(["tmux", "-L", socket, "display-message", "-p", "-t", pane.pane_id,
+                                "#{socket_path}"], capture_output=True, text=True).stdout.strip())
+    gate.touch()
+    assert wait_for(lambda: not panes.list_panes(socket=socket))  # its only session ended
+    assert path.is_socket()  # tmux leaves the file behind
+    panes.kill_server(socket)
+    assert not path.exists()
 
 
 def test_errors_are_clear(socket: str, monkeypatch: pytest.MonkeyPatch) -> None:
