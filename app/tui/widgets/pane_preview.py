@@ -2,8 +2,10 @@
 
 The pane is read with `capture-pane` every REFRESH_S, only while the preview is on screen (the
 dashboard is the active screen and the preview is displayed: no modal above it, not hidden by a
-small terminal), in a thread worker, one capture at a time. Agent output is untrusted: it is
-sanitized and shown as plain `Text`, never markup.
+small terminal), in a thread worker, one capture at a time. A pane that has shown the same text
+for QUIET_AFTER captures is read every QUIET_EVERY ticks instead, until it changes or another
+agent is highlighted: each capture runs a tmux client, the larger part of an idle cockpit's CPU.
+Agent output is untrusted: it is sanitized and shown as plain `Text`, never markup.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from app.tui.poller import AgentStatus
 from app.tui.widgets.experiments_table import one_line
 
 REFRESH_S = 0.5  # seconds between captures while visible
+QUIET_AFTER = 4  # unchanged captures before a pane counts as quiet
+QUIET_EVERY = 3  # a quiet pane is captured on every third tick (1.5 s)
 
 
 class PanePreview(Vertical):
@@ -44,13 +48,20 @@ class PanePreview(Vertical):
         self._hints = hints  # the keys that apply, shown at the end of the title
         self._shown: dict[str, Text] = {}
         self._worker: Worker | None = None
+        self._unchanged = 0  # captures in a row that showed the same text
+        self._ticks = 0
 
     def compose(self) -> ComposeResult:
         yield Static(id="preview-title")
         yield Static(id="preview-body")
 
     def on_mount(self) -> None:
-        self.set_interval(REFRESH_S, self.refresh_capture)
+        self.set_interval(REFRESH_S, self._tick)
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        if self._unchanged < QUIET_AFTER or self._ticks % QUIET_EVERY == 0:
+            self.refresh_capture()
 
     @property
     def title_text(self) -> str:
@@ -75,6 +86,7 @@ class PanePreview(Vertical):
             title.append(f" · {self._hints}", style=self._muted)
         self._set("#preview-title", title)
         if previous is None or (previous.name, previous.pane_id) != (agent.name, agent.pane_id):
+            self._unchanged = 0
             self._set("#preview-body", self._no_pane_text(agent) if not agent.pane_id
                       else Text("reading the pane…", style=self._muted))
             self.refresh_capture()
@@ -133,4 +145,5 @@ class PanePreview(Vertical):
                         style=self._muted)
         else:
             body = Text(sanitize(message.text), no_wrap=True, overflow="ellipsis")
+        self._unchanged = self._unchanged + 1 if body == self._shown.get("#preview-body") else 0
         self._set("#preview-body", body)
