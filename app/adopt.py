@@ -11,6 +11,7 @@ from pathlib import Path
 
 from app import git
 from app.actions import ActionError, _experiment
+from app.agents import main_worktree_of
 from app.ledger import Experiment, Ledger
 
 ADOPTABLE = ("keep",)
@@ -37,15 +38,11 @@ class AdoptOffer:
 
 
 def _main_of(ledger: Ledger, exp: Experiment) -> Path:
-    """The main worktree: from the experiment's worktree, else the repository holding the ledger."""
-    for candidate in (exp.worktree, str(ledger.path.parent.parent)):
-        if candidate and Path(candidate).is_dir():
-            try:
-                return git.main_worktree(candidate)
-            except git.GitError:
-                continue
-    raise ActionError(f"#{exp.id}: cannot find the main worktree (its worktree {exp.worktree or '?'} "
-                      "is gone and the ledger is not inside a git repository)")
+    main = main_worktree_of(ledger, exp.worktree)
+    if main is None:
+        raise ActionError(f"#{exp.id}: cannot find the main worktree (its worktree "
+                          f"{exp.worktree or '?'} is gone and the ledger is not inside a git repository)")
+    return main
 
 
 def commit_message(exp: Experiment) -> str:

@@ -339,7 +339,7 @@ def remove_agent(ledger: Ledger, name: str, *, delete_branch: bool = False, acto
     if running:
         raise AgentError(f"experiment #{running[0].id} is running in agent {name}'s worktree: "
                          f"kill it or let it finish first; nothing was removed")
-    main = _main_of(ledger, worktree)
+    main = main_worktree_of(ledger, worktree)
     artifacts: list[str] = []
     if worktree.is_dir():
         sync_worktree(ledger, worktree, agent=name)
@@ -383,9 +383,12 @@ def remove_agent(ledger: Ledger, name: str, *, delete_branch: bool = False, acto
     return "; ".join(lines)
 
 
-def _main_of(ledger: Ledger, worktree: Path) -> Path | None:
-    """The main worktree: from the agent's worktree, else the repository holding the ledger."""
+def main_worktree_of(ledger: Ledger, worktree: Path | str) -> Path | None:
+    """The main worktree: from an agent's (or experiment's) worktree, else from the repository
+    holding the ledger; None when neither is inside a git repository any more."""
     for start in (worktree, ledger.path.parent):
+        if not start or not Path(start).is_dir():
+            continue
         try:
             return git.main_worktree(start)
         except git.GitError:

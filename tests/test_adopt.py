@@ -102,3 +102,14 @@ def test_only_kept_experiments_with_commits(setup) -> None:
     imported = ledger.register(agent="a1", decision="keep", status="finished")
     with pytest.raises(ActionError, match="no recorded commit"):
         adopt_check(ledger, imported)
+
+
+def test_main_is_found_through_the_ledger_once_the_worktree_is_gone(setup) -> None:
+    main, worktree, ledger = setup
+    exp_id = run_kept(ledger, worktree, "DEPTH = 8", "DEPTH = 12", "deeper", 0.97)
+    git(main, "worktree", "remove", "--force", str(worktree))
+    assert adopt_check(ledger, exp_id).plan.main == main.resolve()
+    with Ledger(main.parent / "elsewhere" / "ledger.db") as stray:  # a ledger outside any repository
+        stray.register(worktree=str(worktree), commit_sha="abc", decision="keep", status="finished")
+        with pytest.raises(ActionError, match="cannot find the main worktree"):
+            adopt_check(stray, 1)
