@@ -33,6 +33,7 @@ BAR_WIDTH = 10  # characters of a progress bar
 RUNNING_BAR_WIDTH = 8  # the panel's own bar: 80 columns fit every column but the branch
 EDITS_WIDTH = 6  # "+12 −3"
 UNWATCHED_STATES = ("removed", "gone")  # agents whose worktree is not watched
+WATCH_AFTER_S = 1.0  # the watcher starts this long after mounting: the first screen comes first
 STALE_AFTER_S = 15.0  # a running experiment without a heartbeat this long gets a warning
 EMPTY_TEXT = ("No agents yet. Start one with `cockpit agent new NAME` or `n` here (it opens in a "
               "tmux pane beside this one), or run `cockpit run -m \"baseline\"` in a worktree.")
@@ -100,7 +101,7 @@ class AgentsPanel(Vertical):
             table.add_column(label, key=key, width=width)
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.call_after_refresh(self._restyle))
         if self._watch is not None:
-            self.call_after_refresh(self._watch.start, self)
+            self.set_timer(WATCH_AFTER_S, lambda: self._watch.start(self) if self._watch else None)
 
     def on_unmount(self) -> None:
         if self._watch is not None:
