@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from app.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
                          Experiment, Note, StepRow)
@@ -147,12 +147,17 @@ class Ledger:
 
     # --- experiments -------------------------------------------------------------------------
 
-    def register(self, *, actor: str = "runner", **values: Any) -> int:
+    def register(self, *, actor: str = "runner", guard: Callable[[Ledger], None] | None = None,
+                 **values: Any) -> int:
+        """Insert an experiment with its `register` event; `guard` runs first in the same
+        transaction and may raise to refuse (a check no other writer can slip past)."""
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
         values.setdefault("created_at", time.time())
         with self.write():
+            if guard is not None:
+                guard(self)
             exp_id = self.db["experiments"].insert(values).last_pk
             self._event("register", exp_id, values.get("agent", ""), actor,
                         {"description": values.get("description", "")})

@@ -20,7 +20,7 @@ from app.ledger import Ledger, StepRow, finite, summary_columns
 from app.logparse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, Verdict, decide, is_contended
 from app.runner_context import Context, constants_mismatch, gather, tok_per_sec
-from app.runner_plan import Plan, RunInfraError
+from app.runner_plan import Plan, RunInfraError, refuse_if_running_in
 from app.runner_report import RunResult, build_result
 
 HEARTBEAT_S = 1.0  # step rows and heartbeat at most this often
@@ -65,7 +65,8 @@ class Runner:
 
     def run(self) -> RunResult:
         plan = self.plan
-        self.exp_id = self.ledger.register(**plan.register_fields())
+        self.exp_id = self.ledger.register(
+            guard=lambda ledger: refuse_if_running_in(ledger, plan.worktree), **plan.register_fields())
         logs = self.ledger.path.parent / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{self.exp_id}.log"

@@ -138,6 +138,17 @@ def effective_time_budget(env: dict[str, str]) -> float:
     return value
 
 
+def refuse_if_running_in(ledger: Ledger, worktree: Path) -> None:
+    """RunRefused while an experiment with a live runner (or writer) is running in `worktree`.
+
+    Checked when planning, and again inside the transaction that registers the run
+    (Ledger.register's guard), so two `cockpit run`s started together cannot both pass."""
+    for other in ledger.live():
+        if other.worktree == str(worktree) and same_process(other.runner_pid, other.runner_start):
+            raise RunRefused(f"#{other.id} is already running in this worktree: wait for it, "
+                             f"or stop it with `cockpit kill {other.id}`")
+
+
 def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
              settings: Settings) -> Plan:
     """Check everything that can be checked before registering; RunRefused / RunInfraError."""
@@ -177,10 +188,7 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
             integrity.append("prepare.py differs from main's")
     except git.GitError as exc:
         raise RunRefused(str(exc)) from exc
-    for other in ledger.live():
-        if other.worktree == str(worktree) and same_process(other.runner_pid, other.runner_start):
-            raise RunRefused(f"#{other.id} is already running in this worktree: wait for it, "
-                             f"or stop it with `cockpit kill {other.id}`")
+    refuse_if_running_in(ledger, worktree)
     agent = agent_name(request.agent, worktree)
     repeat_of = None
     if request.repeat:

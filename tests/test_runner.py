@@ -306,6 +306,25 @@ def test_cockpit_kill_stops_a_running_experiment_within_about_a_second(project) 
     assert code == 2 and "not running" in err
 
 
+def test_a_run_registered_meanwhile_in_the_same_worktree_wins(project) -> None:
+    """Two `cockpit run`s started together both pass planning; registering re-checks in its
+    transaction, so the second is refused before it starts anything."""
+    from app.config import load_settings
+    from app.procs import process_identity
+    from app.runner import Runner
+    from app.runner_plan import RunRefused, RunRequest, plan_run
+
+    with Ledger(project.db) as db:
+        plan = plan_run(RunRequest("second", worktree=project.wt), db, project.wt, project.main,
+                        load_settings(project.main))
+        first = db.register(worktree=str(project.wt), status="running", description="first",
+                            runner_pid=os.getpid(), runner_start=process_identity(os.getpid()))
+        with pytest.raises(RunRefused, match=f"#{first} is already running in this worktree"):
+            Runner(plan, db, announce=lambda _: None).run()
+        assert [e.id for e in db.experiments()] == [first]
+    assert not (project.wt / "run.log").exists()
+
+
 def test_kill_escalates_to_sigkill_after_the_grace(project) -> None:
     (project.main / ".autoresearch").mkdir(exist_ok=True)
     (project.main / ".autoresearch" / "config.toml").write_text("kill_grace_s = 1.0\n")
