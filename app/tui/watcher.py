@@ -108,6 +108,8 @@ class AgentWatch:
                 self._watcher.add(root)
 
     def start(self, node: DOMNode) -> None:
+        if self._stopped:
+            return
         from app.watch import WorktreeWatcher  # watchfiles: imported once the screen is up
 
         with self._lock:
