@@ -175,9 +175,6 @@ class AgentsPanel(Vertical):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return self.agent(key) if key is not None else None
 
-    def diff_of(self, name: str) -> DiffStat | None:
-        return self._diffs.get(name)
-
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         self._show_preview()
