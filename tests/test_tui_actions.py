@@ -14,6 +14,7 @@ import pytest
 from textual.widgets import Footer
 
 from app.ledger import Ledger
+from app.panes import kill_server
 from app.tui.app import make_app
 from app.tui.commands import CockpitCommands
 from app.tui.screens.adopt import AdoptChoiceModal
@@ -325,4 +326,4 @@ def test_e2e_kill_from_the_tui_in_tmux_stops_cockpit_run(tmp_path: Path) -> None
         if run.poll() is None:
             run.kill()
             run.wait()
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=30)
+        kill_server(socket)  # also removes the socket file

@@ -14,13 +14,14 @@ import pytest
 from textual.widgets import Footer, Log
 
 from app.ledger import Ledger, StepRow
+from app.panes import kill_server
 from app.tui.app import make_app
 from app.tui.poller import DashboardQuery, LedgerPoller
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import SYMBOLS, ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from tuifixtures import ANSI_DESCRIPTION, EXPERIMENTS, MARKUP_DESCRIPTION, build_ledger, step_line, wait_until
+from tuifixtures import EXPERIMENTS, MARKUP_DESCRIPTION, build_ledger, step_line, wait_until
 
 POLL = 0.05  # poll interval for tests: "within a few poll intervals" stays well under a second
 
@@ -279,7 +280,7 @@ def test_live_log_keeps_scrolling_past_max_lines_in_a_real_terminal(fx) -> None:
         out_of_date = [f"flood line {n:05d}" for n in range(0, 5900, 100)]
         assert not any(line in screen() for line in out_of_date)
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+        kill_server(socket)  # also removes the socket file
 
 
 def wait_until_sync(predicate, timeout: float = 30.0) -> None:

@@ -147,7 +147,9 @@ async def test_a_deleted_worktree_marks_its_agent_gone(main: Path, ledger_path: 
         shutil.rmtree(wt)
         with Ledger(ledger_path, read_only=True) as ledger:
             await wait_until(pilot, lambda: ledger.get_agent("ada").state == "gone")
-            assert [e.actor for e in ledger.events() if e.kind == "agent-gone"] == ["watcher"]
+            # whichever notices first (the watcher or the 3 s liveness upkeep) marks it, once
+            gone = [e.actor for e in ledger.events() if e.kind == "agent-gone"]
+            assert len(gone) == 1 and gone[0] in ("watcher", "cockpit"), gone
         await wait_until(pilot, lambda: agents_cell(app, "ada", "state") == "gone")
         assert agents_cell(app, "ada", "edits") == "—"
         await pilot.pause(1.5)  # a tick or two later: still fine, nothing reported
