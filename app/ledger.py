@@ -214,19 +214,27 @@ class Ledger:
                     category: str | None = None, branch: str | None = None,
                     since_id: int = 0, limit: int | None = None, newest_first: bool = False,
                     ) -> list[Experiment]:
+        rows = self._select("experiments", {"tag": tag, "agent": agent, "decision": decision,
+                                            "status": status, "category": category,
+                                            "branch": branch},
+                            newest_first=newest_first, limit=limit, since_id=since_id)
+        return [_row_to(Experiment, r) for r in rows]
+
+    def _select(self, table: str, equal: dict[str, Any], *, newest_first: bool = False,
+                limit: int | None = None, since_id: int = 0) -> sqlite3.Cursor:
+        """Rows of `table` whose columns equal the non-None values of `equal`, in id order."""
         where, args = ["id > ?"], [since_id]
-        for column, value in (("tag", tag), ("agent", agent), ("decision", decision),
-                              ("status", status), ("category", category), ("branch", branch)):
+        for column, value in equal.items():
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = f"SELECT * FROM experiments WHERE {' AND '.join(where)} ORDER BY id"
+        sql = f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY id"
         if newest_first:
             sql += " DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [_row_to(Experiment, r) for r in self.conn.execute(sql, args)]
+        return self.conn.execute(sql, args)
 
     def live(self) -> list[Experiment]:
         rows = self.conn.execute(
@@ -284,19 +292,8 @@ class Ledger:
 
     def events(self, experiment_id: int | None = None, *, kind: str | None = None,
                limit: int | None = None) -> list[Event]:
-        where, args = ["1"], []
-        if experiment_id is not None:
-            where.append("experiment_id = ?")
-            args.append(experiment_id)
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind)
-        sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
         out = []
-        for r in self.conn.execute(sql, args):
+        for r in self._select("events", {"experiment_id": experiment_id, "kind": kind}, limit=limit):
             ev = _row_to(Event, r)
             ev.detail = json.loads(r["detail"] or "{}")
             out.append(ev)
@@ -315,18 +312,9 @@ class Ledger:
 
     def notes(self, *, experiment_id: int | None = None, agent: str | None = None,
               limit: int | None = None) -> list[Note]:
-        where, args = ["1"], []
-        if experiment_id is not None:
-            where.append("experiment_id = ?")
-            args.append(experiment_id)
-        if agent is not None:
-            where.append("agent = ?")
-            args.append(agent)
-        sql = f"SELECT * FROM notes WHERE {' AND '.join(where)} ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        return [_row_to(Note, r) for r in self.conn.execute(sql, args)]
+        rows = self._select("notes", {"experiment_id": experiment_id, "agent": agent},
+                            newest_first=True, limit=limit)
+        return [_row_to(Note, r) for r in rows]
 
     # --- agents ------------------------------------------------------------------------------
 
