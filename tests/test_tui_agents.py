@@ -216,7 +216,8 @@ exec sleep 600
         go.touch()
         await wait_until(pilot, lambda: "%" in (agents_cell(app, "scripted", "running") or ""), timeout=30)
         assert agents_cell(app, "scripted", "running").startswith("#1 ")
-        assert agents_cell(app, "scripted", "edits") == "clean"  # committed before the run
+        # committed before the run: the watcher's diff stat catches up with the commit
+        await wait_until(pilot, lambda: agents_cell(app, "scripted", "edits") == "clean", timeout=10)
         await wait_until(pilot, lambda: agents_cell(app, "scripted", "last") == "#1 ✓ 0.970000", timeout=30)
         await wait_until(pilot, lambda: "SCRIPT-DONE" in preview.body_text)
         exp = app.dashboard.table.experiment(1)
