@@ -90,7 +90,7 @@ async def test_train_py_edits_show_live_as_a_diff_stat_and_a_diff(main: Path, le
         await wait_until(pilot, lambda: "+TOK_PER_SEC = 60000" in view.plain)
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        assert agents_cell(app, "ada", "edits") == "+2 −2"
+        await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "+2 −2")
 
         git(wt, "commit", "--quiet", "-am", "more steps, faster")  # train.py untouched: HEAD moved
         await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "clean", timeout=5)
@@ -151,7 +151,7 @@ async def test_a_deleted_worktree_marks_its_agent_gone(main: Path, ledger_path: 
             gone = [e.actor for e in ledger.events() if e.kind == "agent-gone"]
             assert len(gone) == 1 and gone[0] in ("watcher", "cockpit"), gone
         await wait_until(pilot, lambda: agents_cell(app, "ada", "state") == "gone")
-        assert agents_cell(app, "ada", "edits") == "—"
+        await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "—")
         await pilot.pause(1.5)  # a tick or two later: still fine, nothing reported
         assert app.is_running and not [m for m, severity in told if severity == "error"]
 
