@@ -119,6 +119,9 @@ class AgentsPanel(Vertical):
 
     def show(self, agents: Sequence[AgentStatus]) -> None:
         self._agents = {a.name: a for a in agents}
+        for agent in agents:  # not watched any more (gone, stopped…): its last diff is stale
+            if agent.state in UNWATCHED_STATES:
+                self._diffs.pop(agent.name, None)
         if self._watch is not None:
             self._watch.set_agents({a.worktree: a.name for a in agents
                                     if a.worktree and a.state not in UNWATCHED_STATES})
