@@ -25,7 +25,7 @@ from app.tui.screens.note import NoteModal
 from app.tui.screens.dashboard import DashboardScreen
 from gitrepo import commit_edit, git, make_repo
 from runnerhelpers import agent_worktree, cockpit_env, make_project, pid_alive, start_cockpit, wait_for
-from tuifixtures import build_ledger, wait_until
+from tuifixtures import build_ledger, notifications, wait_until
 
 POLL = 0.05
 
@@ -33,19 +33,6 @@ POLL = 0.05
 @pytest.fixture
 def fx(tmp_path: Path):
     return build_ledger(tmp_path / "fx")
-
-
-def recorded_notifications(app) -> list[tuple[str, str]]:
-    """Wrap app.notify so a test can read what the user was told (message, severity)."""
-    seen: list[tuple[str, str]] = []
-    original = app.notify
-
-    def notify(message, *args, severity="information", **kwargs):
-        seen.append((str(message), severity))
-        return original(message, *args, severity=severity, **kwargs)
-
-    app.notify = notify
-    return seen
 
 
 async def highlight(pilot, exp_id: int) -> DashboardScreen:
@@ -158,7 +145,7 @@ async def test_palette_offers_only_what_applies(fx) -> None:
 async def test_failed_action_is_reported_as_an_error(fx) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     async with app.run_test(size=(120, 40)) as pilot:
-        told = recorded_notifications(app)
+        told = notifications(app)
         await highlight(pilot, fx.best_id)
         app.run_flow("approve", fx.best_id)  # not pending: app.actions refuses
         await wait_until(pilot, lambda: any(sev == "error" for _, sev in told))
@@ -175,7 +162,7 @@ async def test_read_only_hides_actions_and_writes_nothing(fx) -> None:
     before = ledger_digest(fx.ledger_path)
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock, poll_interval=POLL)
     async with app.run_test(size=(120, 40)) as pilot:
-        told = recorded_notifications(app)
+        told = notifications(app)
         dashboard = await highlight(pilot, fx.ids["running"])
         await wait_until(pilot, lambda: "slash" in footer_keys(app) or "/" in footer_keys(app))
         assert not {"k", "a", "r", "o", "N"} & footer_keys(app)

@@ -21,8 +21,8 @@ from app.tui.screens.new_agent import NewAgentModal
 from app.tui.widgets.pane_preview import PanePreview
 from gitrepo import git
 from runnerhelpers import make_project
-from tuiagents import TmuxServer, agents_cell, clean_env, notifications
-from tuifixtures import build_ledger, wait_until
+from tuiagents import TmuxServer, agents_cell, clean_env
+from tuifixtures import build_ledger, notifications, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

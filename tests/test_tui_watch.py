@@ -22,8 +22,8 @@ from app.tui.widgets.live_view import LiveView
 from app.tui.widgets.pane_preview import PanePreview
 from gitrepo import edit, git
 from runnerhelpers import make_project, set_constant
-from tuiagents import agents_cell, clean_env, notifications, register_agent
-from tuifixtures import wait_until
+from tuiagents import agents_cell, clean_env, register_agent
+from tuifixtures import notifications, wait_until
 
 POLL = 0.05
 STARTUP = b"Vocab size: 8,192\nModel config: {'n_layer': 8}\n"

@@ -82,15 +82,4 @@ def agents_cell(app, name: str, column: str) -> str | None:
     return table.get_cell(name, column).plain
 
 
-def notifications(app) -> list[tuple[str, str]]:
-    """Wrap app.notify so a test can read what the user was told: (message, severity)."""
-    seen: list[tuple[str, str]] = []
-    original = app.notify
-
-    def notify(message, *args, severity="information", **kwargs):
-        seen.append((str(message), severity))
-        return original(message, *args, severity=severity, **kwargs)
-
-    app.notify = notify
-    return seen
 

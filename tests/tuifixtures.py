@@ -212,3 +212,16 @@ async def wait_until(pilot: Any, predicate: Callable[[], object], timeout: float
             raise AssertionError(f"condition not met within {timeout} s")
         await pilot.pause(0.02)
     return time.monotonic() - start
+
+
+def notifications(app) -> list[tuple[str, str]]:
+    """Wrap app.notify so a test can read what the user was told: (message, severity)."""
+    seen: list[tuple[str, str]] = []
+    original = app.notify
+
+    def notify(message, *args, severity="information", **kwargs):
+        seen.append((str(message), severity))
+        return original(message, *args, severity=severity, **kwargs)
+
+    app.notify = notify
+    return seen
