@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from app.ledger import LIVE_STATUSES, Experiment, Ledger, LedgerError
-from app.observe_runlog import OBSERVED
-from app.procs import same_process, stop_if_same
+from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, LedgerError
+from app.observe.runlog import OBSERVED
+from app.run.procs import same_process, stop_if_same
 
 
 class ActionError(Exception):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from app import git
 from app.actions import ActionError, _experiment
-from app.agents import main_worktree_of
-from app.ledger import Experiment, Ledger
+from app.agents.lifecycle import main_worktree_of
+from app.ledger.store import Experiment, Ledger
 
 ADOPTABLE = ("keep",)
 

@@ -17,14 +17,14 @@ import sys
 from typing import Sequence
 
 from app.actions import ActionError
-from app.backends import BackendUnavailable
+from app.run.backends import BackendUnavailable
 from app.commands import EXIT_INFRA, EXIT_USAGE, CommandError, here, ledger_path, settings_for
 from app.config import ConfigError
 from app.git import GitError
-from app.ledger import LedgerError
-from app.runner_plan import RunInfraError, RunRefused
-from app.textsafe import sanitize
-from app.tsv import TsvFormatError
+from app.ledger.store import LedgerError
+from app.run.plan import RunInfraError, RunRefused
+from app.logs.textsafe import sanitize
+from app.observe.tsv import TsvFormatError
 
 # One line per command module; each has register(subparsers).
 COMMAND_MODULES = (

@@ -119,7 +119,7 @@ def first_row(view, y: int, text: str) -> bool:  # type: ignore[no-untyped-def]
 
 async def detail(log: Path, workdir: Path) -> dict[str, float]:
     """The real app: detail screen opened straight onto the Log tab, then end, then search."""
-    from app.ledger import Ledger
+    from app.ledger.store import Ledger
     from app.tui.app import make_app
     from app.tui.screens.detail import DetailScreen
     from app.tui.widgets.log_viewer import LogView

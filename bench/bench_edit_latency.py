@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from app import panes  # noqa: E402
-from app.ledger import Ledger  # noqa: E402
+from app.agents import panes  # noqa: E402
+from app.ledger.store import Ledger  # noqa: E402
 from gitrepo import make_repo  # noqa: E402
 from runnerhelpers import agent_worktree  # noqa: E402
 

@@ -36,7 +36,7 @@ def build(path: Path, count: int, seed: int = 0) -> float:
     """Runs in its own process: peak RSS is inherited across fork, so the measuring process
     must stay small and import nothing of the cockpit."""
     sys.path.insert(0, str(REPO))
-    from app.ledger import Ledger
+    from app.ledger.store import Ledger
     from app.policy import CATEGORIES
 
     rng = random.Random(seed)

@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from app import agents, panes  # noqa: E402
-from app.ledger import Ledger  # noqa: E402
+from app.agents import lifecycle as agents  # noqa: E402
+from app.agents import panes  # noqa: E402
+from app.ledger.store import Ledger  # noqa: E402
 from gitrepo import make_repo  # noqa: E402
 
 TARGET_PCT = 5.0  # % of one core the idle cockpit must stay well under

@@ -38,7 +38,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.ledger import Ledger  # noqa: E402
+from app.ledger.store import Ledger  # noqa: E402
 
 COLS, ROWS = 120, 40
 LINE = re.compile(rb"L(\d{19})E")  # a log line's write time, ns

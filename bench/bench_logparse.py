@@ -1,4 +1,4 @@
-"""Benchmark app/logparse.py: MB/s and peak RSS on the real 1.4 MB log and on a generated big log.
+"""Benchmark app/logs/parse.py: MB/s and peak RSS on the real 1.4 MB log and on a generated big log.
 
 Usage:
     .venv/bin/python bench/bench_logparse.py          # real log + a generated 1 GB log
@@ -28,7 +28,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.logparse import ParseResult, StreamParser, parse_log  # noqa: E402
+from app.logs.parse import ParseResult, StreamParser, parse_log  # noqa: E402
 
 REAL_LOG = REPO.parent / "shared/data/real-runs/moe-run-compute90.log"
 DEFAULT_SIZE_MB = 1024  # size of the generated log

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.ledger import Ledger  # noqa: E402
+from app.ledger.store import Ledger  # noqa: E402
 
 AGENTS = 8
 DECISIONS = ("discard",) * 14 + ("keep", "crash", "timeout", "killed")

@@ -1,4 +1,4 @@
-"""Benchmark app/watch.py: train.py change-to-event latency, and CPU used while idle.
+"""Benchmark app/observe/watch.py: train.py change-to-event latency, and CPU used while idle.
 
 Usage:
     .venv/bin/python bench/bench_watch.py                     # 8 worktree roots, 40 edits, 10 s idle
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.watch import TrainPyChanged, WatchEvent, WorktreeWatcher  # noqa: E402
+from app.observe.watch import TrainPyChanged, WatchEvent, WorktreeWatcher  # noqa: E402
 
 PAUSE_BETWEEN_EDITS = 0.3  # seconds, so each edit is its own debounce group
 EVENT_TIMEOUT = 5.0  # seconds before an edit counts as lost

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from app import panes
-from app.ledger import Ledger
+from app.agents import panes
+from app.ledger.store import Ledger
 from runnerhelpers import agent_worktree
 
 ENV_CLEARED = ("TMUX", "TMUX_PANE", "COCKPIT_LEDGER", "COCKPIT_AGENT", "COCKPIT_TAG",

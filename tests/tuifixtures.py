@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from app.ledger import Ledger
+from app.ledger.store import Ledger
 
 T0 = 1_741_150_000.0  # 2025-03-05 04:46:40 UTC: the fixture's first experiment
 FIXED_NOW = T0 + 4 * 3600  # "now" for clock-dependent displays

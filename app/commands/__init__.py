@@ -18,8 +18,8 @@ from typing import Any, Iterable
 from app.actions import reap_lost
 from app.config import Settings, load_settings
 from app.git import GitError, main_worktree
-from app.ledger import Ledger, find_ledger_path
-from app.textsafe import sanitize
+from app.ledger.store import Ledger, find_ledger_path
+from app.logs.textsafe import sanitize
 
 EXIT_OK, EXIT_USAGE, EXIT_INFRA = 0, 2, 3
 

@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from app import agents
+from app.agents import lifecycle as agents
 from app.commands import (EXIT_INFRA, CommandError, add_json_flag, here, main_or_none, one_line,
                           open_ledger, print_json, say, settings_for)
-from app.panes import PaneError
+from app.agents.panes import PaneError
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app import demo
+from app.demo import sandbox as demo
 from app.commands import CommandError
-from app.ledger import Experiment, Ledger
+from app.ledger.store import Experiment, Ledger
 
 POLL_S = 1.0
 NOT_FINISHED = ("killed", "lost", None)

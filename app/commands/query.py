@@ -5,12 +5,13 @@ import argparse
 import time
 from typing import Any
 
-from app import git, report
+from app import git
+from app.ledger import report
 from app.commands import (CommandError, add_json_flag, fmt_delta, fmt_val, here, main_or_none,
                           one_line, open_ledger, print_json, say, settings_for,
                           stream_json_list)
-from app.ledger import Ledger, LedgerError
-from app.runner_plan import agent_name, tag_name
+from app.ledger.store import Ledger, LedgerError
+from app.run.plan import agent_name, tag_name
 
 FILTERS = ("tag", "agent", "branch", "status", "decision", "category")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.commands import CommandError, add_json_flag, open_ledger, print_json, say
-from app.ledger import Ledger
-from app.observe_runlog import IMPORTED
-from app.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_fields, write_results_tsv
+from app.ledger.store import Ledger
+from app.observe.runlog import IMPORTED
+from app.observe.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_fields, write_results_tsv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """Agent actions as short flows: new (a form), stop (a confirmation), focus (its tmux pane) and
 the diff of what it is changing (a modal).
 
-Like app/tui/workers.py: each runs as an async worker so it can wait on modals; git, tmux and the
+Like app/tui/experiment_flows.py: each runs as an async worker so it can wait on modals; git, tmux and the
 ledger are used in a thread; the outcome comes back as an `ActionFinished` message. Read-only
 cockpits refuse every flow in AGENT_WRITE_ACTIONS (new and stop write the ledger; focus moves
 someone's tmux around), whatever asked for it.
@@ -30,8 +30,11 @@ STOPPABLE_STATES = ("starting", "running", "exited")  # agents whose pane may st
 
 
 def _core() -> SimpleNamespace:
-    """The core modules, imported on first use (app.ledger is slow to import)."""
-    from app import agents, config, git, ledger, panes
+    """The core modules, imported on first use (app.ledger.store is slow to import)."""
+    from app import config, git
+    from app.agents import lifecycle as agents
+    from app.ledger import store as ledger
+    from app.agents import panes
 
     return SimpleNamespace(agents=agents, config=config, git=git, ledger=ledger, panes=panes)
 

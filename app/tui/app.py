@@ -16,9 +16,9 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from app.corefiles import styles_dir
-from app.textsafe import sanitize
-from app.tui import agent_flows, workers
-from app.tui.commands import CockpitCommands
+from app.logs.textsafe import sanitize
+from app.tui import agent_flows, experiment_flows
+from app.tui.palette import CockpitCommands
 from app.tui.messages import ActionFinished
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.screens.help import HelpScreen
@@ -35,7 +35,7 @@ AGENT_TABLE_KEYS = [Binding("enter", "focus_agent", "Go to the agent's tmux pane
 
 
 class CockpitApp(App[None]):
-    """Keeps no experiment state itself: the dashboard owns the data, flows live in workers.py."""
+    """Keeps no experiment state itself: the dashboard owns the data, flows live in experiment_flows.py."""
 
     TITLE = "autoresearch cockpit"
     CSS_PATH = [STYLES / name for name in STYLE_FILES]
@@ -80,7 +80,7 @@ class CockpitApp(App[None]):
 
     def run_flow(self, action: str, exp_id: int | None) -> None:
         """kill / approve / reject / adopt / note: confirm if needed, write, notify."""
-        workers.start(self, action, exp_id)
+        experiment_flows.start(self, action, exp_id)
 
     def run_agent_flow(self, action: str, name: str | None) -> None:
         """new_agent / stop_agent / focus_agent: ask if needed, act, notify."""
@@ -144,7 +144,7 @@ class CockpitApp(App[None]):
                     ("Experiment detail", DetailScreen.BINDINGS),
                     ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
                     ("Compare", CompareScreen.BINDINGS)]
-        hidden = workers.WRITE_ACTIONS if self.read_only else frozenset()
+        hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
         self.push_screen(HelpScreen(sections, hidden=hidden,
                                     footer="Every action is also in the command palette (ctrl+p), "
                                            "e.g. \"experiment: kill #12\"."))

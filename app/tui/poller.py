@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from app.records import Experiment
+from app.ledger.records import Experiment
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 
 if TYPE_CHECKING:
-    from app.ledger import Ledger
+    from app.ledger.store import Ledger
 
 TABLE_COLUMNS = (
     "id", "tag", "agent", "branch", "status", "decision", "review", "reason", "val_bpb",
@@ -197,7 +197,7 @@ class LedgerPoller:
 
     def run(self, is_cancelled: Callable[[], bool], post: Callable[[Any], Any]) -> None:
         """Poll until cancelled; post LedgerChanged on change, LedgerUnavailable on trouble."""
-        from app.ledger import LedgerError  # sqlite_utils (+numpy): imported here, off the UI thread
+        from app.ledger.store import LedgerError  # sqlite_utils (+numpy): imported here, off the UI thread
 
         try:
             while not is_cancelled():
@@ -218,7 +218,7 @@ class LedgerPoller:
     def poll(self) -> DashboardData | None:
         """One step: new data if the ledger or the query changed since the last call, else None."""
         if self._ledger is None:
-            from app.ledger import Ledger
+            from app.ledger.store import Ledger
 
             self._ledger = Ledger(self.ledger_path, read_only=self.read_only, create=False)
             self._version = None

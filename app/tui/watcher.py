@@ -1,7 +1,7 @@
 """Watching the agents' worktrees for the TUI: live train.py diff stats, vanilla runs, results.tsv
 imports, deleted worktrees, and upkeep now and then (observed writers that died, agent liveness).
 
-`AgentWatch.start(node)` runs two async workers on `node`: one iterates app.watch's
+`AgentWatch.start(node)` runs two async workers on `node`: one iterates app.observe.watch's
 WorktreeWatcher (watchfiles' awatch: non-recursive on the worktree roots, debounced), one ticks
 every second. Their blocking work (git, the ledger) runs in ONE thread of its own, which owns the
 ledger connection, so no thread of the shared executor is held and the ledger is used from one
@@ -28,8 +28,8 @@ from app.tui.messages import ActionFinished, AgentDiff, AgentStates
 if TYPE_CHECKING:
     from textual.dom import DOMNode
 
-    from app.ledger import Ledger
-    from app.watch import WatchEvent, WorktreeWatcher
+    from app.ledger.store import Ledger
+    from app.observe.watch import WatchEvent, WorktreeWatcher
 
 TICK_S = 1.0  # how often diff stats are re-checked (stat calls; git only on a change)
 UPKEEP_EVERY_S = 3.0  # how often dead observed writers and agents' liveness are looked at
@@ -37,7 +37,7 @@ TSV_RETRY_S = 2.5  # a results.tsv whose last line was unfinished is read again 
 
 
 def _key(path: str | Path) -> Path:
-    """Absolute, symlinks kept: the way app.watch names the roots it reports."""
+    """Absolute, symlinks kept: the way app.observe.watch names the roots it reports."""
     return Path(os.path.abspath(path))
 
 
@@ -110,7 +110,7 @@ class AgentWatch:
     def start(self, node: DOMNode) -> None:
         if self._stopped:
             return
-        from app.watch import WorktreeWatcher  # watchfiles: imported once the screen is up
+        from app.observe.watch import WorktreeWatcher  # watchfiles: imported once the screen is up
 
         with self._lock:
             self._watcher = WorktreeWatcher(self._agents)
@@ -153,7 +153,7 @@ class AgentWatch:
             return self._agents.get(worktree)
 
     def _handle(self, events: list[WatchEvent]) -> None:
-        from app.watch import ResultsTsvChanged, RunLogChanged, TrainPyChanged, WorktreeGone
+        from app.observe.watch import ResultsTsvChanged, RunLogChanged, TrainPyChanged, WorktreeGone
 
         for event in events:
             worktree = event.worktree
@@ -215,7 +215,7 @@ class AgentWatch:
     def _observe(self, worktree: Path, name: str) -> None:
         ledger = None if self.read_only else self._open()
         if ledger is not None:
-            from app import observe
+            from app.observe import worktrees as observe
 
             observe.observe_run_log(ledger, worktree, name)
         self._diff(worktree, name, False)  # `cockpit run` and vanilla agents commit first
@@ -224,7 +224,7 @@ class AgentWatch:
         ledger = None if self.read_only else self._open()
         if ledger is None:
             return
-        from app import observe
+        from app.observe import worktrees as observe
 
         report = observe.import_results_tsv(ledger, worktree, name)
         if report.pending_line:
@@ -245,7 +245,7 @@ class AgentWatch:
         self._post(AgentDiff(name, str(worktree), None))
         ledger = None if self.read_only else self._open()
         if ledger is not None:
-            from app import observe
+            from app.observe import worktrees as observe
 
             observe.worktree_gone(ledger, worktree, name)
 
@@ -255,7 +255,8 @@ class AgentWatch:
         ledger = self._open()
         if ledger is None:
             return
-        from app import agents, observe
+        from app.agents import lifecycle as agents
+        from app.observe import worktrees as observe
 
         if not self.read_only:
             observe.check_observed(ledger)
@@ -266,7 +267,7 @@ class AgentWatch:
 
     def _open(self) -> Ledger | None:
         if self._ledger is None:
-            from app.ledger import Ledger, LedgerError
+            from app.ledger.store import Ledger, LedgerError
 
             try:
                 self._ledger = Ledger(self.ledger_path, read_only=self.read_only, create=False)
@@ -282,7 +283,7 @@ class AgentWatch:
     def _guard(self, work: Callable[..., None], *args: Any) -> None:
         """Run one piece of work; git, ledger and file trouble is said once, never fatal."""
         from app import git
-        from app.ledger import LedgerError
+        from app.ledger.store import LedgerError
 
         try:
             work(*args)

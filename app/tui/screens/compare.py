@@ -15,8 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from app.ledger import Experiment, Ledger, LedgerError
-from app.textsafe import sanitize
+from app.ledger.store import Experiment, Ledger, LedgerError
+from app.logs.textsafe import sanitize
 from app.tui.screens.detail import SYMBOLS, fmt, metrics_of, state_word, tab_label
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.metrics_table import MetricsTable

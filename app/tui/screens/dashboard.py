@@ -15,15 +15,15 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
-from app.records import Experiment
-from app.textsafe import sanitize
+from app.ledger.records import Experiment
+from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from app.tui.workers import WRITE_ACTIONS
+from app.tui.experiment_flows import WRITE_ACTIONS
 
 if TYPE_CHECKING:
     from app.tui.app import CockpitApp

@@ -25,10 +25,10 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from app import git
-from app.ledger import Event, Experiment, Ledger, LedgerError, Note
-from app.logparse import StreamParser
-from app.schema import SUMMARY_COLUMNS
-from app.textsafe import sanitize
+from app.ledger.store import Event, Experiment, Ledger, LedgerError, Note
+from app.logs.parse import StreamParser
+from app.ledger.schema import SUMMARY_COLUMNS
+from app.logs.textsafe import sanitize
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.log_viewer import LogViewer
 from app.tui.widgets.metrics_table import MetricsTable

@@ -78,7 +78,7 @@ class NewAgentModal(ModalScreen[NewAgentForm | None]):
 
     def submit(self) -> None:
         """Dismiss with the form, or say in place what is wrong with it."""
-        from app.agents import AgentError, validate_name, validate_tag  # loaded by now: no delay
+        from app.agents.lifecycle import AgentError, validate_name, validate_tag  # loaded by now: no delay
 
         name = self.query_one("#new-agent-name", Input).value.strip()
         tag = self.query_one("#new-agent-tag", Input).value.strip()

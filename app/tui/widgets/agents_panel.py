@@ -17,7 +17,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from app.records import Experiment
+from app.ledger.records import Experiment
 from app.tui.messages import AgentDiff, AgentStates
 from app.tui.poller import AgentStatus, state_of
 from app.tui.watcher import AgentWatch

@@ -17,7 +17,7 @@ from textual.style import Style
 from textual.widgets import Static
 
 from app import git
-from app.textsafe import sanitize
+from app.logs.textsafe import sanitize
 
 MAX_DIFF_LINES = 5000  # lines of a diff shown; the rest is cut with a note
 

@@ -13,8 +13,8 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
-from app.records import Experiment
-from app.textsafe import sanitize
+from app.ledger.records import Experiment
+from app.logs.textsafe import sanitize
 from app.tui.poller import state_of
 
 SYMBOLS = {  # state -> symbol shown before its name

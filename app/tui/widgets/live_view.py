@@ -1,7 +1,7 @@
 """Live view of one running experiment: its log tail, its `\\r` progress as ONE live line, and
 its loss curve over the tag best's curve at the same progress (is it trailing already?).
 
-A thread worker follows the log with `app.logtail.LogTail` and posts batches of complete lines;
+A thread worker follows the log with `app.logs.tail.LogTail` and posts batches of complete lines;
 the handler writes them with `Log.write_lines` (bounded by `max_lines`). Switching to another
 experiment cancels the worker (exclusive group) and clears the view.
 """
@@ -19,8 +19,8 @@ from textual.message import Message
 from textual.widgets import Log, Static
 from textual.worker import get_current_worker
 
-from app.records import Experiment
-from app.logtail import READ_CHUNK_BYTES, LogTail
+from app.ledger.records import Experiment
+from app.logs.tail import READ_CHUNK_BYTES, LogTail
 from app.tui.poller import FollowData
 from app.tui.widgets.agents_panel import duration, progress_bar
 from app.tui.widgets.experiments_table import one_line

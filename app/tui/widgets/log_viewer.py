@@ -1,4 +1,4 @@
-"""A virtual-scrolling viewer for training logs of any size, over app.logindex.LogIndex.
+"""A virtual-scrolling viewer for training logs of any size, over app.logs.index.LogIndex.
 
 Only the lines on screen are read from disk and rendered (Line API), so a 1 GB log never enters
 widget memory. The index is built by a thread worker while the first screen is already shown;
@@ -25,7 +25,7 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
-from app.logindex import CRASH_TAIL_LINES, LogIndex
+from app.logs.index import CRASH_TAIL_LINES, LogIndex
 
 FOLLOW_POLL_S = 0.25  # how often a live log is checked for new bytes
 FIRST_SCREEN_LINES = 200  # lines indexed before the first paint, in the UI thread ...

@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widgets import Static
 from textual.worker import Worker
 
-from app import panes
-from app.textsafe import sanitize
+from app.agents import panes
+from app.logs.textsafe import sanitize
 from app.tui.poller import AgentStatus
 from app.tui.widgets.experiments_table import one_line
 

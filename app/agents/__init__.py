@@ -1,0 +1,1 @@
+"""Agents: worktrees and branches, tmux panes, kickoff prompts, the built-in search agent."""

@@ -1,0 +1,1 @@
+"""`cockpit demo`: a self-driving sandbox repository with a local corpus and search agents."""

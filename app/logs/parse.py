@@ -1,0 +1,378 @@
+"""Parse train.py output: `\\r`-separated step lines, the `---` summary block, `FAIL`, a crash tail.
+
+Usage:
+    parser = StreamParser()
+    for chunk in child_output:             # raw bytes, split anywhere
+        for record in parser.feed(chunk):  # steps completed by this chunk
+            ...
+        parser.last_step                   # latest step record, at any time
+    result = parser.finish()               # summary, failed, tail, problems
+
+    result = parse_log(Path("run.log"))    # the same, streamed from a file
+
+Memory stays constant whatever the input: a segment (text between `\\r`/`\\n` separators) longer
+than MAX_SEGMENT_CHARS is cut to that length and reported, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import re
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.logs.textsafe import sanitize
+
+# ---------------------------------------------------------------------------
+# Limits and the output contract
+
+MAX_SEGMENT_CHARS = 64 * 1024  # longest segment kept; the rest of a longer one is dropped
+TAIL_LINES = 50  # logical lines kept for the crash tail
+TAIL_LINE_CHARS = 1000  # each tail line is cut to this many characters
+MAX_SUMMARY_KEYS = 1000  # summary keys kept; more are dropped and reported
+MAX_SUMMARY_VALUE_CHARS = 4096  # a longer summary value is cut to this many characters
+REQUIRED_SUMMARY_KEYS = (  # upstream's summary keys, in upstream's order
+    "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
+    "total_tokens_M", "num_steps", "num_params_M", "depth",
+)
+
+_STEP_HEAD = re.compile(  # `step 00042 (13.7%) |`: number, optional progress, then `|` or the end
+    r"\s*step\s+(\d{1,30})\s*(?:\(\s*([^()%|]*?)\s*%\s*\))?\s*(?:\||\Z)"
+)
+_SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")
+
+
+# ---------------------------------------------------------------------------
+# Step lines
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One `step NNNNN (x%) | key: value | ...` segment; fields missing or unreadable are None."""
+
+    step: int
+    progress_pct: float | None = None
+    loss: float | None = None
+    lrm: float | None = None
+    dt_ms: float | None = None
+    tok_per_sec: float | None = None
+    mfu_pct: float | None = None
+    epoch: int | None = None
+    remaining_s: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # fork-specific fields, raw text
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _to_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:  # also raised for ints of thousands of digits
+        return None
+
+
+def _to_ms(text: str) -> float | None:
+    """`312ms`, `1.5s` or a bare number of milliseconds -> milliseconds."""
+    if text.endswith("ms"):
+        return _to_float(text[:-2])
+    if text.endswith("s"):
+        seconds = _to_float(text[:-1])
+        return None if seconds is None else seconds * 1000
+    return _to_float(text)
+
+
+def _to_s(text: str) -> float | None:
+    """`259s`, `900ms` or a bare number of seconds -> seconds."""
+    if text.endswith("ms"):
+        millis = _to_float(text[:-2])
+        return None if millis is None else millis / 1000
+    return _to_float(text.removesuffix("s"))
+
+
+_KNOWN_FIELDS = {  # field name in the step line -> (position after progress_pct in StepRecord, parser)
+    "loss": (0, _to_float),
+    "lrm": (1, _to_float),
+    "dt": (2, _to_ms),
+    "tok/sec": (3, lambda v: _to_float(v.replace(",", ""))),
+    "mfu": (4, lambda v: _to_float(v.removesuffix("%"))),
+    "epoch": (5, _to_int),
+    "remaining": (6, _to_s),
+}
+
+
+def parse_step_line(text: str) -> StepRecord | None:
+    """Parse one step segment; None when `text` is not a step line. Never raises."""
+    head = _STEP_HEAD.match(text)
+    return None if head is None else _step_record(text, head)
+
+
+def _step_record(text: str, head: re.Match[str]) -> StepRecord:
+    values: list[float | int | None] = [None] * len(_KNOWN_FIELDS)
+    extra: dict[str, str] = {}
+    for item in text[head.end() :].split("|"):
+        name, colon, raw = item.partition(":")
+        name, raw = name.strip(), raw.strip()
+        if not colon or not name:
+            continue
+        known = _KNOWN_FIELDS.get(name)
+        if known is None:
+            extra[name] = raw
+        else:
+            values[known[0]] = known[1](raw)
+    pct = head.group(2)
+    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), *values, extra)
+
+
+def _split_fail(segment: str) -> tuple[str, bool]:
+    """Separate a trailing `FAIL` (upstream prints it right after the last step, same line)."""
+    stripped = segment.rstrip()
+    if not stripped.endswith("FAIL"):
+        return segment, False
+    before = stripped[:-4]
+    if not before.strip():
+        return "", True
+    if before[-1].isspace() and before.lstrip().startswith("step"):
+        return before, True
+    return segment, False
+
+
+# ---------------------------------------------------------------------------
+# Summary block
+
+
+def parse_summary_value(text: str) -> float | int | str:
+    """`7000` -> int, `0.93`/`nan`/`inf` -> float, anything else -> the text itself."""
+    as_int = _to_int(text)
+    if as_int is not None:
+        return as_int
+    as_float = _to_float(text)
+    return text if as_float is None else as_float
+
+
+def summary_problems(summary: Mapping[str, float | int | str] | None) -> list[str]:
+    """Why a summary cannot be trusted: absent, missing upstream keys, val_bpb not a finite number."""
+    if summary is None:
+        return ["no summary block (no `---` line after training)"]
+    problems = [f"summary has no {key}" for key in REQUIRED_SUMMARY_KEYS if key not in summary]
+    val_bpb = summary.get("val_bpb")
+    if isinstance(val_bpb, str):
+        problems.append(f"val_bpb is not a number: {val_bpb[:40]!r}")
+    elif isinstance(val_bpb, float) and not math.isfinite(val_bpb):
+        problems.append(f"val_bpb is {val_bpb}")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Streaming parser
+
+
+@dataclass
+class ParseResult:
+    """Everything a finished (or cut-off) log says."""
+
+    summary: dict[str, float | int | str] | None  # key: value lines after the last `---`, in order
+    failed: bool  # a `FAIL` line was seen
+    last_step: StepRecord | None
+    num_step_records: int
+    tail: list[str]  # last logical lines, sanitized and capped
+    problems: list[str]  # what is wrong with the log, in words
+
+
+class StreamParser:
+    """Incremental parser: feed raw bytes as they arrive, call finish() once at EOF.
+
+    With `keep_records=False` feed() returns no records and only the latest step is parsed (on
+    demand, through `last_step`): whole-file parsing is then several times faster.
+    """
+
+    def __init__(self, keep_records: bool = True) -> None:
+        self._keep_records = keep_records
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending: list[str] = []  # pieces of the segment still open (at most MAX_SEGMENT_CHARS)
+        self._pending_kept = 0  # characters held in those pieces
+        self._pending_len = 0  # the open segment's true length, including dropped characters
+        self._line_segments = 0  # non-blank segments seen on the current physical line
+        self._line_last = ""  # the last non-blank segment of the current physical line
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._summary: dict[str, float | int | str] | None = None
+        self._in_summary = False
+        self._truncated = 0
+        self._longest_truncated = 0
+        self._summary_overflow = False
+        self._replaced_bytes = False
+        self._result: ParseResult | None = None
+        self._last_step_text = ""  # the latest completed step segment
+        self._last_step: StepRecord | None = None  # its parsed record, once parsed
+        self.num_step_records = 0
+        self.failed = False  # a FAIL line was seen
+        self.lines_seen = 0  # physical lines ended so far (an unterminated last one counts at finish)
+        self.bytes_seen = 0
+
+    def feed(self, data: bytes) -> list[StepRecord]:
+        """Consume a chunk; return the step records it completed, in order."""
+        if self._result is not None:
+            raise RuntimeError("StreamParser.feed() after finish()")
+        self.bytes_seen += len(data)
+        return self._consume(self._decoder.decode(data))
+
+    @property
+    def buffered_chars(self) -> int:
+        """Characters held for the still-open segment; never more than MAX_SEGMENT_CHARS."""
+        return self._pending_kept
+
+    @property
+    def last_step(self) -> StepRecord | None:
+        """The latest completed step record (cheap: parsed at most once per new step)."""
+        if self._last_step is None and self._last_step_text:
+            self._last_step = parse_step_line(self._last_step_text)
+        return self._last_step
+
+    def finish(self) -> ParseResult:
+        """Flush the last open segment and line; return the result (same object on repeat calls)."""
+        if self._result is None:
+            self._consume(self._decoder.decode(b"", final=True))
+            self._close_segment(*self._join_pending(""), [])
+            if self._line_segments:
+                self._end_line()
+            self._result = ParseResult(
+                summary=self._summary,
+                failed=self.failed,
+                last_step=self.last_step,
+                num_step_records=self.num_step_records,
+                tail=self.tail(),
+                problems=self._problems(),
+            )
+        return self._result
+
+    def tail(self) -> list[str]:
+        """The last logical lines so far (each `\\r`-rewritten line as its last segment), sanitized."""
+        lines = list(self._tail)
+        pending = "".join(self._pending)
+        open_line = pending if pending.strip() else self._line_last
+        if open_line.strip():
+            lines = (lines + [open_line.rstrip()])[-TAIL_LINES:]
+        return [sanitize(line)[:TAIL_LINE_CHARS] for line in lines]
+
+    # -- internals ----------------------------------------------------------
+
+    def _consume(self, text: str) -> list[StepRecord]:
+        if not text:
+            return []
+        if not self._replaced_bytes and "\ufffd" in text:
+            self._replaced_bytes = True
+        records: list[StepRecord] = []
+        lines = text.split("\n")
+        last_index = len(lines) - 1
+        for index, line in enumerate(lines):
+            segments = line.split("\r")
+            if len(segments) == 1 and index == last_index:
+                self._hold(segments[0])
+                break
+            first, first_len = self._join_pending(segments[0])
+            if len(segments) > 1:
+                self._close_segment(first, first_len, records)
+                for segment in segments[1:-1]:
+                    self._close_segment(segment, len(segment), records)
+                if index == last_index:
+                    self._hold(segments[-1])
+                    break
+                first, first_len = segments[-1], len(segments[-1])
+            self._close_segment(first, first_len, records)
+            self._end_line()
+        return records
+
+    def _hold(self, piece: str) -> None:
+        """Add `piece` to the open segment, keeping at most MAX_SEGMENT_CHARS characters of it."""
+        self._pending_len += len(piece)
+        room = MAX_SEGMENT_CHARS - self._pending_kept
+        if piece and room > 0:
+            kept = piece[:room]
+            self._pending.append(kept)
+            self._pending_kept += len(kept)
+
+    def _join_pending(self, piece: str) -> tuple[str, int]:
+        """Close the open segment with `piece`: its kept text and its true length."""
+        if not self._pending_len:
+            return piece, len(piece)
+        self._hold(piece)
+        joined, length = "".join(self._pending), self._pending_len
+        self._pending, self._pending_kept, self._pending_len = [], 0, 0
+        return joined, length
+
+    def _close_segment(self, segment: str, true_len: int, records: list[StepRecord]) -> None:
+        if true_len > MAX_SEGMENT_CHARS:
+            segment = segment[:MAX_SEGMENT_CHARS]
+            self._truncated += 1
+            self._longest_truncated = max(self._longest_truncated, true_len)
+        if not segment or segment.isspace():
+            return
+        self._line_segments += 1
+        self._line_last = segment
+        segment, failed = _split_fail(segment)
+        if failed:
+            self.failed = True
+        head = _STEP_HEAD.match(segment)
+        if head is None:
+            return
+        if self._in_summary:  # steps after `---`: that line was not the final summary
+            self._in_summary, self._summary = False, None
+        self.num_step_records += 1
+        self._last_step_text, self._last_step = segment, None
+        if self._keep_records:
+            self._last_step = _step_record(segment, head)
+            records.append(self._last_step)
+
+    def _end_line(self) -> None:
+        self.lines_seen += 1
+        line = self._line_last.rstrip()
+        single = self._line_segments == 1
+        self._line_segments, self._line_last = 0, ""
+        if not line:
+            return
+        self._tail.append(line[: 4 * TAIL_LINE_CHARS])  # room for escapes that sanitize() removes
+        line = line.lstrip()
+        if single and line == "---":
+            self._in_summary, self._summary = True, {}
+        elif self._in_summary:
+            self._add_summary_line(line)
+
+    def _add_summary_line(self, line: str) -> None:
+        match = _SUMMARY_LINE.fullmatch(line)
+        if match is None or self._summary is None:
+            return
+        key, raw = match.groups()
+        if key not in self._summary and len(self._summary) >= MAX_SUMMARY_KEYS:
+            self._summary_overflow = True
+            return
+        value = parse_summary_value(raw)
+        self._summary[key] = sanitize(value)[:MAX_SUMMARY_VALUE_CHARS] if isinstance(value, str) else value
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if self._truncated:
+            problems.append(
+                f"{self._truncated} over-long line(s) truncated: longest {self._longest_truncated:,} "
+                f"characters without a line break, kept the first {MAX_SEGMENT_CHARS:,}"
+            )
+        if self._replaced_bytes:
+            problems.append("log is not valid UTF-8: bad bytes shown as U+FFFD")
+        if self._summary_overflow:
+            problems.append(f"summary has more than {MAX_SUMMARY_KEYS} keys: the rest were dropped")
+        return problems + summary_problems(self._summary)
+
+
+def parse_log(path: Path, chunk_size: int = 1 << 20) -> ParseResult:
+    """Parse a whole log file, streaming it in chunks of `chunk_size` bytes."""
+    parser = StreamParser(keep_records=False)
+    with open(path, "rb") as log:
+        while chunk := log.read(chunk_size):
+            parser.feed(chunk)
+    return parser.finish()
