@@ -33,12 +33,15 @@ class Settings:
     modal_gpu: str = "H100"
     tag: str = ""                     # default run tag; empty -> derived from the branch
     train_env: dict[str, str] = field(default_factory=dict)  # AUTORESEARCH_* for every train.py run
+    trusted_eval: str = "keeps"       # keeps | always | off: which runs the cockpit re-measures itself
+    metric_tolerance: float = 0.001   # printed vs measured val_bpb further apart -> metric-mismatch
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
-_CHOICES = {"backend": ("local", "modal"), "review": ("auto", "gate")}
+_CHOICES = {"backend": ("local", "modal"), "review": ("auto", "gate"),
+            "trusted_eval": ("keeps", "always", "off")}
 
 
 def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Settings:

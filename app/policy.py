@@ -321,3 +321,40 @@ def _rate(experiments: Sequence[PastExperiment], outcome: str) -> float:
     if not experiments:
         return 0.0
     return sum(_outcome_class(e.decision) == outcome for e in experiments) / len(experiments)
+
+
+# ---------------------------------------------------------------------------
+# Trusted evaluation: which runs the cockpit re-measures, and what its measurement means
+
+TRUSTED_EVAL_MODES = ("keeps", "always", "off")
+OVER_BUDGET_FACTOR = 1.25  # training on the runner's clock may exceed the budget by this factor...
+OVER_BUDGET_SLACK_S = 5.0  # ...plus this (step logging, untimed compile warm-up steps)
+
+
+def wants_measurement(mode: str, decision: str) -> bool:
+    """'keeps': keep-candidates and repeats (they set the best and the noise); 'always': every
+    run with a val_bpb; 'off': none."""
+    if mode == "always":
+        return decision in ("keep", "discard", "repeat")
+    return mode == "keeps" and decision in ("keep", "repeat")
+
+
+def metric_mismatch(reported: float | None, measured: float, tolerance: float) -> bool:
+    """The printed val_bpb is missing or further from the measured one than eval noise allows."""
+    return (reported is None or not math.isfinite(reported)
+            or abs(reported - measured) > tolerance + _TOLERANCE)
+
+
+def over_budget(train_wall_s: float | None, budget_s: float) -> bool:
+    """Training took longer on the runner's clock than the time budget allows."""
+    return (train_wall_s is not None
+            and train_wall_s > budget_s * OVER_BUDGET_FACTOR + OVER_BUDGET_SLACK_S)
+
+
+def refuse_keep(verdict: Verdict, why: str) -> Verdict:
+    """A keep the cockpit cannot trust becomes a discard saying why; other verdicts keep their
+    decision and get `why` appended to the reason."""
+    if verdict.decision == "keep":
+        return Verdict("discard", f"not kept: {why}", delta=verdict.delta, margin=verdict.margin)
+    return Verdict(verdict.decision, f"{verdict.reason}; {why}", is_baseline=verdict.is_baseline,
+                   near_miss=verdict.near_miss, delta=verdict.delta, margin=verdict.margin)

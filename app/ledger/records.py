@@ -65,6 +65,14 @@ class Experiment:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    reported_val_bpb: float | None = None  # what train.py printed
+    measured_val_bpb: float | None = None  # what the cockpit measured from the final weights
+    trusted_eval_s: float | None = None  # seconds the cockpit's own evaluation took
+    train_wall_s: float | None = None  # training time on the runner's clock
+    metric_mismatch: int = 0
+    non_causal: int = 0
+    over_budget: int = 0
+    unmeasured: int = 0
 
     @property
     def summary(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 1
 
 # Summary keys that get a column of their own (everything is also kept in summary_json).
 SUMMARY_COLUMNS = (
@@ -79,5 +78,21 @@ def _v1(db: sqlite_utils.Database) -> None:
                             "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
 
 
-# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
+# The cockpit's own measurement of val_bpb (app/run/trusted.py): what train.py printed, what the
+# cockpit measured from the final weights, what it cost, the runner's clock on training, and the
+# flags a measurement can raise. `val_bpb` stays the value the decision rests on.
+TRUST_FLAGS = ("metric_mismatch", "non_causal", "over_budget", "unmeasured")
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    table = db.table("experiments")
+    for column in ("reported_val_bpb", "measured_val_bpb", "trusted_eval_s", "train_wall_s"):
+        table.add_column(column, float)
+    for flag in TRUST_FLAGS:
+        table.add_column(flag, int, not_null_default=0)
+
+
+# MIGRATIONS[n] upgrades a ledger to version n from the version before it (gaps are allowed), inside
+# one BEGIN IMMEDIATE transaction.
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 5: _v5}
+SCHEMA_VERSION = max(MIGRATIONS)

@@ -114,7 +114,7 @@ class Ledger:
             return
         with self.write():
             version = self._schema_version()
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            for target in sorted(v for v in MIGRATIONS if v > version):
                 MIGRATIONS[target](self.db)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -22,6 +22,7 @@ from app.policy import Outcome, Verdict, decide, is_contended
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
+from app.run.trusted import Trust
 
 HEARTBEAT_S = 1.0  # step rows and heartbeat at most this often
 KILL_POLL_S = 0.5  # how often the runner looks for a kill request
@@ -67,6 +68,7 @@ class Runner:
         plan = self.plan
         self.exp_id = self.ledger.register(
             guard=lambda ledger: refuse_if_running_in(ledger, plan.worktree), **plan.register_fields())
+        self.trust = Trust(plan, self.ledger.path.parent, self.exp_id)
         logs = self.ledger.path.parent / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{self.exp_id}.log"
@@ -81,7 +83,8 @@ class Runner:
     def _launch_and_supervise(self, log_path: Path, sinks: tuple) -> Supervised:
         plan = self.plan
         try:
-            run = start_run(plan.backend, plan.worktree, plan.env, plan.timeout_s)
+            run = start_run(plan.backend, plan.worktree, {**plan.env, **self.trust.child_env()},
+                            plan.timeout_s)
         except Exception as exc:
             self.ledger.update(self.exp_id, event="decide", detail={"decision": "lost"},
                                status="finished", decision="lost", finished_at=time.time(),
@@ -89,6 +92,7 @@ class Runner:
                                reason=f"{plan.backend} backend failed to start: {exc}")
             raise RunInfraError(f"{plan.backend} backend failed to start: {exc}") from exc
         self._t0 = time.time()
+        self.trust.started()
         self.ledger.update(self.exp_id, event="start",
                            detail={"backend": plan.backend, "ident": run.ident},
                            status="running", started_at=self._t0, heartbeat_at=self._t0,
@@ -174,6 +178,7 @@ class Runner:
         records = self.parser.feed(data)
         if records:
             self._unsent = records[-1]
+            self.trust.saw_steps()
 
     def _heartbeat(self) -> None:
         """One transaction a second: the newest step (if any) plus the live columns."""
@@ -196,18 +201,24 @@ class Runner:
         parsed = self.parser.finish()
         summary = parsed.summary
         val_bpb = finite(summary.get("val_bpb")) if summary else None
-        outcome = Outcome(exit_code=supervised.exit_code, val_bpb=val_bpb,
-                          has_summary=summary is not None, failed=parsed.failed,
-                          timed_out=supervised.stop_reason == "timeout",
-                          killed=supervised.stop_reason in ("killed", "signal"))
         constants = {k: summary.get(k) for k in ("time_budget", "max_seq_len", "eval_tokens",
                                                  "vocab_size")} if summary else {}
         context = gather(self.ledger, exp_id=self.exp_id, branch=plan.branch, tag=plan.tag,
                          main_branch=plan.main_branch,
                          constants={k: v for k, v in constants.items() if finite(v) is not None})
-        verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
-        verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
-        flags = self._flags(verdict, summary, context)
+
+        def verdict_on(val: float | None) -> Verdict:
+            outcome = Outcome(exit_code=supervised.exit_code, val_bpb=val,
+                              has_summary=summary is not None, failed=parsed.failed,
+                              timed_out=supervised.stop_reason == "timeout",
+                              killed=supervised.stop_reason in ("killed", "signal"))
+            verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
+            return self._adjust(verdict, supervised, summary, context, parsed.failed, val)
+
+        settled = self.trust.settle(verdict_on(val_bpb), val_bpb, verdict_on, self._heartbeat,
+                                    lambda: self.signal_received is not None)
+        verdict = settled.verdict
+        flags = {**self._flags(verdict, summary, context), **settled.flags}
         decision = verdict.decision
         review = None
         if self._gated(verdict):
@@ -219,11 +230,13 @@ class Runner:
             contended=int(flags["contended"]), integrity=int(flags["integrity"]))
         if summary:
             values.update(summary_columns(summary))
+        values.update(settled.values)
         if decision not in ("keep", "discard", "repeat", "pending"):
             values["crash_tail"] = "\n".join(parsed.tail)
         self.ledger.update(self.exp_id, event="finish",
                            detail={"exit_code": supervised.exit_code, "decision": decision,
-                                   "stop": supervised.stop_reason}, **values)
+                                   "stop": supervised.stop_reason, "trusted": settled.detail},
+                           **values)
         self.ledger.event("decide", experiment_id=self.exp_id, actor="runner",
                           decision=decision, reason=verdict.reason)
         if review == "pending":
@@ -232,7 +245,7 @@ class Runner:
                             parsed.tail, str(log_path), flags)
 
     def _adjust(self, verdict: Verdict, supervised: Supervised, summary: dict | None,
-                context: Context, failed: bool) -> Verdict:
+                context: Context, failed: bool, val_bpb: float | None) -> Verdict:
         """Our rules on top of the policy: clearer crash reasons, unusable summaries,
         integrity, repeats."""
         problems = summary_problems(summary) if summary is not None else []
@@ -265,7 +278,7 @@ class Runner:
                            margin=verdict.margin)
         if self.plan.repeat_of is not None:
             original = self.plan.repeat_of
-            diff = (summary or {}).get("val_bpb", 0) - (original.val_bpb or 0)
+            diff = (val_bpb or 0) - (original.val_bpb or 0)
             return Verdict("repeat", f"repeat of #{original.id} ({original.val_bpb:.6f}): "
                            f"{diff:+.6f}", delta=verdict.delta, margin=verdict.margin)
         return verdict
