@@ -188,6 +188,9 @@ class Trust:
 
     def measure(self) -> Measurement:
         t0 = time.monotonic()
+        if not self.weights.is_file():
+            return Measurement(error=f"train.py handed over no weights ({WEIGHTS_ENV}): keep the "
+                                     "hand-over lines at the end of train.py")
         try:
             prepare, train = self._inputs()
         except (ValueError, git.GitError, OSError) as exc:
