@@ -29,6 +29,7 @@ from app import git
 from app.actions import add_note
 from app.config import load_settings
 from app.ledger.store import Ledger, find_ledger_path
+from app.ledger.vocabulary import is_kept
 from app.agents.mutations import (MutationError, Move, SearchState, apply_changes, changes_between,
                            config_key, next_move, read_constants, values_of)
 from app.policy import RESET_COMMAND
@@ -322,7 +323,7 @@ class SearchAgent:
         """A crash streak: go back to the branch's last kept commit and take small steps."""
         s = self.s
         kept = [e for e in ledger.experiments(branch=s.branch, newest_first=True)
-                if e.decision in ("keep", "approved") and e.commit_sha]
+                if is_kept(e) and e.commit_sha]
         self.careful = CAREFUL_RUNS
         self.momentum = ()
         if kept and git.head_sha(s.worktree) != kept[0].commit_sha:
