@@ -137,11 +137,10 @@ def pyproject_text(root: Path, budget: int) -> str:
 
 
 def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                          env={**os.environ, **IDENTITY}, check=False)
-    if proc.returncode != 0:
-        raise DemoError(f"git {' '.join(args[:3])} in {root} failed: {proc.stderr.strip()}")
-    return proc.stdout
+    try:
+        return git.run(root, *args, env=IDENTITY)
+    except git.GitError as exc:
+        raise DemoError(str(exc)) from exc
 
 
 def build_sandbox(root: Path, budget: int | None, say: Say) -> Sandbox:
@@ -166,8 +165,7 @@ def build_sandbox(root: Path, budget: int | None, say: Say) -> Sandbox:
     (root / "README.md").write_text(README.format(root=root))
     (root / ".gitignore").write_text(".autoresearch/\nrun.log\nresults.tsv\n__pycache__/\n")
     _git(root, "init", "--quiet", "--initial-branch=main")
-    if subprocess.run(["git", "-C", str(root), "config", "user.email"], capture_output=True,
-                      check=False).returncode != 0:  # adopting into main commits as someone
+    if git.config_value(root, "user.email") is None:  # adopting into main commits as someone
         _git(root, "config", "user.name", IDENTITY["GIT_AUTHOR_NAME"])
         _git(root, "config", "user.email", IDENTITY["GIT_AUTHOR_EMAIL"])
     _git(root, "add", "prepare.py", "train.py", "program.md", "pyproject.toml", "README.md", ".gitignore")
