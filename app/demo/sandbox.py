@@ -26,7 +26,7 @@ import zlib
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import psutil
 
@@ -39,7 +39,7 @@ from app.corefiles import core_file
 from app.agents.kickoff import agent_env, kickoff_text, plain_shell, write_kickoff
 from app.ledger.store import Agent, Ledger
 from app.agents.mutations import apply_changes
-from app.run.procs import process_identity
+from app.run.procs import process_identity, term_then_kill
 
 STATE_FILE = Path(".autoresearch") / "demo.json"
 CACHE_DIR = Path(".autoresearch") / "cache"
@@ -367,6 +367,16 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _signal_all(procs: Iterable[psutil.Process], send: Callable[[psutil.Process], None]) -> bool:
+    """`send` (terminate or kill) to each of `procs` still there; True if any was."""
+    sent = False
+    for proc in procs:
+        with suppress(psutil.Error):
+            send(proc)
+            sent = True
+    return sent
+
+
 def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
     """Stop every agent of the demo in `root`, their runs and training, and its tmux servers;
     then make sure nothing of it is left running."""
@@ -395,12 +405,9 @@ def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
             report.tmux_servers.append(socket)
     leftovers = {p.pid: p for p in [*watched, *sandbox_processes(root, sockets)] if _alive(p)}
     report.killed = sorted(leftovers)
-    for proc in leftovers.values():
-        with suppress(psutil.Error):
-            proc.terminate()
-    for proc in psutil.wait_procs(list(leftovers.values()), timeout=grace_s)[1]:
-        with suppress(psutil.Error):
-            proc.kill()
+    term_then_kill(lambda: _signal_all(leftovers.values(), psutil.Process.terminate),
+                   lambda: _signal_all([p for p in leftovers.values() if _alive(p)], psutil.Process.kill),
+                   lambda: not any(_alive(p) for p in leftovers.values()), grace_s)
     psutil.wait_procs(list(leftovers.values()), timeout=3)
     if ledger_path.is_file():
         with Ledger(ledger_path) as ledger:
