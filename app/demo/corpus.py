@@ -18,9 +18,9 @@ import os
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 MIN_DOC_CHARS = 200  # shorter docstrings ("Return x.") teach little
 SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test",

@@ -5,7 +5,7 @@ agents is sanitized and put in a `Text`, so `[red]x[/red]` shows as typed.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
