@@ -6,6 +6,7 @@ still alive (search agents, `cockpit run`s, train.py, prepare.py, its private tm
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,3 +76,13 @@ def alive(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def signal_all(procs: Iterable[psutil.Process], send: Callable[[psutil.Process], None]) -> bool:
+    """`send` (terminate or kill) to each of `procs` still there; True if any was."""
+    sent = False
+    for proc in procs:
+        with suppress(psutil.Error):
+            send(proc)
+            sent = True
+    return sent

@@ -38,9 +38,9 @@ from app.agents.kickoff import agent_env, kickoff_text, plain_shell, write_kicko
 from app.agents.mutations import apply_changes
 from app.corefiles import core_file
 from app.demo import corpus
-from app.demo.processes import StopReport, agent_tree, alive, sandbox_processes, stop_agent
+from app.demo.processes import StopReport, agent_tree, alive, sandbox_processes, signal_all, stop_agent
 from app.ledger.store import Agent, Ledger
-from app.run.procs import process_identity
+from app.run.procs import process_identity, term_then_kill
 
 STATE_FILE = Path(".autoresearch") / "demo.json"
 CACHE_DIR = Path(".autoresearch") / "cache"
@@ -138,11 +138,10 @@ def pyproject_text(root: Path, budget: int) -> str:
 
 
 def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                          env={**os.environ, **IDENTITY}, check=False)
-    if proc.returncode != 0:
-        raise DemoError(f"git {' '.join(args[:3])} in {root} failed: {proc.stderr.strip()}")
-    return proc.stdout
+    try:
+        return git.run(root, *args, env=IDENTITY)
+    except git.GitError as exc:
+        raise DemoError(str(exc)) from exc
 
 
 def build_sandbox(root: Path, budget: int | None, say: Say) -> Sandbox:
@@ -167,8 +166,7 @@ def build_sandbox(root: Path, budget: int | None, say: Say) -> Sandbox:
     (root / "README.md").write_text(README.format(root=root))
     (root / ".gitignore").write_text(".autoresearch/\nrun.log\nresults.tsv\n__pycache__/\n")
     _git(root, "init", "--quiet", "--initial-branch=main")
-    if subprocess.run(["git", "-C", str(root), "config", "user.email"], capture_output=True,
-                      check=False).returncode != 0:  # adopting into main commits as someone
+    if git.config_value(root, "user.email") is None:  # adopting into main commits as someone
         _git(root, "config", "user.name", IDENTITY["GIT_AUTHOR_NAME"])
         _git(root, "config", "user.email", IDENTITY["GIT_AUTHOR_EMAIL"])
     _git(root, "add", "prepare.py", "train.py", "program.md", "pyproject.toml", "README.md", ".gitignore")
@@ -340,12 +338,9 @@ def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
             report.tmux_servers.append(socket)
     leftovers = {p.pid: p for p in [*watched, *sandbox_processes(root, sockets)] if alive(p)}
     report.killed = sorted(leftovers)
-    for proc in leftovers.values():
-        with suppress(psutil.Error):
-            proc.terminate()
-    for proc in psutil.wait_procs(list(leftovers.values()), timeout=grace_s)[1]:
-        with suppress(psutil.Error):
-            proc.kill()
+    term_then_kill(lambda: signal_all(leftovers.values(), psutil.Process.terminate),
+                   lambda: signal_all([p for p in leftovers.values() if alive(p)], psutil.Process.kill),
+                   lambda: not any(alive(p) for p in leftovers.values()), grace_s)
     psutil.wait_procs(list(leftovers.values()), timeout=3)
     if ledger_path.is_file():
         with Ledger(ledger_path) as ledger:

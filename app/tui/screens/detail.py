@@ -6,7 +6,6 @@ log itself. Everything from agents and logs is shown literally (sanitized, never
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,8 @@ from textual.worker import get_current_worker
 
 from app import git
 from app.ledger.schema import SUMMARY_COLUMNS
-from app.ledger.store import Event, Experiment, Ledger, LedgerError
+from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger
+from app.ledger.vocabulary import labelled, verdict_of
 from app.logs.textsafe import sanitize
 from app.tui.screens.detail_data import DetailData, load_detail
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from app.tui.widgets.loss_curve import LossCurve, Point
 
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
-SYMBOLS = {"keep": "✓", "discard": "✗", "crash": "‼", "killed": "☠", "timeout": "⏱", "lost": "?",
-           "pending": "⧗", "approved": "✓", "rejected": "✗", "running": "▶", "registered": "○"}
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
@@ -72,10 +70,6 @@ def short_path(path: str, base: Path) -> str:
         return sanitize(path)
 
 
-def state_word(exp: Experiment) -> str:
-    return exp.review if exp.review in ("pending", "approved", "rejected") else exp.effective_decision
-
-
 def tab_label(key: str, label: str) -> Content:
     """The tab's name with its key underlined (the key switches to the tab)."""
     at = label.lower().find(key)
@@ -83,8 +77,7 @@ def tab_label(key: str, label: str) -> Content:
 
 
 def title_text(exp: Experiment) -> Text:
-    state = state_word(exp)
-    parts = [f"#{exp.id}", exp.agent or "—", f"{SYMBOLS.get(state, '·')} {state}"]
+    parts = [f"#{exp.id}", exp.agent or "—", labelled(verdict_of(exp))]
     if exp.val_bpb is not None:
         parts.append(f"val_bpb {exp.val_bpb:.6f}")
     if exp.is_live and exp.progress_pct is not None:
@@ -227,7 +220,7 @@ class DetailScreen(Screen):
                     if current != version:
                         self.post_message(self._Loaded(load_detail(ledger, self.exp_id, cache)))
                         version = current
-                except (LedgerError, sqlite3.Error) as exc:
+                except LEDGER_ERRORS as exc:
                     self.post_message(self._Unavailable(str(exc)))
                     if ledger is not None:
                         ledger.close()
@@ -320,9 +313,9 @@ class DetailScreen(Screen):
         base = self.ledger_path.parent
         if base.name == ".autoresearch":  # the default place: show paths from the main worktree
             base = base.parent
-        state = state_word(exp)
+        state = verdict_of(exp)
         badge = self.query_one("#badge-state", Static)
-        badge.update(Text(f"{SYMBOLS.get(state, '·')} {state}"))
+        badge.update(Text(labelled(state)))
         badge.set_classes(f"badge state-{state}")
         flags = [label for column, label in FLAGS if getattr(exp, column)]
         if exp.repeat_of:
