@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from textual.widgets import Static
 
 from app.agents import panes
 from app.ledger.store import Ledger
+from app.tui.widgets.pane_preview import PanePreview
 from runnerhelpers import agent_worktree
 
 ENV_CLEARED = ("TMUX", "TMUX_PANE", "COCKPIT_LEDGER", "COCKPIT_AGENT", "COCKPIT_TAG",
@@ -31,6 +33,11 @@ def type_into(socket: str, pane_id: str, text: str) -> None:
     """Type `text` literally into a pane, then Enter, as a human at the terminal would."""
     for keys in (["-l", "--", text], ["Enter"]):
         subprocess.run(["tmux", "-L", socket, "send-keys", "-t", pane_id, *keys], check=True)
+
+
+def preview_text(preview: PanePreview, part: str = "body") -> str:
+    """What the pane preview shows now in its "title" or "body" line, as plain text."""
+    return str(preview.query_one(f"#preview-{part}", Static).content)
 
 
 def agent_pane(name: str, socket: str, session: str | None = None) -> panes.Pane | None:

@@ -23,7 +23,7 @@ from app.tui.screens.new_agent import NewAgentModal
 from app.tui.widgets.pane_preview import PanePreview
 from gitrepo import git
 from runnerhelpers import make_project
-from tuiagents import TmuxServer, agent_pane, agents_cell, clean_env, type_into
+from tuiagents import TmuxServer, agent_pane, agents_cell, clean_env, preview_text, type_into
 from tuifixtures import build_ledger, notifications
 from waiting import wait_until
 
@@ -67,7 +67,7 @@ async def highlight_agent(pilot, name: str) -> PanePreview:
     table.focus()
     table.move_cursor(row=table.get_row_index(name))
     preview = dashboard.query_one(PanePreview)
-    await wait_until(pilot, lambda: preview.title_text.startswith(f"{name} · "))
+    await wait_until(pilot, lambda: preview_text(preview, "title").startswith(f"{name} · "))
     return preview
 
 
@@ -84,30 +84,30 @@ async def test_the_preview_shows_the_highlighted_agents_pane_only_while_visible(
     app = make_app(ledger_path, poll_interval=POLL)
     async with app.run_test(size=(120, 40)) as pilot:
         preview = await highlight_agent(pilot, "ada")
-        await wait_until(pilot, lambda: "MARKER-ada [b]x[/b]" in preview.body_text)  # literal text
+        await wait_until(pilot, lambda: "MARKER-ada [b]x[/b]" in preview_text(preview))  # literal text
         preview = await highlight_agent(pilot, "bo")
-        await wait_until(pilot, lambda: "MARKER-bo" in preview.body_text)
-        assert preview.title_text.startswith(f"bo · pane {bo.pane_id} · train.py ")
+        await wait_until(pilot, lambda: "MARKER-bo" in preview_text(preview))
+        assert preview_text(preview, "title").startswith(f"bo · pane {bo.pane_id} · train.py ")
         type_into(server.socket, bo.pane_id, "typed-later")
-        await wait_until(pilot, lambda: "typed-later" in preview.body_text)  # refreshed, live
+        await wait_until(pilot, lambda: "typed-later" in preview_text(preview))  # refreshed, live
 
         await pilot.press("question_mark")  # a modal covers the dashboard: the pane is not read
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         await wait_until(pilot, lambda: not capturing(app))  # one started before the modal ends
         type_into(server.socket, bo.pane_id, "typed-while-covered")
         await pilot.pause(1.3)  # the behaviour under test: refresh periods pass without a capture
-        assert "typed-while-covered" not in preview.body_text
+        assert "typed-while-covered" not in preview_text(preview)
         await pilot.press("escape")
-        await wait_until(pilot, lambda: "typed-while-covered" in preview.body_text)
+        await wait_until(pilot, lambda: "typed-while-covered" in preview_text(preview))
 
     small = make_app(ledger_path, poll_interval=POLL)
     async with small.run_test(size=(80, 24)) as pilot:  # too small: preview hidden, nothing captured
         preview = small.dashboard.query_one(PanePreview)
         await wait_until(pilot, lambda: agents_cell(small, "bo", "edits") == "clean", timeout=10)
         await pilot.pause(1.2)  # the behaviour under test: refresh periods pass without a capture
-        assert preview.region.height == 0 and "MARKER" not in preview.body_text
+        assert preview.region.height == 0 and "MARKER" not in preview_text(preview)
         await pilot.press("v")  # unless asked for
-        await wait_until(pilot, lambda: "MARKER-ada" in preview.body_text)
+        await wait_until(pilot, lambda: "MARKER-ada" in preview_text(preview))
 
 
 async def test_enter_focuses_the_agents_pane_and_says_how_to_attach(
@@ -222,14 +222,14 @@ exec sleep 600
     async with app.run_test(size=(120, 40)) as pilot:
         preview = await highlight_agent(pilot, "scripted")
         await wait_until(pilot, lambda: agents_cell(app, "scripted", "edits") == "+1 −1", timeout=10)
-        await wait_until(pilot, lambda: "EDITED" in preview.body_text)
+        await wait_until(pilot, lambda: "EDITED" in preview_text(preview))
         go.touch()
         await wait_until(pilot, lambda: "%" in (agents_cell(app, "scripted", "running") or ""), timeout=30)
         assert agents_cell(app, "scripted", "running").startswith("#1 ")
         # committed before the run: the watcher's diff stat catches up with the commit
         await wait_until(pilot, lambda: agents_cell(app, "scripted", "edits") == "clean", timeout=10)
         await wait_until(pilot, lambda: agents_cell(app, "scripted", "last") == "#1 ✓ 0.970000", timeout=30)
-        await wait_until(pilot, lambda: "SCRIPT-DONE" in preview.body_text)
+        await wait_until(pilot, lambda: "SCRIPT-DONE" in preview_text(preview))
         exp = app.dashboard.table.experiment(1)
         assert (exp.description, exp.decision, exp.agent) == ("scripted: lower val_bpb", "keep", "scripted")
     with Ledger(ledger_path, read_only=True) as ledger:

@@ -22,7 +22,7 @@ from app.tui.widgets.live_view import LiveView
 from app.tui.widgets.pane_preview import PanePreview
 from gitrepo import edit, git
 from runnerhelpers import make_project, set_constant
-from tuiagents import agents_cell, clean_env, register_agent
+from tuiagents import agents_cell, clean_env, preview_text, register_agent
 from tuifixtures import notifications
 from waiting import wait_for, wait_until
 
@@ -80,7 +80,7 @@ async def test_train_py_edits_show_live_as_a_diff_stat_and_a_diff(main: Path, le
         edit(wt, "train.py", "NUM_STEPS = 6", "NUM_STEPS = 7")
         await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "+1 −1")
         preview = app.dashboard.query_one(PanePreview)
-        assert "ada · no pane · train.py +1 −1" in preview.title_text
+        assert "ada · no pane · train.py +1 −1" in preview_text(preview, "title")
 
         await pilot.press("e")  # what is it changing? the diff, highlighted, live while open
         await wait_until(pilot, lambda: isinstance(app.screen, AgentDiffModal))

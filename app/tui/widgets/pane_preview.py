@@ -62,15 +62,6 @@ class PanePreview(Vertical):
         if self._unchanged < QUIET_AFTER or self._ticks % QUIET_EVERY == 0:
             self.refresh_capture()
 
-    @property
-    def title_text(self) -> str:
-        return self._shown.get("#preview-title", Text()).plain
-
-    @property
-    def body_text(self) -> str:
-        """The pane text (or hint) shown now, as plain text."""
-        return self._shown.get("#preview-body", Text()).plain
-
     def show(self, agent: AgentStatus | None, edits: Text) -> None:
         """Follow `agent` (None: nothing highlighted); `edits` is its train.py diff stat."""
         previous, self.agent = self.agent, agent
