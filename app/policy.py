@@ -6,8 +6,8 @@ Plain values in, dataclasses out; no I/O, so the runner, the CLI and the TUI sha
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 # ---------------------------------------------------------------------------
 # Vocabulary
@@ -19,6 +19,7 @@ CATEGORIES = (  # the experiment categories agents pick from; suggest() reports 
 )
 STRATEGIES = ("explore", "exploit", "combine", "ablation")
 RESET_COMMAND = "git reset --hard HEAD~1"  # undo the experiment's commit on the agent's branch
+NOT_COMPARED = "not compared (integrity): "  # the reason of a run measured but not compared
 
 _TOLERANCE = 1e-9  # val_bpb is printed with 6 decimals: values closer than this are equal
 _STREAK_COUNTS = frozenset({"crash", "timeout"})  # the agent's own failures
@@ -164,6 +165,68 @@ def _crash_reason(outcome: Outcome) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What the runner knows beyond the Outcome, for the rules applied on top of decide()."""
+
+    signal_name: str | None = None  # the run stopped because the runner received this signal
+    timeout_s: float = 0.0  # the hard limit it ran under
+    stream_error: str = ""  # its output stream broke (e.g. a Modal connection)
+    failed: bool = False  # train.py printed FAIL
+    exit_code: int | None = None
+    summary_problems: Sequence[str] = ()  # why the summary block is unusable (none: usable)
+    integrity: Sequence[str] = ()  # why the run must not be compared (none: compare it)
+    repeat_of: tuple[int, float] | None = None  # (id, val_bpb) of the measurement it repeats
+    val_bpb: float = 0.0  # the summary's
+
+
+def adjust(verdict: Verdict, facts: RunFacts) -> Verdict:
+    """The runner's rules on top of decide(): clearer crash reasons, unusable summaries,
+    integrity (measured but not compared), repeats."""
+    margin = verdict.margin
+    if facts.signal_name:
+        return Verdict("killed", f"the runner received {facts.signal_name}", margin=margin)
+    if verdict.decision == "timeout":
+        return Verdict("timeout", f"ran past the hard limit of {facts.timeout_s:g} s", margin=margin)
+    unusable = "summary unusable: " + "; ".join(facts.summary_problems)
+    if verdict.decision == "crash":
+        if facts.stream_error:
+            return Verdict("crash", facts.stream_error, margin=margin)
+        if facts.failed and "FAIL" not in verdict.reason:
+            return Verdict("crash", f"train.py reported FAIL (loss NaN or > 100), {verdict.reason}",
+                           margin=margin)
+        if facts.exit_code == 0 and facts.summary_problems:
+            return Verdict("crash", unusable, margin=margin)
+    if verdict.decision not in ("keep", "discard"):
+        return verdict
+    if facts.summary_problems:
+        return Verdict("crash", unusable, margin=margin)
+    if facts.integrity:
+        return Verdict("discard", NOT_COMPARED + "; ".join(facts.integrity), margin=margin)
+    if facts.repeat_of is not None:
+        original_id, original_val = facts.repeat_of
+        return Verdict("repeat", f"repeat of #{original_id} ({original_val:.6f}): "
+                       f"{facts.val_bpb - original_val:+.6f}", delta=verdict.delta, margin=margin)
+    return verdict
+
+
+def integrity_reasons(plan_reasons: Sequence[str], tag: str, baseline_id: int | None,
+                      mismatch: Sequence[str]) -> list[str]:
+    """Why a run is not compared: the plan's reasons, and eval constants that differ from the
+    tag baseline's (`mismatch`: `name a != b` texts)."""
+    if not mismatch or baseline_id is None:
+        return list(plan_reasons)
+    return [*plan_reasons, f"eval constants differ from tag {tag!r} baseline #{baseline_id} "
+            f"({', '.join(mismatch)}): use another --tag"]
+
+
+def run_flags(verdict: Verdict, *, contended: bool, plan_integrity: bool) -> dict[str, bool]:
+    """The flags stored with a finished run: contended, integrity, near-miss."""
+    return {"contended": contended,
+            "integrity": verdict.reason.startswith(NOT_COMPARED) or plan_integrity,
+            "near_miss": verdict.near_miss}
+
+
 # ---------------------------------------------------------------------------
 # Flags, streaks, timeouts, git
 
@@ -276,7 +339,7 @@ def suggest(history: Sequence[PastExperiment]) -> Suggestion:
     keep_rate = _rate(recent, "keep")
     crash_rate = _rate(recent, "crash")
     near_misses = [e.id for e in reversed(finished) if e.near_miss]
-    counts = {c: 0 for c in CATEGORIES}
+    counts = dict.fromkeys(CATEGORIES, 0)
     for exp in finished:
         if exp.category:
             name = exp.category.strip().lower()
@@ -322,39 +385,3 @@ def _rate(experiments: Sequence[PastExperiment], outcome: str) -> float:
         return 0.0
     return sum(_outcome_class(e.decision) == outcome for e in experiments) / len(experiments)
 
-
-# ---------------------------------------------------------------------------
-# Trusted evaluation: which runs the cockpit re-measures, and what its measurement means
-
-TRUSTED_EVAL_MODES = ("keeps", "always", "off")
-OVER_BUDGET_FACTOR = 1.25  # training on the runner's clock may exceed the budget by this factor...
-OVER_BUDGET_SLACK_S = 5.0  # ...plus this (step logging, untimed compile warm-up steps)
-
-
-def wants_measurement(mode: str, decision: str) -> bool:
-    """'keeps': keep-candidates and repeats (they set the best and the noise); 'always': every
-    run with a val_bpb; 'off': none."""
-    if mode == "always":
-        return decision in ("keep", "discard", "repeat")
-    return mode == "keeps" and decision in ("keep", "repeat")
-
-
-def metric_mismatch(reported: float | None, measured: float, tolerance: float) -> bool:
-    """The printed val_bpb is missing or further from the measured one than eval noise allows."""
-    return (reported is None or not math.isfinite(reported)
-            or abs(reported - measured) > tolerance + _TOLERANCE)
-
-
-def over_budget(train_wall_s: float | None, budget_s: float) -> bool:
-    """Training took longer on the runner's clock than the time budget allows."""
-    return (train_wall_s is not None
-            and train_wall_s > budget_s * OVER_BUDGET_FACTOR + OVER_BUDGET_SLACK_S)
-
-
-def refuse_keep(verdict: Verdict, why: str) -> Verdict:
-    """A keep the cockpit cannot trust becomes a discard saying why; other verdicts keep their
-    decision and get `why` appended to the reason."""
-    if verdict.decision == "keep":
-        return Verdict("discard", f"not kept: {why}", delta=verdict.delta, margin=verdict.margin)
-    return Verdict(verdict.decision, f"{verdict.reason}; {why}", is_baseline=verdict.is_baseline,
-                   near_miss=verdict.near_miss, delta=verdict.delta, margin=verdict.margin)

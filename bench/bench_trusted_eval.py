@@ -23,8 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from corehelpers import (SMOKE_CONSTANTS, parse_summary, run_script, script_env,  # noqa: E402
-                         write_corpus, write_scripts)
+from corehelpers import SMOKE_CONSTANTS, parse_summary, run_script, script_env, write_corpus, write_scripts  # noqa: E402
 
 
 def main() -> int:

@@ -6,10 +6,21 @@ import time
 from typing import Any
 
 from app import git
+from app.commands import (
+    CommandError,
+    add_json_flag,
+    fmt_delta,
+    fmt_val,
+    here,
+    main_or_none,
+    one_line,
+    open_ledger,
+    print_json,
+    say,
+    settings_for,
+    stream_json_list,
+)
 from app.ledger import report
-from app.commands import (CommandError, add_json_flag, fmt_delta, fmt_val, here, main_or_none,
-                          one_line, open_ledger, print_json, say, settings_for,
-                          stream_json_list)
 from app.ledger.schema import TRUST_FLAGS
 from app.ledger.store import Ledger, LedgerError
 from app.run.plan import agent_name, tag_name

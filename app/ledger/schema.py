@@ -1,7 +1,8 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import sqlite_utils

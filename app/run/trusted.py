@@ -7,6 +7,7 @@ The runner calls `Trust.child_env()` before launching, `saw_steps()` as step lin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,14 +23,9 @@ from typing import Any
 import app
 from app import git
 from app.ledger.store import finite
-from app.policy import (
-    Verdict,
-    metric_mismatch,
-    over_budget,
-    refuse_keep,
-    wants_measurement,
-)
+from app.policy import Verdict
 from app.run.plan import DEFAULT_TIME_BUDGET_S, Plan, RunRefused, effective_time_budget
+from app.trust_policy import metric_mismatch, over_budget, refuse_keep, wants_measurement
 
 WEIGHTS_ENV = "COCKPIT_WEIGHTS_OUT"  # train.py saves {"config", "model"} here when it is set
 EVAL_TIMEOUT_S = 900.0  # the evaluator is stopped after this long
@@ -218,17 +214,13 @@ class Trust:
                        f"the evaluation ran past {EVAL_TIMEOUT_S:g} s"
                        if time.monotonic() > deadline else "")
             if problem:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is its own
-                except ProcessLookupError:
-                    pass
+                with contextlib.suppress(ProcessLookupError):  # its own session and group
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return problem
             self._heartbeat()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_S)
-            except subprocess.TimeoutExpired:
-                pass
         return ""
 
 

@@ -1,7 +1,8 @@
 """The cockpit's own val_bpb: evaluate the final weights a run handed over, in a process of its own.
 
 Usage (the runner starts it; app/run/trusted.py):
-    python -m app.run.trusted_eval --prepare prepare.py --train train.py --weights weights.pt --out result.json
+    python -m app.run.trusted_eval --prepare prepare.py --train train.py --weights weights.pt \
+        --out result.json
 
 Order matters. Main's prepare.py is imported and every validation token, the token byte lengths
 and the eval constants are read into memory first; only then does the model's code run (the
@@ -31,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from app.errors import UsageError
+
 CROSS_ENTROPY = F.cross_entropy
 LOG_SOFTMAX = F.log_softmax
 RELIED_ON = {  # functions the metric uses: the model's code must leave them as they were
@@ -49,7 +52,7 @@ PROBE_TOLERANCE = 1e-3  # largest change of a log-probability at or before t tha
 COMPILED_PREFIX = "_orig_mod."  # state_dict keys of a torch.compile'd model
 
 
-class EvalError(Exception):
+class EvalError(UsageError):
     """The weights cannot be evaluated; the message says why in one line."""
 
 
@@ -104,7 +107,7 @@ def load_model(train_path: Path, weights_path: Path, device: torch.device) -> to
     module = types.ModuleType("train_model")
     module.__file__ = str(train_path)
     sys.modules["train_model"] = module
-    exec(compile(source[:banner.start()], str(train_path), "exec"), module.__dict__)  # noqa: S102
+    exec(compile(source[:banner.start()], str(train_path), "exec"), module.__dict__)
     for name in ("GPTConfig", "GPT"):
         if not callable(module.__dict__.get(name)):
             raise EvalError(f"train.py defines no {name} above its `# Setup` banner")
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         result, status = {"error": str(exc)}, 1
     except SystemExit as exc:  # prepare.py's one-line errors; or the model's code called exit()
         result, status = {"error": f"exited during the evaluation: {exc}"}, 1
-    except Exception as exc:  # noqa: BLE001  (the model code failed: one line here, the rest in the log)
+    except Exception as exc:
         import traceback
 
         traceback.print_exc()

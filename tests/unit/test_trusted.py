@@ -10,20 +10,15 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 import torch
-from runnerhelpers import agent_worktree, cli, make_project
 
 from app.config import ConfigError, load_settings
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, TRUST_FLAGS
 from app.ledger.store import Ledger
-from app.policy import (
-    Verdict,
-    metric_mismatch,
-    over_budget,
-    refuse_keep,
-    wants_measurement,
-)
+from app.policy import Verdict
 from app.run import trusted_eval
 from app.run.trusted import read_result
+from app.trust_policy import metric_mismatch, over_budget, refuse_keep, wants_measurement
+from runnerhelpers import agent_worktree, cli, make_project
 
 # ---------------------------------------------------------------------------
 # Rules

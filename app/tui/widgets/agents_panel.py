@@ -7,9 +7,10 @@ agents' worktrees and shows the `AgentDiff` / `AgentStates` messages that come b
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,10 +19,11 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import state_of, symbol
 from app.tui.messages import AgentDiff, AgentStates
-from app.tui.poller import AgentStatus, state_of
+from app.tui.poller import AgentStatus
 from app.tui.watcher import AgentWatch
-from app.tui.widgets.experiments_table import SYMBOLS, TONES, one_line
+from app.tui.widgets.experiments_table import TONES, one_line
 from app.tui.widgets.pane_preview import PanePreview
 
 if TYPE_CHECKING:
@@ -255,5 +257,5 @@ class AgentsPanel(Vertical):
         if last is None:
             return Text("—", style=self._style("muted"))
         exp_id, state, shown = last
-        return Text.assemble(f"#{exp_id} ", (f"{SYMBOLS.get(state, '·')} {shown}",
+        return Text.assemble(f"#{exp_id} ", (f"{symbol(state)} {shown}",
                                              self._style(TONES.get(state, "muted"))))
