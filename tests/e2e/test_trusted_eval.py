@@ -171,8 +171,16 @@ def test_shrinking_eval_tokens_in_train_py_is_measured_at_mains_eval_tokens(lab:
 
 
 def test_shrinking_eval_tokens_from_the_environment_is_measured_at_mains(lab: Lab) -> None:
-    exp = attack(lab, "a comment", ("# Final eval\n", "# Final eval (same model)\n"),
-                 args=("--tag", "new"), AUTORESEARCH_EVAL_TOKENS="2048")
+    """The issue's `AUTORESEARCH_EVAL_TOKENS=... cockpit run --tag new`, under trusted_eval =
+    "always" (set by the human in .autoresearch/config.toml), so that it is measured whatever
+    the shrunk evaluation happened to print."""
+    override = lab.main / ".autoresearch" / "config.toml"
+    override.write_text('trusted_eval = "always"\n')
+    try:
+        exp = attack(lab, "a comment", ("# Final eval\n", "# Final eval (same model)\n"),
+                     args=("--tag", "new"), AUTORESEARCH_EVAL_TOKENS="2048")
+    finally:
+        override.unlink()
     assert exp.eval_tokens == 2048, "train.py evaluated 2048 tokens, as the environment asked"
     assert trusted_detail(lab, exp)["eval_tokens"] == int(SMOKE_ENV["AUTORESEARCH_EVAL_TOKENS"])
     assert exp.reported_val_bpb is not None and exp.measured_val_bpb is not None
