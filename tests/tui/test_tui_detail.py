@@ -109,7 +109,8 @@ async def test_overview_flags_notes_events_and_curves(fx: TuiFixture) -> None:
     summary = ('{"val_bpb": 0.991, "num_steps": 953, "router_entropy": 1.332777, '
                '"attention": "fa3"}')
     exp_id = set_fields(fx, "approved", summary_json=summary, repeat_of=fx.ids["baseline"])
-    near = set_fields(fx, "near_miss", contended=1, integrity=1, needs_rerun=1)
+    near = set_fields(fx, "near_miss", contended=1, integrity=1, needs_rerun=1, metric_mismatch=1,
+                      non_causal=1, over_budget=1, unmeasured=1)
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_detail(pilot, fx, exp_id)
@@ -140,7 +141,8 @@ async def test_overview_flags_notes_events_and_curves(fx: TuiFixture) -> None:
 
         screen = await open_detail(pilot, fx, near)
         flags = text(screen, "#badge-flags")
-        for flag in ("≈ near-miss", "⇣ contended", "! integrity", "↻ needs rerun"):
+        for flag in ("≈ near-miss", "⇣ contended", "! integrity", "↻ needs rerun",
+                     "≠ metric-mismatch", "→ non-causal", "+ over-budget", "? unmeasured"):
             assert flag in flags
         await pilot.press("escape")
 
