@@ -3,7 +3,9 @@ probe on toy models in-process, the ledger migration, the setting, and a real `c
 train.py that hands over no weights."""
 from __future__ import annotations
 
+import json
 import math
+import os
 import sqlite3
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from app.policy import Verdict
 from app.run import trusted_eval
 from app.run.trusted import read_result
 from app.trust_policy import metric_mismatch, over_budget, refuse_keep, wants_measurement
-from runnerhelpers import agent_worktree, cli, make_project
+from gitrepo import commit_file
+from runnerhelpers import REPO_ROOT, agent_worktree, cli, make_project
 
 # ---------------------------------------------------------------------------
 # Rules
@@ -204,3 +207,18 @@ def test_a_keep_candidate_without_weights_is_not_kept(tmp_path: Path) -> None:
     assert first.unmeasured == 1 and first.val_bpb is None and first.reported_val_bpb == 0.99
     assert "handed over no weights" in first.reason
     assert first.trusted_eval_s is not None and first.trusted_eval_s < 5
+
+
+def test_a_modal_keep_is_decided_on_the_printed_value_and_flagged_unmeasured(
+        tmp_path: Path, cloud: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
+            monkeypatch.delenv(key)
+    main = make_project(tmp_path, config='trusted_eval = "keeps"')
+    wt = agent_worktree(main, "a1")
+    commit_file(wt, "modal_train.py", (REPO_ROOT / "modal_train.py").read_text(), "modal")
+    code, out, err = cli("run", "--backend", "modal", "--json", "-m", "on the cloud", cwd=wt)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["decision"] == "keep" and "unmeasured" in result["flags"]
+    assert "cannot measure modal runs yet" in result["reason"] and result["val_bpb"] == 0.99
