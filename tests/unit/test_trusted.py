@@ -209,6 +209,7 @@ def test_a_keep_candidate_without_weights_is_not_kept(tmp_path: Path) -> None:
     assert first.trusted_eval_s is not None and first.trusted_eval_s < 5
 
 
+@pytest.mark.slow  # the Modal adapter's imports: ~5-9 s on a loaded machine
 def test_a_modal_keep_is_decided_on_the_printed_value_and_flagged_unmeasured(
         tmp_path: Path, cloud: object, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
