@@ -35,11 +35,16 @@ def is_kept(exp: Experiment) -> bool:
     return exp.decision == "keep" and not exp.integrity and exp.val_bpb is not None
 
 
+def outcome(decision: str | None, status: str) -> str:
+    """The decision, or the lifecycle status while there is none (the CLI's rows of plain dicts)."""
+    return decision or status
+
+
 def state_of(exp: Experiment) -> str:
     """What a human sees for an experiment: pending review first, then the decision or status."""
     if exp.review == "pending":
         return "pending"
-    return exp.decision or exp.status
+    return outcome(exp.decision, exp.status)
 
 
 def verdict_of(exp: Experiment) -> str:
