@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.errors import CockpitError
 from app.tui.messages import ActionFinished, AgentDiff, AgentStates
 
 if TYPE_CHECKING:
@@ -282,13 +283,11 @@ class AgentWatch:
 
     def _guard(self, work: Callable[..., None], *args: Any) -> None:
         """Run one piece of work; git, ledger and file trouble is said once, never fatal."""
-        from app import git
         from app.ledger.store import LEDGER_ERRORS
 
-        expected: tuple[type[Exception], ...] = (git.GitError, *LEDGER_ERRORS, OSError)
         try:
             work(*args)
-        except expected as exc:
+        except (CockpitError, *LEDGER_ERRORS, OSError) as exc:
             if isinstance(exc, LEDGER_ERRORS):
                 self._close()  # reopened on the next use
             self._report(f"{type(exc).__name__}: {exc}")

@@ -28,13 +28,14 @@ from app.ledger.schema import SUMMARY_COLUMNS
 from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger
 from app.ledger.vocabulary import labelled, verdict_of
 from app.logs.textsafe import sanitize
-from app.tui.screens.detail_data import DetailData, load_detail
+from app.tui.detail_data import DetailData, load_detail
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.log_viewer import LogViewer
 from app.tui.widgets.metrics_table import MetricsTable
 
 if TYPE_CHECKING:
-    from app.tui.widgets.loss_curve import LossCurve, Point
+    from app.logs.curve import Point
+    from app.tui.widgets.loss_curve import LossCurve
 
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),

@@ -1,18 +1,13 @@
-"""What the detail screen shows, loaded in a thread: the experiment, its events and notes, its
-loss curve and the tag best's (from the ledger's sampled steps, else from the log's step lines)."""
+"""The detail screen's data, loaded in a thread: the experiment, its events and notes, its loss
+curve and the tag best's to compare (from the ledger's sampled steps, else from the log through
+app.logs.curve: the screen parses nothing)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from app.ledger.store import Event, Experiment, Ledger, Note
-from app.logs.parse import StreamParser
-
-if TYPE_CHECKING:
-    from app.tui.widgets.loss_curve import Point
-
-CURVE_FROM_LOG_MAX_BYTES = 256 * 1024 * 1024  # logs larger than this are not parsed for a curve
+from app.logs.curve import Point, curve_points
 
 
 @dataclass(frozen=True)
@@ -40,19 +35,6 @@ def find_log(log_path: str, ledger_path: Path) -> Path | None:
     return None
 
 
-def curve_from_log(path: Path | None) -> list[Point]:
-    """(progress %, loss) from a log's step lines, for runs without sampled steps in the ledger."""
-    if path is None or path.stat().st_size > CURVE_FROM_LOG_MAX_BYTES:
-        return []
-    parser = StreamParser()
-    points: list[Point] = []
-    with path.open("rb") as log:
-        while chunk := log.read(1 << 20):
-            points += [(r.progress_pct, r.loss) for r in parser.feed(chunk)
-                       if r.progress_pct is not None and r.loss is not None]
-    return points
-
-
 def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
                      cache: dict[tuple, list[Point]]) -> list[Point]:
     """The sampled steps from the ledger, else the log's step lines (cached per log size)."""
@@ -65,7 +47,7 @@ def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
     except OSError:
         return []
     if key not in cache:
-        cache[key] = curve_from_log(log_file)
+        cache[key] = curve_points(log_file)
     return cache[key]
 
 
