@@ -238,7 +238,8 @@ class Ledger:
 
     def live(self) -> list[Experiment]:
         rows = self.conn.execute(
-            "SELECT * FROM experiments WHERE status IN ('registered', 'running') ORDER BY id")
+            "SELECT * FROM experiments WHERE status IN ('registered', 'queued', 'running') "
+            "ORDER BY id")
         return [_row_to(Experiment, r) for r in rows]
 
     def best(self, *, tag: str | None = None, branch: str | None = None,
