@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "app.commands.tsvio",
     "app.commands.agent",
     "app.commands.demo",
+    "app.commands.gpus",
 )
 
 _USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
