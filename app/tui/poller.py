@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from app.ledger.pool import PoolView, load_pool
 from app.ledger.records import Experiment
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 
@@ -41,7 +42,7 @@ FULL_RELOAD_S = 5.0  # while the ledger keeps changing, reload everything at lea
 RETRY_S = 0.5  # wait between attempts to open a missing or broken ledger
 
 _STATE_SQL = {
-    "running": ("status IN ('registered', 'running')", ()),
+    "running": ("status IN ('registered', 'queued', 'running')", ()),
     "pending": ("review = 'pending'", ()),
 }
 
@@ -111,6 +112,7 @@ class DashboardData:
     live: tuple[Experiment, ...] = ()
     progression: Progression | None = None
     follow: FollowData | None = None
+    gpus: PoolView | None = None  # the GPU pool: devices, holders, queue, duty cycle
 
 
 def _select(conn: sqlite3.Connection, where: str, args: tuple | list, order: str = "id",
@@ -258,7 +260,7 @@ class LedgerPoller:
         best = {exp.tag: exp for exp in _select(conn, "id IN (SELECT id FROM (SELECT id, "
                 "MIN(val_bpb) FROM experiments WHERE decision = 'keep' AND val_bpb IS NOT NULL "
                 "AND integrity = 0 GROUP BY tag))", ())}
-        live = tuple(_select(conn, "status IN ('registered', 'running')", ()))
+        live = tuple(_select(conn, "status IN ('registered', 'queued', 'running')", ()))
         agents = self._agents(conn, live)
         plot_tag = query.tag if query.tag is not None else (
             live[-1].tag if live else tags[0] if tags else None)
@@ -272,18 +274,20 @@ class LedgerPoller:
                 progression = self._data.progression
         data = DashboardData(query=query, rows=tuple(rows), total=total, experiment_count=count,
                              best=best, tags=tags, agent_names=tuple(a.name for a in agents),
-                             agents=agents, live=live, progression=progression)
+                             agents=agents, live=live, progression=progression,
+                             gpus=load_pool(conn))
         return replace(data, follow=self._follow(conn, query, data))
 
     def _load_live(self, conn: sqlite3.Connection, query: DashboardQuery,
                    previous: DashboardData) -> DashboardData:
         """Only the runner's live columns moved: patch the live rows into the previous data."""
-        live = tuple(_select(conn, "status IN ('registered', 'running')", ()))
+        live = tuple(_select(conn, "status IN ('registered', 'queued', 'running')", ()))
         by_id = {exp.id: exp for exp in live}
         rows = tuple(by_id.get(exp.id, exp) for exp in previous.rows)
         agents = tuple(replace(a, running=by_id.get(a.running.id, a.running)) if a.running else a
                        for a in previous.agents)
-        data = replace(previous, query=query, rows=rows, live=live, agents=agents)
+        data = replace(previous, query=query, rows=rows, live=live, agents=agents,
+                       gpus=load_pool(conn))
         return replace(data, follow=self._follow(conn, query, data))
 
     def _agents(self, conn: sqlite3.Connection, live: tuple[Experiment, ...]) -> tuple[AgentStatus, ...]:

@@ -22,6 +22,7 @@ from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
+from app.tui.widgets.gpu_strip import GpuStrip
 from app.tui.widgets.live_view import LiveView
 from app.tui.experiment_flows import WRITE_ACTIONS
 
@@ -103,6 +104,7 @@ class DashboardScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-bar")
+        yield GpuStrip(id="gpu-strip")
         yield Static(id="no-ledger")
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
@@ -165,6 +167,7 @@ class DashboardScreen(Screen):
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
         self.query_one(AgentsPanel).show(data.agents)
+        self.query_one(GpuStrip).show(data.gpus)
         self.table.show(data.rows, data.best)
         if self.plot is not None:
             self.plot.show(data.progression)

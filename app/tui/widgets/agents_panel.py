@@ -241,6 +241,9 @@ class AgentsPanel(Vertical):
         exp_id, status, pct, remaining, loss, stale = running
         if status == "registered":
             return Text.assemble(f"#{exp_id} ", ("○ starting", self._style("live")))
+        if status == "queued":
+            return Text.assemble(f"#{exp_id} ", (f"{SYMBOLS['queued']} queued for a GPU",
+                                                 self._style("attention")))
         cell = Text.assemble(f"#{exp_id} ", (progress_bar(pct, RUNNING_BAR_WIDTH), self._style("bar")),
                              f" {pct or 0:>3.0f}%")
         if remaining:

@@ -20,11 +20,12 @@ from app.tui.poller import state_of
 SYMBOLS = {  # state -> symbol shown before its name
     "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
     "lost": "?", "pending": "◆", "running": "▶", "registered": "○",
+    "queued": "◌",
 }
 TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
     "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
-    "registered": "live",
+    "registered": "live", "queued": "attention",
 }
 COLUMNS = (  # key, label, fixed width (None: fills what is left)
     ("id", "#", 5), ("agent", "agent", 8), ("state", "decision", 11), ("val_bpb", "val_bpb", 8),
