@@ -54,7 +54,7 @@ def gpus_command(args: argparse.Namespace) -> int:
     except PoolError as exc:
         raise CommandError(str(exc)) from exc
     with open_ledger(args) as ledger:
-        view = load_pool(ledger.conn, devices=_machine_devices(specs))
+        view = load_pool(ledger, devices=_machine_devices(specs))
     if args.json:
         print_json(to_json(view))
     else:

@@ -64,8 +64,8 @@ def _lease(row: sqlite3.Row | tuple, names: Sequence[str]) -> Lease:
     return Lease(**{k: v for k, v in zip(names, row) if k in _LEASE_FIELDS})
 
 
-def _leases(conn: sqlite3.Connection, where: str, args: Sequence = ()) -> list[Lease]:
-    cursor = conn.execute(f"{_LEASE_SQL} WHERE {where} ORDER BY l.id", tuple(args))
+def _leases(ledger: Ledger, where: str, args: Sequence = ()) -> list[Lease]:
+    cursor = ledger.conn.execute(f"{_LEASE_SQL} WHERE {where} ORDER BY l.id", tuple(args))
     names = [d[0] for d in cursor.description]
     return [_lease(row, names) for row in cursor]
 
@@ -84,48 +84,48 @@ def allocate(slots: Sequence[str], held: Iterable[Lease], queue: Sequence[Lease]
     return out
 
 
-# --- reads (a plain connection, so the TUI poller can use its own) ---------------------------
+# --- reads ----------------------------------------------------------------------------------
 
 
-def active(conn: sqlite3.Connection, pool: str | None = None) -> list[Lease]:
+def active(ledger: Ledger, pool: str | None = None) -> list[Lease]:
     """Queued and held leases, oldest first."""
     if pool is None:
-        return _leases(conn, "l.state IN ('queued', 'held')")
-    return _leases(conn, "l.state IN ('queued', 'held') AND l.pool = ?", (pool,))
+        return _leases(ledger, "l.state IN ('queued', 'held')")
+    return _leases(ledger, "l.state IN ('queued', 'held') AND l.pool = ?", (pool,))
 
 
-def get(conn: sqlite3.Connection, lease_id: int) -> Lease | None:
-    found = _leases(conn, "l.id = ?", (lease_id,))
+def get(ledger: Ledger, lease_id: int) -> Lease | None:
+    found = _leases(ledger, "l.id = ?", (lease_id,))
     return found[0] if found else None
 
 
-def queue_place(conn: sqlite3.Connection, lease_id: int) -> tuple[int, int]:
+def queue_place(ledger: Ledger, lease_id: int) -> tuple[int, int]:
     """(1-based place of a queued lease in its pool's queue, queue length); (0, n) if not queued."""
-    row = conn.execute("SELECT pool, state FROM leases WHERE id = ?", (lease_id,)).fetchone()
+    row = ledger.conn.execute("SELECT pool, state FROM leases WHERE id = ?", (lease_id,)).fetchone()
     if row is None:
         return 0, 0
-    ids = [r[0] for r in conn.execute(
+    ids = [r[0] for r in ledger.conn.execute(
         "SELECT id FROM leases WHERE pool = ? AND state = 'queued' ORDER BY id", (row[0],))]
     return (ids.index(lease_id) + 1 if lease_id in ids else 0), len(ids)
 
 
-def history(conn: sqlite3.Connection, since: float) -> list[Lease]:
+def history(ledger: Ledger, since: float) -> list[Lease]:
     """Leases that held devices at some time after `since` (still held, or released since)."""
-    return _leases(conn, "l.acquired_at IS NOT NULL AND (l.state = 'held' OR l.released_at > ?)",
+    return _leases(ledger, "l.acquired_at IS NOT NULL AND (l.state = 'held' OR l.released_at > ?)",
                    (since,))
 
 
-def devices(conn: sqlite3.Connection, pool: str | None = None) -> list[GpuDevice]:
+def devices(ledger: Ledger, pool: str | None = None) -> list[GpuDevice]:
     """The devices runners last announced for a pool (or every pool), in their declared order."""
     sql = "SELECT * FROM gpu_devices" + (" WHERE pool = ?" if pool else "") + " ORDER BY rowid"
-    cursor = conn.execute(sql, (pool,) if pool else ())
+    cursor = ledger.conn.execute(sql, (pool,) if pool else ())
     names = [d[0] for d in cursor.description]
     return [GpuDevice(**dict(zip(names, row))) for row in cursor]
 
 
-def signature(conn: sqlite3.Connection) -> tuple:
-    """Changes whenever a lease is taken, queued or released (the poller's reload trigger)."""
-    return tuple(conn.execute(
+def signature(ledger: Ledger) -> tuple:
+    """Changes whenever a lease is taken, queued or released."""
+    return tuple(ledger.conn.execute(
         "SELECT MAX(id), COUNT(*), MAX(acquired_at), MAX(released_at) FROM leases").fetchone())
 
 
@@ -146,7 +146,7 @@ def enqueue(ledger: Ledger, *, pool: str, experiment_id: int | None, agent: str,
 def _release_gone(ledger: Ledger, pool: str, gone: Callable[[Lease], bool],
                   keep: int | None = None) -> list[Lease]:
     """Inside a transaction: release the pool's active leases whose holder is gone."""
-    freed = [lease for lease in active(ledger.conn, pool) if lease.id != keep and gone(lease)]
+    freed = [lease for lease in active(ledger, pool) if lease.id != keep and gone(lease)]
     now = time.time()
     for lease in freed:
         ledger.conn.execute(
@@ -164,11 +164,11 @@ def try_acquire(ledger: Ledger, lease_id: int, slots: Sequence[str], per_run: in
     leases whose holder is gone); the devices, or None while it must wait. LookupError when the
     lease is no longer queued (released by someone else)."""
     with ledger.write() as conn:
-        mine = get(conn, lease_id)
+        mine = get(ledger, lease_id)
         if mine is None or mine.state != "queued":
             raise LookupError(f"lease {lease_id} is {mine.state if mine else 'missing'}")
         _release_gone(ledger, mine.pool, gone, keep=lease_id)
-        current = active(conn, mine.pool)
+        current = active(ledger, mine.pool)
         got = allocate(slots, [lease for lease in current if lease.state == "held"],
                        [lease for lease in current if lease.state == "queued"], per_run)
         if lease_id not in got:
@@ -181,13 +181,13 @@ def try_acquire(ledger: Ledger, lease_id: int, slots: Sequence[str], per_run: in
         return taken
 
 
-def would_acquire(conn: sqlite3.Connection, lease_id: int, slots: Sequence[str],
+def would_acquire(ledger: Ledger, lease_id: int, slots: Sequence[str],
                   per_run: int) -> bool:
     """A read-only look: would `try_acquire` give this lease devices now (ignoring reclaims)?"""
-    mine = get(conn, lease_id)
+    mine = get(ledger, lease_id)
     if mine is None or mine.state != "queued":
         return True  # let try_acquire say what happened
-    current = active(conn, mine.pool)
+    current = active(ledger, mine.pool)
     return lease_id in allocate(slots, [lease for lease in current if lease.state == "held"],
                                 [lease for lease in current if lease.state == "queued"], per_run)
 
@@ -195,7 +195,7 @@ def would_acquire(conn: sqlite3.Connection, lease_id: int, slots: Sequence[str],
 def release(ledger: Ledger, lease_id: int, reason: str = "done") -> bool:
     """End a queued or held lease; False if it had already ended (e.g. reclaimed)."""
     with ledger.write() as conn:
-        mine = get(conn, lease_id)
+        mine = get(ledger, lease_id)
         if mine is None or mine.state not in ACTIVE:
             return False
         conn.execute("UPDATE leases SET state = 'released', released_at = ?, reason = ? "
@@ -210,7 +210,7 @@ def reclaim(ledger: Ledger, gone: Callable[[Lease], bool]) -> list[Lease]:
     """Release every active lease (all pools) whose holder is gone; the leases released."""
     if ledger.read_only:
         return []
-    candidates = [lease for lease in active(ledger.conn) if gone(lease)]
+    candidates = [lease for lease in active(ledger) if gone(lease)]
     if not candidates:
         return []
     freed: list[Lease] = []

@@ -2,13 +2,13 @@
 queue. Built from the lease tables (app/ledger/leases.py) for `cockpit gpus` and the TUI strip."""
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from app.ledger import leases
 from app.ledger.leases import GpuDevice, Lease
+from app.ledger.store import Ledger
 
 DUTY_WINDOW_S = 3600.0  # the duty cycle is the share of this window a device held a run
 STALE_S = 10.0  # NVML readings older than this are not shown (nobody samples an idle device)
@@ -69,21 +69,21 @@ def duty_cycles(history: Sequence[Lease], now: float,
     return out
 
 
-def load_pool(conn: sqlite3.Connection, now: float | None = None,
+def load_pool(ledger: Ledger, now: float | None = None,
               devices: Sequence[GpuDevice] | None = None) -> PoolView:
     """The pool from the ledger; `devices` (e.g. from this machine's settings) replaces the
     devices runners announced, for the pools they name."""
     now = time.time() if now is None else now
-    known = list(leases.devices(conn))
+    known = list(leases.devices(ledger))
     if devices is not None:
         named = {d.pool for d in devices}
         readings = {(d.pool, d.slot): d for d in known}
         known = [_with_readings(d, readings.get((d.pool, d.slot))) for d in devices] + [
             d for d in known if d.pool not in named]
-    current = leases.active(conn)
+    current = leases.active(ledger)
     holders = {(lease.pool, slot): lease for lease in current if lease.state == "held"
                for slot in lease.slot_list}
-    duty = duty_cycles(leases.history(conn, now - DUTY_WINDOW_S), now)
+    duty = duty_cycles(leases.history(ledger, now - DUTY_WINDOW_S), now)
     views = []
     for device in known:
         holder = holders.get((device.pool, device.slot))

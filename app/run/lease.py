@@ -73,7 +73,7 @@ def holder_gone(lease: Lease) -> bool:
 def stop_orphans(ledger: Ledger) -> list[int]:
     """Stop training processes whose runner is gone but which still hold a leased device."""
     stopped = []
-    for lease in leases.active(ledger.conn):
+    for lease in leases.active(ledger):
         if (lease.state == "held" and not same_process(lease.holder_pid, lease.holder_start)
                 and stop_if_same(lease.child_pid, lease.child_start, ORPHAN_GRACE_S)):
             stopped.append(lease.id)
@@ -121,7 +121,7 @@ class RunLease:
             now = time.monotonic()
             seen = self.ledger.data_version()
             check = (seen != version and leases.would_acquire(
-                self.ledger.conn, self.lease_id, spec.slots, spec.per_run))
+                self.ledger, self.lease_id, spec.slots, spec.per_run))
             if now >= next_reclaim:
                 stop_orphans(self.ledger)
                 next_reclaim, check = now + RECLAIM_S, True
@@ -132,7 +132,7 @@ class RunLease:
                 if taken is not None:
                     self._hold(taken)
                     return None
-            place = leases.queue_place(self.ledger.conn, self.lease_id)
+            place = leases.queue_place(self.ledger, self.lease_id)
             if place[0] != place_shown:
                 self._show_place(place, place_shown is None)
                 place_shown = place[0]
@@ -147,7 +147,7 @@ class RunLease:
     def _show_place(self, place: tuple[int, int], first: bool) -> None:
         assert self.spec is not None
         number, length = place
-        busy = [lease for lease in leases.active(self.ledger.conn, self.spec.pool)
+        busy = [lease for lease in leases.active(self.ledger, self.spec.pool)
                 if lease.state == "held"]
         holders = ", ".join(f"{lease.slots}: #{lease.experiment_id}" for lease in busy)
         what = "a GPU" if self.spec.pool == LOCAL_POOL else "a Modal slot"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tuifixtures import build_ledger, wait_until
+
 from app.ledger import leases
 from app.ledger.store import Ledger
 from app.run.procs import process_identity
 from app.tui.app import make_app
 from app.tui.widgets.gpu_strip import GpuStrip
-from tuifixtures import build_ledger, wait_until
 
 POLL = 0.05
 AGENTS = ("alice", "bob", "carol", "dave", "erin")
@@ -54,9 +55,8 @@ async def test_eight_gpus_fit_80_columns_with_holders_queue_and_updates(tmp_path
 
         with Ledger(fx.ledger_path) as db:
             leases.release(db, held[0][1])
-        await wait_until(pilot, lambda: "0 idle" in strip_lines(app)[0] or
-                         "0 judy" in strip_lines(app)[0])
-        assert "97%" not in strip_lines(app)[1] or "0 judy" in strip_lines(app)[0]
+        await wait_until(pilot, lambda: "0 idle" in strip_lines(app)[0])  # queued runs take
+        assert "1 bob" in strip_lines(app)[0]  # devices themselves (try_acquire), not the view
 
 
 async def test_no_pool_no_strip(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def test_modal_slots_cap_runs_in_flight(tmp_path) -> None:
     thread.join()
     with db:
         assert db.get(second_id).gpu_ids == "modal:0" and db.get(second_id).status == "queued"
-        assert [d.slot for d in load_pool(db.conn).devices] == ["modal:0"]
+        assert [d.slot for d in load_pool(db).devices] == ["modal:0"]
 
 
 def test_a_v1_ledger_upgrades_to_the_pool_schema(tmp_path: Path) -> None:
@@ -149,4 +149,4 @@ def test_a_v1_ledger_upgrades_to_the_pool_schema(tmp_path: Path) -> None:
     with Ledger(path) as db:
         old = db.get(1)
         assert old.description == "old run" and old.gpu_ids == "" and old.gpu_model == ""
-        assert leases.active(db.conn) == [] and leases.devices(db.conn) == []
+        assert leases.active(db) == [] and leases.devices(db) == []

@@ -102,7 +102,7 @@ def test_five_concurrent_runs_on_two_declared_devices_one_device_each_never_shar
             # the time budget starts when training starts, never while queued
             assert row.started_at <= runs[row.pid]["start"] < row.started_at + 2
         assert sum("queued" in [e.kind for e in db.events(r.id)] for r in rows) == queued
-        assert leases.active(db.conn) == []
+        assert leases.active(db) == []
 
     pool = gpus_json(p)["pools"]
     assert [d["id"] for d in pool[0]["devices"]] == ["0", "1"]
@@ -130,7 +130,7 @@ def test_gpus_shows_holder_and_queue_and_a_queued_run_can_be_killed(tmp_path) ->
     (device,) = pool["devices"]
     assert device["id"] == "7" and device["agent"] == "agent0" and device["held_s"] >= 0
     with Ledger(p.db, read_only=True) as db:  # FIFO: in the order the runs asked
-        fifo = [q.experiment_id for q in leases.active(db.conn) if q.state == "queued"]
+        fifo = [q.experiment_id for q in leases.active(db) if q.state == "queued"]
     assert [q["experiment"] for q in pool["queue"]] == fifo and len(fifo) == 2
     assert {q["agent"] for q in pool["queue"]} == {"agent1", "agent2"}
     code, out, _ = cli("gpus", cwd=p.main)
@@ -143,14 +143,14 @@ def test_gpus_shows_holder_and_queue_and_a_queued_run_can_be_killed(tmp_path) ->
     with Ledger(p.db) as db:
         killed = db.get(first.id)
         assert killed.decision == "killed" and killed.started_at is None and killed.gpu_ids == ""
-        assert [q.experiment_id for q in leases.active(db.conn) if q.state == "queued"] == [second.id]
+        assert [q.experiment_id for q in leases.active(db) if q.state == "queued"] == [second.id]
     assert len(recorded(p)) == 1  # the killed run never trained
 
     for proc, exp_id in ((waiting[1], second.id), (holder, 1)):
         cli("kill", str(exp_id), cwd=p.main)
         proc.communicate(timeout=60)
     with Ledger(p.db) as db:
-        assert leases.active(db.conn) == []
+        assert leases.active(db) == []
         assert db.get(second.id).decision == "killed"
 
 
@@ -174,7 +174,7 @@ def test_sigkilled_runner_lease_goes_to_the_next_run_and_its_orphan_is_stopped(t
     assert started - killed_at < 10
     assert not pid_alive(orphan)
     with Ledger(p.db) as db:
-        first = [lease for lease in leases.history(db.conn, 0) if lease.experiment_id == 1]
+        first = [lease for lease in leases.history(db, 0) if lease.experiment_id == 1]
         assert first[0].state == "released" and first[0].reason.startswith("reclaimed")
         assert first[0].released_at <= started
 
@@ -188,9 +188,9 @@ def test_the_reaper_reclaims_the_lease_of_a_sigkilled_runner(tmp_path) -> None:
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     with Ledger(p.db) as db:
-        assert [lease.state for lease in leases.active(db.conn)] == ["held"]
+        assert [lease.state for lease in leases.active(db)] == ["held"]
         reap_lost(db, stale_after_s=0)
-        assert leases.active(db.conn) == []
+        assert leases.active(db) == []
         assert db.get(1).decision == "lost"
     assert not pid_alive(orphan)
 
@@ -217,7 +217,7 @@ def test_no_pool_runs_as_before_and_gpus_says_so(tmp_path) -> None:
     code, out, err = cli("run", "-m", "no pool", "--json", cwd=p.worktrees[0])
     assert code == 0, err
     with Ledger(p.db) as db:
-        assert db.get(1).gpu_ids == "" and leases.history(db.conn, 0) == []
+        assert db.get(1).gpu_ids == "" and leases.history(db, 0) == []
     code, out, _ = cli("gpus", cwd=p.main)
     assert code == 0 and "no GPU pool" in out
     code, out, _ = cli("gpus", "--json", cwd=p.main)

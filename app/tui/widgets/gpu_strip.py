@@ -6,6 +6,8 @@ expensive failure. The data comes from the poller (app/ledger/pool.py); nothing 
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -30,8 +32,8 @@ def _percent(value: float | None) -> str:
 class GpuStrip(Static):
     """Shown only when the ledger knows a pool; `show` redraws only when the cells change."""
 
-    COMPONENT_CLASSES = {"gpu-strip--label", "gpu-strip--busy", "gpu-strip--idle",
-                         "gpu-strip--low", "gpu-strip--queue"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"gpu-strip--label", "gpu-strip--busy", "gpu-strip--idle",
+                                              "gpu-strip--low", "gpu-strip--queue"}
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="-empty")
