@@ -14,9 +14,9 @@ lease's release (ledger) to the next run's train.py start on that device (p50/p9
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -26,10 +26,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from app.ledger import leases  # noqa: E402
-from app.ledger.store import Ledger  # noqa: E402
-from runnerhelpers import (agent_worktree, cockpit_env, make_project, start_cockpit,  # noqa: E402
-                           wait_for)
+from runnerhelpers import (
+    agent_worktree,
+    cockpit_env,
+    make_project,
+    start_cockpit,
+    wait_for,
+)
+
+from app.ledger import leases
+from app.ledger.store import Ledger
 
 
 def recorded(path: Path) -> dict[int, dict]:
@@ -57,7 +63,7 @@ def project(root: Path, devices: int, agents: int) -> tuple[Path, list[Path], Pa
 
 
 def concurrent_rounds(root: Path, args: argparse.Namespace) -> None:
-    main, worktrees, db = project(root / "pool", args.devices, args.runs)
+    _main, worktrees, db = project(root / "pool", args.devices, args.runs)
     record = root / "pool-record.txt"
     steps = max(1, round(args.train_s / 0.25))
     env = cockpit_env(STANDIN_RECORD=str(record), STANDIN_STEPS=str(steps),
@@ -86,7 +92,7 @@ def concurrent_rounds(root: Path, args: argparse.Namespace) -> None:
     overlaps, gaps, idle = 0, [], []
     for spans in per_device.values():
         spans.sort(key=lambda r: r["start"])
-        for before, after in zip(spans, spans[1:]):
+        for before, after in itertools.pairwise(spans):
             overlaps += after["start"] < before["end"]
             if before["exp"] in released:
                 gaps.append(after["start"] - released[before["exp"]])
@@ -108,7 +114,7 @@ def concurrent_rounds(root: Path, args: argparse.Namespace) -> None:
 
 
 def recovery(root: Path, n: int) -> None:
-    main, worktrees, db = project(root / f"recovery{n}", 1, 2)
+    _main, worktrees, db = project(root / f"recovery{n}", 1, 2)
     record = root / f"recovery{n}-record.txt"
     victim = start_cockpit("run", "-m", "victim", cwd=worktrees[0], env=cockpit_env(
         STANDIN_RECORD=str(record), STANDIN_STEPS="2", STANDIN_STEP_SECONDS="120"))
