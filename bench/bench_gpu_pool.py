@@ -1,7 +1,7 @@
 """Benchmark: the GPU pool under 8 concurrent `cockpit run` on 3 declared devices.
 
 Usage:
-    python bench/bench_gpu_pool.py                       # 3 rounds of 8 runs, 3 recoveries
+    python bench/bench_gpu_pool.py                       # 4 rounds of 8 runs, 3 recoveries
     python bench/bench_gpu_pool.py --rounds 1 --runs 8 --devices 3 --train-s 2 --recoveries 1
 
 Real `cockpit run` processes on one ledger, in real git worktrees; train.py is the tests' stand-in
@@ -82,21 +82,27 @@ def concurrent_rounds(root: Path, args: argparse.Namespace) -> None:
     runs = recorded(record)
     with Ledger(db, read_only=True) as ledger:
         by_pid = {e.pid: e for e in ledger.experiments() if e.pid}
-        released = {lease.experiment_id: lease.released_at
-                    for lease in leases.history(ledger, 0) if lease.released_at}
+        history = leases.history(ledger, 0)
         mismatched = sum(1 for pid, run in runs.items()
                          if pid in by_pid and by_pid[pid].gpu_ids != run["device"])
+    start_of = {e.id: runs[pid]["start"] for pid, e in by_pid.items() if pid in runs}
     per_device: dict[str, list[dict]] = defaultdict(list)
-    for pid, run in runs.items():
-        per_device[run["device"]].append({**run, "exp": by_pid[pid].id if pid in by_pid else None})
-    overlaps, gaps, idle = 0, [], []
+    for run in runs.values():
+        per_device[run["device"]].append(run)
+    overlaps = 0
     for spans in per_device.values():
         spans.sort(key=lambda r: r["start"])
-        for before, after in itertools.pairwise(spans):
-            overlaps += after["start"] < before["end"]
-            if before["exp"] in released:
-                gaps.append(after["start"] - released[before["exp"]])
-            idle.append(after["start"] - before["end"])
+        overlaps += sum(after["start"] < before["end"]
+                        for before, after in itertools.pairwise(spans))
+    gaps = []  # only hand-offs to a run that was already waiting when the device was released
+    for lease in history:
+        nxt = min((other for other in history if other.slots == lease.slots
+                   and other.acquired_at and lease.released_at
+                   and other.acquired_at >= lease.released_at), key=lambda o: o.acquired_at or 0,
+                  default=None)
+        if (nxt is not None and lease.released_at and nxt.requested_at < lease.released_at
+                and nxt.experiment_id in start_of):
+            gaps.append(start_of[nxt.experiment_id] - lease.released_at)
     total = args.rounds * args.runs
     print(f"\n{total} runs ({args.rounds} rounds of {args.runs} concurrent `cockpit run`) on "
           f"{args.devices} declared devices, {args.train_s:g} s stand-in training each: "
@@ -105,12 +111,9 @@ def concurrent_rounds(root: Path, args: argparse.Namespace) -> None:
     print(f"overlap (two runs on one device at once): {overlaps}")
     print(f"device recorded on the experiment != train.py's CUDA_VISIBLE_DEVICES: {mismatched}")
     if gaps:
-        print(f"hand-off gap, lease release -> next train.py start (n={len(gaps)}): "
+        print(f"hand-off gap, lease release -> queued run's train.py start (n={len(gaps)}): "
               f"p50 {percentile(gaps, 0.5) * 1000:.0f} ms, p99 {percentile(gaps, 0.99) * 1000:.0f} ms, "
               f"max {max(gaps) * 1000:.0f} ms")
-        print(f"device idle, train.py end -> next train.py start (n={len(idle)}): "
-              f"p50 {percentile(idle, 0.5) * 1000:.0f} ms, p99 {percentile(idle, 0.99) * 1000:.0f} ms "
-              f"(includes the runner's parse, decision and ledger writes before release)")
 
 
 def recovery(root: Path, n: int) -> None:
@@ -146,7 +149,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=8, help="concurrent `cockpit run` per round")
     parser.add_argument("--devices", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--train-s", type=float, default=2.0, help="stand-in training seconds")
     parser.add_argument("--recoveries", type=int, default=3)
     args = parser.parse_args()
