@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from app.errors import UsageError
 from app import git
 from app.agents import panes
 from app.config import Settings, load_settings
@@ -40,7 +41,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # safe in a branch, a fol
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
-class AgentError(Exception):
+class AgentError(UsageError):
     """An agent operation that cannot be done; the message is one line for the human."""
 
 

@@ -17,6 +17,8 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from app.errors import UsageError
+
 LEARNING_RATES = {  # constant -> what it drives
     "EMBEDDING_LR": "token embeddings",
     "UNEMBEDDING_LR": "the lm_head",
@@ -31,7 +33,7 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
 
 
-class MutationError(Exception):
+class MutationError(UsageError):
     """An edit that cannot be made safely; train.py is left as it was."""
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import InfraError
+
 AGENT_OPTION = "@cockpit_agent"  # pane user option holding the agent's name
 MIN_PANE_WIDTH = 40  # columns a split may leave each half; below this a new window opens
 MIN_PANE_HEIGHT = 8  # rows a split may leave each half
@@ -26,7 +28,7 @@ _FORMAT = "\t".join(f"#{{{name}}}" for name in _FIELDS)  # title last: it may ho
 Command = str | Sequence[str] | None  # a shell command line, an argv run without a shell, or the default shell
 
 
-class PaneError(Exception):
+class PaneError(InfraError):
     """A tmux command failed, or a pane or session is not there."""
 
 

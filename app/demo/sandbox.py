@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 import psutil
 
+from app.errors import CockpitError, UsageError
 from app import git
 from app.agents import lifecycle as agents
 from app.demo import corpus
@@ -66,7 +67,7 @@ Python's standard library. Search agents work in `.autoresearch/worktrees/<name>
 Say = Callable[[str], None]
 
 
-class DemoError(Exception):
+class DemoError(UsageError):
     """The demo cannot start as asked; the message says why and what to do."""
 
 
@@ -273,7 +274,7 @@ def start_agents(sandbox: Sandbox, count: int, seed: int, say: Say, *,
                 session.agents.append(name)
                 state["sessions"][-1] = session.to_json()
                 say(f"agent {name} started ({session.mode}) on branch autoresearch/{session.tag}-{name}")
-    except (agents.AgentError, git.GitError, panes.PaneError, OSError) as exc:
+    except (CockpitError, OSError) as exc:
         stop_demo(sandbox.root)  # the agents that did start (no other demo runs here)
         raise DemoError(f"could not start the agents: {exc}") from exc
     finally:

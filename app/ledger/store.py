@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from app.errors import InfraError
 from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
                          Experiment, Note, StepRow)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
@@ -30,7 +31,7 @@ LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
 
 
-class LedgerError(Exception):
+class LedgerError(InfraError):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Protocol
 
+from app.errors import UsageError
 from app.ledger.schema import SUMMARY_COLUMNS
 
 UPSTREAM_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
@@ -33,7 +34,7 @@ _BOM = b"\xef\xbb\xbf"
 _TO_SPACE = str.maketrans(dict.fromkeys("\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
 
 
-class TsvFormatError(ValueError):
+class TsvFormatError(UsageError, ValueError):
     """The file is not a results.tsv we can read (no recognisable header)."""
 
 

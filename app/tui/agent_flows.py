@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from app.errors import CockpitError
 from app.tui.messages import ActionFinished
 from app.tui.screens.confirm import ConfirmModal
 from app.tui.screens.new_agent import NewAgentModal
@@ -43,8 +44,7 @@ async def _in_thread(app: CockpitApp, action: str, work: Callable[[], Any]) -> A
     core = _core()
     try:
         return await asyncio.to_thread(work)
-    except (core.agents.AgentError, core.panes.PaneError, core.git.GitError, core.config.ConfigError,
-            *core.ledger.LEDGER_ERRORS, OSError) as exc:
+    except (CockpitError, *core.ledger.LEDGER_ERRORS, OSError) as exc:
         app.post_message(ActionFinished(action, None, error=str(exc)))
         return None
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from textual.worker import get_current_worker
 
+from app.errors import CockpitError
 from app.tui.agent_flows import AGENT_WRITE_ACTIONS
 from app.tui.messages import ActionFinished
 from app.tui.screens.adopt import AdoptChoiceModal
@@ -38,7 +39,7 @@ def _core() -> SimpleNamespace:
 
 def _failures() -> tuple[type[BaseException], ...]:
     core = _core()
-    return core.actions.ActionError, *core.ledger.LEDGER_ERRORS, OSError
+    return CockpitError, *core.ledger.LEDGER_ERRORS, OSError
 
 
 async def _write(app: CockpitApp, action: str, exp_id: int | None,

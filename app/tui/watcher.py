@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from app.errors import CockpitError
 from app.tui.messages import ActionFinished, AgentDiff, AgentStates
 
 if TYPE_CHECKING:
@@ -281,12 +282,11 @@ class AgentWatch:
 
     def _guard(self, work: Callable[..., None], *args: Any) -> None:
         """Run one piece of work; git, ledger and file trouble is said once, never fatal."""
-        from app import git
         from app.ledger.store import LEDGER_ERRORS
 
         try:
             work(*args)
-        except (git.GitError, *LEDGER_ERRORS, OSError) as exc:
+        except (CockpitError, *LEDGER_ERRORS, OSError) as exc:
             if isinstance(exc, LEDGER_ERRORS):
                 self._close()  # reopened on the next use
             self._report(f"{type(exc).__name__}: {exc}")

@@ -21,7 +21,7 @@ from app.ledger.vocabulary import EXPERIMENT_ACTIONS, STATES, actions_for
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
 from app.tui.messages import LedgerChanged, LedgerUnavailable
-from app.tui.poller import DashboardData, DashboardQuery, LedgerPoller
+from app.tui.poller import DashboardData, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.gpu_strip import GpuStrip
