@@ -44,6 +44,16 @@ class PoolView:
     def queue_of(self, pool: str) -> list[Lease]:
         return [lease for lease in self.queue if lease.pool == pool]
 
+    def places(self) -> dict[int, tuple[int, int]]:
+        """Experiment id -> (its place in its pool's queue, from 1; that queue's length)."""
+        out = {}
+        for pool in self.pools():
+            queue = self.queue_of(pool)
+            out.update({lease.experiment_id: (place, len(queue))
+                        for place, lease in enumerate(queue, start=1)
+                        if lease.experiment_id is not None})
+        return out
+
 
 def duty_cycles(history: Sequence[Lease], now: float,
                 window_s: float = DUTY_WINDOW_S) -> dict[tuple[str, str], float]:

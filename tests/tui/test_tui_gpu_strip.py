@@ -22,7 +22,8 @@ def lease_for(db: Ledger, agent: str, slots: list[str]) -> tuple[int, int]:
     exp_id = db.register(description=f"{agent} run", agent=agent)
     lease_id = leases.enqueue(db, pool="local", experiment_id=exp_id, agent=agent,
                               holder_pid=os.getpid(), holder_start=process_identity(os.getpid()))
-    leases.try_acquire(db, lease_id, slots, 1, gone=lambda lease: False)
+    if leases.try_acquire(db, lease_id, slots, 1, gone=lambda lease: False) is None:
+        db.update(exp_id, status="queued")  # as the runner marks a run that waits
     return exp_id, lease_id
 
 
@@ -40,8 +41,8 @@ async def test_eight_gpus_fit_80_columns_with_holders_queue_and_updates(tmp_path
         leases.record_stats(db, "local", {"0": {"util_pct": 97.0, "mem_used_mb": 1000.0,
                                                 "mem_total_mb": 81559.0, "temp_c": 64.0}})
     with Ledger(fx.ledger_path) as db:  # three more than devices: two wait
-        for agent in ("frank", "grace", "heidi", "ivan", "judy"):
-            lease_for(db, agent, slots)
+        more = {agent: lease_for(db, agent, slots) for agent in ("frank", "grace", "heidi",
+                                                                 "ivan", "judy")}
     app = make_app(fx.ledger_path, poll_interval=POLL)
     async with app.run_test(size=(80, 24)) as pilot:
         strip = app.screen.query_one(GpuStrip)
@@ -52,6 +53,11 @@ async def test_eight_gpus_fit_80_columns_with_holders_queue_and_updates(tmp_path
             assert f"{slot} {agent[:6]}" in top, top
         assert "+" not in top  # every device fits
         assert bottom.startswith("q 2") and "97%" in bottom
+        table = app.dashboard.table  # the waiting runs show their place in the queue
+        assert table.get_cell(str(more["ivan"][0]), "state").plain == "◌ queued #1"
+        assert table.get_cell(str(more["judy"][0]), "state").plain == "◌ queued #2"
+        agents = app.screen.query_one("#agents-table")
+        assert "queued for a GPU: 2 of 2" in agents.get_cell("judy", "running").plain
 
         with Ledger(fx.ledger_path) as db:
             leases.release(db, held[0][1])

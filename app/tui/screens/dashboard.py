@@ -168,9 +168,10 @@ class DashboardScreen(Screen):
         self.data = data
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
-        self.query_one(AgentsPanel).show(data.agents)
+        places = data.gpus.places() if data.gpus else {}
+        self.query_one(AgentsPanel).show(data.agents, places)
         self.query_one(GpuStrip).show(data.gpus)
-        self.table.show(data.rows, data.best)
+        self.table.show(data.rows, data.best, places)
         if self.plot is not None:
             self.plot.show(data.progression)
         self._update_follow()
