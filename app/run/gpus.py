@@ -11,8 +11,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import UsageError
 
-class DeviceError(Exception):
+
+class DeviceError(UsageError):
     """A declared device that this machine does not have."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.config import Settings
+from app.errors import UsageError
 from app.ledger import leases
 from app.ledger.leases import Lease
 from app.ledger.store import Ledger
@@ -31,7 +32,7 @@ ORPHAN_GRACE_S = 2.0  # TERM, then KILL, an orphaned training process after this
 SAMPLE_S = 2.0  # NVML readings of held devices, into the ledger for `cockpit gpus` and the TUI
 
 
-class PoolError(Exception):
+class PoolError(UsageError):
     """The pool as configured cannot serve this run (a device that is not there, too few)."""
 
 
