@@ -10,9 +10,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Mapping, Protocol
+from typing import IO, Any, Protocol
 
 from app.errors import UsageError
 from app.ledger.schema import SUMMARY_COLUMNS
@@ -287,7 +288,7 @@ def write_results_tsv(rows: Iterable[ExportRow], target: str | os.PathLike[str] 
     if hasattr(target, "write"):
         target.writelines(lines)  # type: ignore[union-attr]
         return len(lines) - 1
-    path = Path(target)  # type: ignore[arg-type]
+    path = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:

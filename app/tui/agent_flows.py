@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from app.errors import CockpitError
 from app.tui.messages import ActionFinished
@@ -33,8 +34,8 @@ def _core() -> SimpleNamespace:
     """The core modules, imported on first use (app.ledger.store is slow to import)."""
     from app import config, git
     from app.agents import lifecycle as agents
-    from app.ledger import store as ledger
     from app.agents import panes
+    from app.ledger import store as ledger
 
     return SimpleNamespace(agents=agents, config=config, git=git, ledger=ledger, panes=panes)
 

@@ -18,9 +18,10 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from app.errors import CockpitError
 from app.tui.messages import ActionFinished, AgentDiff, AgentStates
@@ -114,9 +115,9 @@ class AgentWatch:
 
         with self._lock:
             self._watcher = WorktreeWatcher(self._agents)
-        node.run_worker(self._watch_loop, name="worktree watch", group="agent-watch",
+        node.run_worker(self._watch_loop(), name="worktree watch", group="agent-watch",
                         exclusive=True, exit_on_error=False)
-        node.run_worker(self._tick_loop, name="agent upkeep", group="agent-upkeep",
+        node.run_worker(self._tick_loop(), name="agent upkeep", group="agent-upkeep",
                         exclusive=True, exit_on_error=False)
 
     def stop(self) -> None:

@@ -61,8 +61,8 @@ def test_the_scanner_finds_git_commands() -> None:
 
 
 def test_git_runs_only_through_app_git() -> None:
-    offenders = {str(p.relative_to(APP.parent)): lines
-                 for p in _modules_outside("git.py") if (lines := git_commands(p.read_text(encoding="utf-8")))}
+    offenders = {str(p.relative_to(APP.parent)): lines for p in _modules_outside("git.py")
+                 if (lines := git_commands(p.read_text(encoding="utf-8")))}
     assert offenders == {}
 
 

@@ -7,6 +7,7 @@ log itself. Everything from agents and logs is shown literally (sanitized, never
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -298,7 +299,7 @@ class DetailScreen(Screen):
         if self.query_one(TabbedContent).active == "log":
             viewer.view.focus()
 
-    def _kv(self, rows: list[tuple[str, object]], heading: str) -> Content:
+    def _kv(self, rows: Sequence[tuple[str, object]], heading: str) -> Content:
         key_style = Style.from_styles(self.get_component_styles("detail--key"))
         head_style = Style.from_styles(self.get_component_styles("detail--heading"))
         width = max((len(k) for k, _ in rows), default=0) + 2
