@@ -26,16 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from runnerhelpers import (
-    agent_worktree,
-    cockpit_env,
-    make_project,
-    start_cockpit,
-    wait_for,
-)
-
-from app.ledger import leases
-from app.ledger.store import Ledger
+from app.ledger import leases  # noqa: E402
+from app.ledger.store import Ledger  # noqa: E402
+from runnerhelpers import agent_worktree, cockpit_env, make_project, start_cockpit, wait_for  # noqa: E402
 
 
 def recorded(path: Path) -> dict[int, dict]:

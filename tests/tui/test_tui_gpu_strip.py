@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuifixtures import build_ledger, wait_until
-
 from app.ledger import leases
 from app.ledger.store import Ledger
 from app.run.procs import process_identity
 from app.tui.app import make_app
 from app.tui.widgets.gpu_strip import GpuStrip
+from tuifixtures import build_ledger, wait_until
 
 POLL = 0.05
 AGENTS = ("alice", "bob", "carol", "dave", "erin")

@@ -9,7 +9,6 @@ import types
 from pathlib import Path
 
 import pytest
-from runnerhelpers import agent_worktree, cli, make_project, wait_for
 
 from app.config import Settings
 from app.ledger import leases
@@ -19,6 +18,7 @@ from app.ledger.schema import MIGRATIONS
 from app.ledger.store import Ledger
 from app.run.gpus import DeviceError, nvml_devices, resolve, sample
 from app.run.lease import MODAL_POOL, RunLease, pool_spec
+from runnerhelpers import agent_worktree, cli, make_project, wait_for
 
 
 class NVMLError(Exception):

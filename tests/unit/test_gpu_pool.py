@@ -12,6 +12,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from app.actions import reap_lost
+from app.ledger import leases
+from app.ledger.store import Ledger
 from runnerhelpers import (
     agent_worktree,
     cli,
@@ -22,10 +26,6 @@ from runnerhelpers import (
     start_cockpit,
     wait_for,
 )
-
-from app.actions import reap_lost
-from app.ledger import leases
-from app.ledger.store import Ledger
 
 
 def pool_project(tmp_path: Path, agents: int, config: str) -> SimpleNamespace:
