@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from app.ledger import leases  # noqa: E402
 from app.ledger.store import Ledger  # noqa: E402
-from runnerhelpers import agent_worktree, cockpit_env, make_project, start_cockpit, wait_for  # noqa: E402
+from runnerhelpers import agent_worktree, cockpit_env, make_project, start_cockpit  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 
 def recorded(path: Path) -> dict[int, dict]:

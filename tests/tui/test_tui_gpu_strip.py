@@ -10,7 +10,8 @@ from app.ledger.store import Ledger
 from app.run.procs import process_identity
 from app.tui.app import make_app
 from app.tui.widgets.gpu_strip import GpuStrip
-from tuifixtures import build_ledger, wait_until
+from tuifixtures import build_ledger
+from waiting import wait_until
 
 POLL = 0.05
 AGENTS = ("alice", "bob", "carol", "dave", "erin")

@@ -18,7 +18,8 @@ from app.ledger.schema import MIGRATIONS
 from app.ledger.store import Ledger
 from app.run.gpus import DeviceError, nvml_devices, resolve, sample
 from app.run.lease import MODAL_POOL, RunLease, pool_spec
-from runnerhelpers import agent_worktree, cli, make_project, wait_for
+from runnerhelpers import agent_worktree, cli, make_project
+from waiting import wait_for
 
 
 class NVMLError(Exception):

@@ -24,8 +24,8 @@ from runnerhelpers import (
     make_project,
     pid_alive,
     start_cockpit,
-    wait_for,
 )
+from waiting import wait_for
 
 
 def pool_project(tmp_path: Path, agents: int, config: str) -> SimpleNamespace:
