@@ -2,6 +2,8 @@
 allocation, duty cycles, Modal slots, the schema v1 -> v2 upgrade."""
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import sys
 import threading
@@ -18,7 +20,8 @@ from app.ledger.schema import MIGRATIONS
 from app.ledger.store import Ledger
 from app.run.gpus import DeviceError, nvml_devices, resolve, sample
 from app.run.lease import MODAL_POOL, RunLease, pool_spec
-from runnerhelpers import agent_worktree, cli, make_project
+from gitrepo import commit_file
+from runnerhelpers import REPO_ROOT, agent_worktree, cli, make_project
 from waiting import wait_for
 
 
@@ -151,3 +154,23 @@ def test_a_v1_ledger_upgrades_to_the_pool_schema(tmp_path: Path) -> None:
         old = db.get(1)
         assert old.description == "old run" and old.gpu_ids == "" and old.gpu_model == ""
         assert leases.active(db) == [] and leases.devices(db) == []
+
+
+def test_a_modal_run_leases_one_of_the_modal_slots(tmp_path, monkeypatch, cloud) -> None:
+    for key in [k for k in os.environ if k.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_"))]:
+        monkeypatch.delenv(key)
+    main = make_project(tmp_path / "p")
+    wt = agent_worktree(main, "alice")
+    commit_file(wt, "modal_train.py", (REPO_ROOT / "modal_train.py").read_text(), "modal")
+    (main / ".autoresearch").mkdir(exist_ok=True)
+    (main / ".autoresearch" / "config.toml").write_text("modal_max_concurrent = 2\n")
+    code, out, err = cli("run", "-m", "on the cloud", "--backend", "modal", "--json", cwd=wt)
+    assert code == 0, err
+    with Ledger(main / ".autoresearch" / "ledger.db") as db:
+        exp = db.get(json.loads(out)["id"])
+        assert (exp.decision, exp.gpu_ids, exp.gpu_model) == ("keep", "modal:0", "H100")
+        assert leases.active(db) == []
+    code, out, _ = cli("gpus", "--json", cwd=main)
+    (modal,) = [p for p in json.loads(out)["pools"] if p["pool"] == "modal"]
+    assert [d["id"] for d in modal["devices"]] == ["modal:0", "modal:1"]
+    assert modal["devices"][0]["duty_1h"] > 0 and modal["devices"][1]["duty_1h"] == 0
