@@ -174,3 +174,21 @@ def test_a_modal_run_leases_one_of_the_modal_slots(tmp_path, monkeypatch, cloud)
     (modal,) = [p for p in json.loads(out)["pools"] if p["pool"] == "modal"]
     assert [d["id"] for d in modal["devices"]] == ["modal:0", "modal:1"]
     assert modal["devices"][0]["duty_1h"] > 0 and modal["devices"][1]["duty_1h"] == 0
+
+
+def test_nvml_pool_hands_uuids_to_cuda_and_samples_the_held_device(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(2))
+    spec = pool_spec(Settings(), "local")  # gpus = "auto": both devices NVML sees
+    assert spec is not None and spec.slots == ["0", "1"]
+    with Ledger(tmp_path / "ledger.db") as db:
+        exp_id = db.register(description="on a GPU")
+        lease = RunLease(db, spec, exp_id, "a", announce=lambda _: None)
+        assert lease.acquire(lambda poll: None) is None
+        assert lease.env["CUDA_VISIBLE_DEVICES"] == "GPU-00000000-aaaa"
+        assert db.get(exp_id).gpu_model == "NVIDIA H100 80GB HBM3"
+        device = wait_for(lambda: next((d for d in load_pool(db).devices
+                                        if d.slot == "0" and d.util_pct is not None), None))
+        assert (device.util_pct, device.agent, device.experiment_id) == (90, "a", exp_id)
+        assert device.mem_total_mb == 80 * 1024
+        lease.release()
+        assert leases.active(db) == []
