@@ -37,7 +37,7 @@ def test_every_exception_class_has_a_kind() -> None:
     kinds = {name: ("usage" if issubclass(cls, UsageError) else "infra" if issubclass(cls, InfraError)
                     else "base" if issubclass(cls, CockpitError) else "none")
              for name, cls in classes.items() if name not in CONTROL_FLOW | {"CockpitError"}}
-    assert kinds == {**{n: "usage" for n in USAGE}, **{n: "infra" for n in INFRA},
+    assert kinds == {**dict.fromkeys(USAGE, "usage"), **dict.fromkeys(INFRA, "infra"),
                      "UsageError": "usage", "InfraError": "infra",
                      "CommandError": "base"}  # a command's own refusal picks its exit code
 
