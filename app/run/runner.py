@@ -21,6 +21,7 @@ from app.logs.parse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
 from app.run.backends import Run, start_run
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
+from app.run.lease import RunLease
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
 from app.run.trusted import Trust
@@ -31,6 +32,7 @@ LEFTOVER_WAIT_S = 2.0  # train.py exited but its output stays open this long: ki
 GIVE_UP_S = 15.0  # after a stop, stop waiting for the output to close after this long
 REVIEW_POLL_S = 0.5
 _EOF = object()
+INF = float("inf")
 
 
 @dataclass
@@ -74,17 +76,26 @@ class Runner:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{self.exp_id}.log"
         previous = self._install_signal_handlers()
+        lease = RunLease(self.ledger, plan.pool, self.exp_id, plan.agent, self.announce)
         try:
-            with open(log_path, "wb") as log, open(plan.worktree / "run.log", "wb") as runlog:
-                supervised = self._launch_and_supervise(log_path, (log, runlog))
-            return self._finish(supervised, log_path)
+            try:
+                with open(log_path, "wb") as log, open(plan.worktree / "run.log", "wb") as runlog:
+                    # the time budget starts once the devices are ours, never while queued
+                    stopped = lease.acquire(lambda poll: self._stop_reason(0.0, INF, poll))
+                    supervised = Supervised(None, stopped) if stopped else \
+                        self._launch_and_supervise(log_path, (log, runlog), lease.env)
+                return self._finish(supervised, log_path, lease.release)
+            finally:
+                lease.release()
         finally:
             self._restore_signal_handlers(previous)
 
-    def _launch_and_supervise(self, log_path: Path, sinks: tuple) -> Supervised:
+    def _launch_and_supervise(self, log_path: Path, sinks: tuple,
+                              lease_env: dict[str, str]) -> Supervised:
         plan = self.plan
         try:
-            run = start_run(plan.backend, plan.worktree, {**plan.env, **self.trust.child_env()},
+            run = start_run(plan.backend, plan.worktree,
+                            {**plan.env, **lease_env, **self.trust.child_env(lease_env)},
                             plan.timeout_s)
         except Exception as exc:
             self.ledger.update(self.exp_id, event="decide", detail={"decision": "lost"},
@@ -197,7 +208,9 @@ class Runner:
 
     # --- decision --------------------------------------------------------------------------
 
-    def _finish(self, supervised: Supervised, log_path: Path) -> RunResult:
+    def _finish(self, supervised: Supervised, log_path: Path,
+                release: Callable[[], None]) -> RunResult:
+        """Decide (measuring on the leased devices first where wanted), release them, record."""
         plan = self.plan
         parsed = self.parser.finish()
         summary = parsed.summary
@@ -218,17 +231,18 @@ class Runner:
 
         settled = self.trust.settle(verdict_on(val_bpb), val_bpb, verdict_on, self._heartbeat,
                                     lambda: self.signal_received is not None)
+        release()
         verdict = settled.verdict
         flags = {**self._flags(verdict, summary, context), **settled.flags}
         decision = verdict.decision
         review = None
         if self._gated(verdict):
             decision, review = "pending", "pending"
-        values: dict[str, Any] = dict(
-            status="finished", decision=decision, review=review, reason=verdict.reason,
-            exit_code=supervised.exit_code, finished_at=time.time(), delta=verdict.delta,
-            margin=verdict.margin, near_miss=int(verdict.near_miss),
-            contended=int(flags["contended"]), integrity=int(flags["integrity"]))
+        values: dict[str, Any] = {
+            "status": "finished", "decision": decision, "review": review, "reason": verdict.reason,
+            "exit_code": supervised.exit_code, "finished_at": time.time(), "delta": verdict.delta,
+            "margin": verdict.margin, "near_miss": int(verdict.near_miss),
+            "contended": int(flags["contended"]), "integrity": int(flags["integrity"])}
         if summary:
             values.update(summary_columns(summary))
         values.update(settled.values)
@@ -249,9 +263,9 @@ class Runner:
                 context: Context, failed: bool, val_bpb: float | None) -> Verdict:
         """The policy's rules on top of decide(), with what this run observed."""
         plan, baseline = self.plan, context.tag_baseline
-        signalled = supervised.stop_reason == "signal" and self.signal_received
+        received = self.signal_received if supervised.stop_reason == "signal" else None
         facts = RunFacts(
-            signal_name=signal.Signals(self.signal_received).name if signalled else None,
+            signal_name=signal.Signals(received).name if received else None,
             timeout_s=plan.timeout_s, stream_error=supervised.stream_error, failed=failed,
             exit_code=supervised.exit_code,
             summary_problems=summary_problems(summary) if summary is not None else [],
@@ -300,7 +314,7 @@ class Runner:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous

@@ -30,7 +30,6 @@ from app.trust_policy import metric_mismatch, over_budget, refuse_keep, wants_me
 WEIGHTS_ENV = "COCKPIT_WEIGHTS_OUT"  # train.py saves {"config", "model"} here when it is set
 EVAL_TIMEOUT_S = 900.0  # the evaluator is stopped after this long
 POLL_S = 0.5
-DEVICE_ENV = ("CUDA_VISIBLE_DEVICES",)  # the run's lease also holds for its evaluation
 COCKPIT_ROOT = Path(app.__file__).resolve().parents[1]
 MEASURABLE = ("keep", "discard", "repeat")  # decisions that rest on a val_bpb
 
@@ -62,11 +61,14 @@ class Trust:
         self.log_path = ledger_dir / "logs" / f"{exp_id}.trusted.log"
         self.weights = self.work / "weights.pt"
         self._started = self._first_step = self._last_step = 0.0
+        self._device_env: dict[str, str] = {}
         self._heartbeat: Callable[[], None] = lambda: None
         self._stopped: Callable[[], bool] = lambda: False
 
-    def child_env(self) -> dict[str, str]:
-        """What train.py needs to hand its weights over (local runs, trusted_eval not off)."""
+    def child_env(self, device_env: dict[str, str]) -> dict[str, str]:
+        """What train.py needs to hand its weights over (local runs, trusted_eval not off);
+        `device_env` (the run's GPU lease) also holds for the evaluation."""
+        self._device_env = dict(device_env)
         if self.mode == "off" or self.plan.backend != "local":
             return {}
         self.work.mkdir(parents=True, exist_ok=True)
@@ -178,7 +180,7 @@ class Trust:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("AUTORESEARCH_", "COCKPIT_"))}
         env.update(self.plan.settings.train_env)
-        env.update({k: self.plan.env[k] for k in DEVICE_ENV if k in self.plan.env})
+        env.update(self._device_env)
         env.update(PYTHONPATH=str(COCKPIT_ROOT), PYTHONUNBUFFERED="1")
         return env
 
