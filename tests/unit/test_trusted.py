@@ -8,17 +8,18 @@ import math
 import os
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlite_utils
 import torch
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, Settings, load_settings
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, TRUST_FLAGS
 from app.ledger.store import Ledger
 from app.policy import Verdict
 from app.run import trusted_eval
-from app.run.trusted import read_result
+from app.run.trusted import WEIGHTS_ENV, Trust, read_result
 from app.trust_policy import metric_mismatch, over_budget, refuse_keep, wants_measurement
 from gitrepo import commit_file
 from runnerhelpers import REPO_ROOT, agent_worktree, cli, make_project
@@ -223,3 +224,22 @@ def test_a_modal_keep_is_decided_on_the_printed_value_and_flagged_unmeasured(
     result = json.loads(out)
     assert result["decision"] == "keep" and "unmeasured" in result["flags"]
     assert "cannot measure modal runs yet" in result["reason"] and result["val_bpb"] == 0.99
+
+
+def test_the_evaluator_gets_mains_constants_and_the_runs_devices(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTORESEARCH_EVAL_TOKENS", "1024")  # the agent's shell: never the evaluator's
+    monkeypatch.setenv("COCKPIT_AGENT", "a1")
+    settings = Settings(train_env={"AUTORESEARCH_EVAL_TOKENS": "16384", "AUTORESEARCH_CACHE": "/c"})
+    plan = SimpleNamespace(settings=settings, backend="local", env={})
+    trust = Trust(plan, tmp_path, 7)  # type: ignore[arg-type]
+    handed = trust.child_env({"CUDA_VISIBLE_DEVICES": "GPU-1234"})
+    assert handed == {WEIGHTS_ENV: str(tmp_path / "trusted" / "7" / "weights.pt")}
+    env = trust.eval_env()
+    assert env["AUTORESEARCH_EVAL_TOKENS"] == "16384" and env["AUTORESEARCH_CACHE"] == "/c"
+    assert env["CUDA_VISIBLE_DEVICES"] == "GPU-1234" and "COCKPIT_AGENT" not in env
+    assert env["PYTHONPATH"] == str(REPO_ROOT)
+    assert Trust(SimpleNamespace(settings=Settings(trusted_eval="off"), backend="local", env={}),
+                 tmp_path, 8).child_env({}) == {}  # type: ignore[arg-type]
+    assert Trust(SimpleNamespace(settings=settings, backend="modal", env={}),
+                 tmp_path, 9).child_env({}) == {}  # type: ignore[arg-type]
