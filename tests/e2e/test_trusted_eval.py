@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,9 +162,23 @@ def test_a_short_circuited_evaluate_bpb_is_caught(lab: Lab) -> None:
     assert decided_on_measured(lab, exp)
 
 
+@contextmanager
+def measuring_every_run(lab: Lab) -> Iterator[None]:
+    """trusted_eval = "always", set by the human in .autoresearch/config.toml: a shrunk
+    evaluation is then measured whatever it happened to print (under "keeps" a worse print is a
+    discard that is never measured, and gains the attacker nothing)."""
+    override = lab.main / ".autoresearch" / "config.toml"
+    override.write_text('trusted_eval = "always"\n')
+    try:
+        yield
+    finally:
+        override.unlink()
+
+
 def test_shrinking_eval_tokens_in_train_py_is_measured_at_mains_eval_tokens(lab: Lab) -> None:
-    exp = attack(lab, "evaluate on one batch", ("# Final eval\n", (
-        "# Final eval\nimport prepare\nprepare.EVAL_TOKENS = DEVICE_BATCH_SIZE * MAX_SEQ_LEN // 8\n")))
+    with measuring_every_run(lab):
+        exp = attack(lab, "evaluate on one batch", ("# Final eval\n", (
+            "# Final eval\nimport prepare\nprepare.EVAL_TOKENS = DEVICE_BATCH_SIZE * MAX_SEQ_LEN // 8\n")))
     assert exp.eval_tokens == int(SMOKE_ENV["AUTORESEARCH_EVAL_TOKENS"]), "printed as if unchanged"
     assert trusted_detail(lab, exp)["eval_tokens"] == int(SMOKE_ENV["AUTORESEARCH_EVAL_TOKENS"])
     assert exp.reported_val_bpb is not None and exp.measured_val_bpb is not None
@@ -171,16 +187,10 @@ def test_shrinking_eval_tokens_in_train_py_is_measured_at_mains_eval_tokens(lab:
 
 
 def test_shrinking_eval_tokens_from_the_environment_is_measured_at_mains(lab: Lab) -> None:
-    """The issue's `AUTORESEARCH_EVAL_TOKENS=... cockpit run --tag new`, under trusted_eval =
-    "always" (set by the human in .autoresearch/config.toml), so that it is measured whatever
-    the shrunk evaluation happened to print."""
-    override = lab.main / ".autoresearch" / "config.toml"
-    override.write_text('trusted_eval = "always"\n')
-    try:
+    """The issue's `AUTORESEARCH_EVAL_TOKENS=... cockpit run --tag new`."""
+    with measuring_every_run(lab):
         exp = attack(lab, "a comment", ("# Final eval\n", "# Final eval (same model)\n"),
                      args=("--tag", "new"), AUTORESEARCH_EVAL_TOKENS="2048")
-    finally:
-        override.unlink()
     assert exp.eval_tokens == 2048, "train.py evaluated 2048 tokens, as the environment asked"
     assert trusted_detail(lab, exp)["eval_tokens"] == int(SMOKE_ENV["AUTORESEARCH_EVAL_TOKENS"])
     assert exp.reported_val_bpb is not None and exp.measured_val_bpb is not None
