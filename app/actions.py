@@ -76,7 +76,15 @@ def _review(ledger: Ledger, exp_id: int, actor: str, verdict: str, decision: str
 
 
 def approve(ledger: Ledger, exp_id: int, actor: str = "human") -> str:
-    """A pending keep-candidate becomes a keep."""
+    """A pending keep-candidate becomes a keep; a kept row from a results.tsv (the agent's word)
+    becomes a best that live runs are compared with."""
+    exp = _experiment(ledger, exp_id)
+    if exp.is_foreign and exp.decision == "keep" and not exp.review:
+        if not ledger.transition(exp_id, {"decision": "keep", "review": None}, event="approve",
+                                 actor=actor, detail={"decision": "keep", "foreign": True},
+                                 review="approved", reason=f"approved by {actor}: {exp.reason}"):
+            raise ActionError(f"#{exp_id} changed a moment ago; look again")
+        return f"#{exp_id} approved: its val_bpb now counts as a best on {exp.branch or exp.tag}"
     return _review(ledger, exp_id, actor, "approved", "keep")
 
 

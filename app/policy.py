@@ -53,6 +53,7 @@ class PolicySettings:
     crash_streak_limit: int = 3  # consecutive crashes before "stop and rethink"
     timeout_factor: float = 2.0  # hard limit = factor x time budget (10 min for 5 min)
     min_timeout_s: float = 60.0  # the hard limit never goes below this
+    implausible_ratio: float = 0.8  # val_bpb below ratio x the series baseline is implausible
 
     def __post_init__(self) -> None:
         for name in ("min_delta", "k_sigma", "near_miss", "min_timeout_s"):
@@ -65,6 +66,8 @@ class PolicySettings:
             raise ValueError(f"crash_streak_limit must be >= 1, got {self.crash_streak_limit!r}")
         if not math.isfinite(self.timeout_factor) or self.timeout_factor <= 0:
             raise ValueError(f"timeout_factor must be > 0, got {self.timeout_factor!r}")
+        if not 0 < self.implausible_ratio <= 1:
+            raise ValueError(f"implausible_ratio must be in (0, 1], got {self.implausible_ratio!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -162,6 +165,48 @@ def _crash_reason(outcome: Outcome) -> str:
     if outcome.val_bpb is None or not math.isfinite(outcome.val_bpb):
         return f"val_bpb is {outcome.val_bpb!r}"
     return ""
+
+
+# ---------------------------------------------------------------------------
+# Plausibility: checked before any comparison
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Whether a val_bpb can be believed without a human: `kind` is "" (plausible),
+    "impossible" (not finite or <= 0) or "implausible" (too far below the series baseline)."""
+
+    kind: str = ""
+    reason: str = ""
+
+    def __bool__(self) -> bool:  # true when something is wrong
+        return bool(self.kind)
+
+
+def plausibility(val_bpb: float | None, baseline: float | None,
+                 ratio: float = PolicySettings.implausible_ratio) -> Plausibility:
+    """Check `val_bpb` against physics and the series baseline; a missing value is a crash."""
+    if val_bpb is None:
+        return Plausibility()
+    if not math.isfinite(val_bpb) or val_bpb <= 0:
+        return Plausibility("impossible",
+                            f"val_bpb {val_bpb!r} is impossible (bits per byte are finite and > 0)")
+    if baseline is not None and math.isfinite(baseline) and baseline > 0 \
+            and val_bpb < ratio * baseline - _TOLERANCE:
+        return Plausibility("implausible", f"val_bpb {val_bpb:.6f} is below {ratio:g} x the "
+                                           f"series baseline {baseline:.6f}")
+    return Plausibility()
+
+
+def hold_implausible(verdict: Verdict, check: Plausibility) -> Verdict:
+    """A rule never keeps an implausible result: an impossible value is discarded (there is
+    nothing to approve), an implausibly good one waits for a human (decision `pending`)."""
+    if not check or verdict.decision not in ("keep", "repeat"):
+        return verdict  # not kept anyway (the flag still says why it is not to be believed)
+    if check.kind == "impossible" or verdict.decision != "keep":
+        return Verdict("discard", f"not compared (implausible): {check.reason}",
+                       delta=verdict.delta, margin=verdict.margin)
+    return Verdict("pending", f"held for a human (implausible): {check.reason}",
+                   is_baseline=verdict.is_baseline, delta=verdict.delta, margin=verdict.margin)
 
 
 # ---------------------------------------------------------------------------

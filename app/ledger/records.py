@@ -6,6 +6,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 LIVE_STATUSES = ("registered", "running")
+FOREIGN_BACKENDS = ("observed", "import")  # rows from a results.tsv or run.log: their own series
+# A kept row may be a best that live runs are compared with: measured by a cockpit runner, or
+# approved by a human (a row from a results.tsv is only the agent's word).
+COMPARABLE_SQL = "(backend NOT IN ('observed', 'import') OR review = 'approved')"
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Experiment:
     near_miss: int = 0
     contended: int = 0
     integrity: int = 0
+    implausible: int = 0
     needs_rerun: int = 0
     repeat_of: int | None = None
     exit_code: int | None = None
@@ -73,6 +78,11 @@ class Experiment:
     @property
     def val_bpb_text(self) -> str:
         return "—" if self.val_bpb is None else f"{self.val_bpb:.6f}"
+
+    @property
+    def is_foreign(self) -> bool:
+        """From a results.tsv or a watched run.log: the agent's word, not the cockpit's measure."""
+        return self.backend in FOREIGN_BACKENDS
 
     @property
     def is_live(self) -> bool:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 1
 
 # Summary keys that get a column of their own (everything is also kept in summary_json).
 SUMMARY_COLUMNS = (
@@ -79,5 +78,12 @@ def _v1(db: sqlite_utils.Database) -> None:
                             "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
 
 
-# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
+def _v3(db: sqlite_utils.Database) -> None:
+    """Trust: the implausible flag."""
+    db["experiments"].add_column("implausible", int, not_null_default=0)
+
+
+# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
+# may have gaps (each branch numbers its own; missing ones are skipped).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 3: _v3}
+SCHEMA_VERSION = max(MIGRATIONS)

@@ -17,8 +17,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
-                         Experiment, Note, StepRow)
+from app.ledger.records import (AGENT_COLUMNS, COMPARABLE_SQL, EXPERIMENT_COLUMNS,
+                                LIVE_STATUSES, Agent, Event, Experiment, Note, StepRow)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
 __all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "Note",
@@ -114,7 +114,7 @@ class Ledger:
             return
         with self.write():
             version = self._schema_version()
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            for target in sorted(v for v in MIGRATIONS if v > version):
                 MIGRATIONS[target](self.db)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -242,9 +242,13 @@ class Ledger:
         return [_row_to(Experiment, r) for r in rows]
 
     def best(self, *, tag: str | None = None, branch: str | None = None,
-             exclude_id: int | None = None) -> Experiment | None:
-        """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch."""
+             exclude_id: int | None = None, comparable: bool = True) -> Experiment | None:
+        """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch;
+        rows from a results.tsv count only once a human approved them (`comparable=False`:
+        the best of any series, for display)."""
         where = ["decision = 'keep'", "val_bpb IS NOT NULL", "integrity = 0"]
+        if comparable:
+            where.append(COMPARABLE_SQL)
         args: list[Any] = []
         if tag is not None:
             where.append("tag = ?")

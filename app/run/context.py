@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from app.ledger.records import COMPARABLE_SQL
 from app.ledger.store import Experiment, Ledger, finite
 from app.policy import crash_streak, noise_sigma
 
@@ -42,7 +43,7 @@ def _number(value: Any) -> bool:
 def _first_keep(ledger: Ledger, column: str, value: str) -> Experiment | None:
     row = ledger.conn.execute(
         f"SELECT id FROM experiments WHERE {column} = ? AND decision = 'keep' AND integrity = 0 "
-        "AND val_bpb IS NOT NULL ORDER BY id LIMIT 1", (value,)).fetchone()
+        f"AND val_bpb IS NOT NULL AND {COMPARABLE_SQL} ORDER BY id LIMIT 1", (value,)).fetchone()
     return ledger.get(row[0]) if row else None
 
 
@@ -64,7 +65,7 @@ def main_best(ledger: Ledger, main_branch: str | None, constants: dict[str, Any]
               exclude_id: int) -> Experiment | None:
     """The best kept run that is on main: run on main's branch or adopted into it, measured
     under the same eval constants."""
-    where = ["decision = 'keep'", "integrity = 0", "val_bpb IS NOT NULL", "id != ?",
+    where = ["decision = 'keep'", "integrity = 0", "val_bpb IS NOT NULL", "id != ?", COMPARABLE_SQL,
              "(branch = ? OR adopted_sha != '')"]
     args: list[Any] = [exclude_id, main_branch or ""]
     for key, value in constants.items():
@@ -81,6 +82,7 @@ def branch_sigma(ledger: Ledger, branch: str, exclude_id: int | None = None) -> 
     placeholders = ", ".join("?" for _ in MEASURED)
     rows = ledger.conn.execute(
         f"SELECT commit_sha, val_bpb FROM experiments WHERE branch = ? AND integrity = 0 "
+        f"AND implausible = 0 AND {COMPARABLE_SQL} "
         f"AND decision IN ({placeholders}) AND val_bpb IS NOT NULL AND commit_sha != '' "
         "AND id != ?", (branch, *MEASURED, exclude_id or -1))
     for sha, val in rows:

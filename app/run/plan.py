@@ -122,7 +122,8 @@ def policy_settings(settings: Settings) -> PolicySettings:
     return PolicySettings(min_delta=settings.min_delta, k_sigma=settings.k_sigma,
                           near_miss=settings.near_miss, contended_frac=settings.contended_frac,
                           crash_streak_limit=settings.crash_streak,
-                          timeout_factor=settings.timeout_factor)
+                          timeout_factor=settings.timeout_factor,
+                          implausible_ratio=settings.implausible_ratio)
 
 
 def effective_time_budget(env: dict[str, str]) -> float:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from app.run.backends import Run, start_run
 from app.ledger.store import Ledger, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
-from app.policy import Outcome, Verdict, decide, is_contended
+from app.policy import Outcome, Verdict, decide, hold_implausible, is_contended, plausibility
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
@@ -207,16 +207,21 @@ class Runner:
                          constants={k: v for k, v in constants.items() if finite(v) is not None})
         verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
         verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
-        flags = self._flags(verdict, summary, context)
+        check = plausibility(_raw_val(summary), _val(context.branch_baseline or context.tag_baseline
+                                                     or context.main_best),
+                             plan.policy.implausible_ratio)
+        verdict = hold_implausible(verdict, check)
+        flags = {**self._flags(verdict, summary, context), "implausible": bool(check)}
         decision = verdict.decision
         review = None
-        if self._gated(verdict):
+        if decision == "pending" or self._gated(verdict):
             decision, review = "pending", "pending"
         values: dict[str, Any] = dict(
             status="finished", decision=decision, review=review, reason=verdict.reason,
             exit_code=supervised.exit_code, finished_at=time.time(), delta=verdict.delta,
             margin=verdict.margin, near_miss=int(verdict.near_miss),
-            contended=int(flags["contended"]), integrity=int(flags["integrity"]))
+            contended=int(flags["contended"]), integrity=int(flags["integrity"]),
+            implausible=int(flags["implausible"]))
         if summary:
             values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
@@ -227,7 +232,7 @@ class Runner:
         self.ledger.event("decide", experiment_id=self.exp_id, actor="runner",
                           decision=decision, reason=verdict.reason)
         if review == "pending":
-            decision, review = self._await_review()
+            decision, review = self._await_review(implausible=bool(check))
         return build_result(self.ledger, plan, self.exp_id, context, verdict, decision, review,
                             parsed.tail, str(log_path), flags)
 
@@ -284,23 +289,27 @@ class Runner:
         return (self.plan.review == "gate" and verdict.decision == "keep"
                 and not verdict.is_baseline)
 
-    def _await_review(self) -> tuple[str, str]:
-        """Wait for a human verdict; after review_timeout_s the automatic rule (keep) stands."""
+    def _await_review(self, implausible: bool = False) -> tuple[str, str]:
+        """Wait for a human verdict; after review_timeout_s the automatic rule stands: keep, or
+        discard for an implausible value (never kept without a human)."""
         timeout = self.plan.settings.review_timeout_s
+        fallback = "discard" if implausible else "keep"
         self.announce(f"cockpit run #{self.exp_id}: keep-candidate awaits review: "
                       f"`cockpit approve {self.exp_id}` or `cockpit reject {self.exp_id}` "
-                      f"(automatic keep in {timeout:.0f} s)")
+                      f"(automatic {fallback} in {timeout:.0f} s)")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.signal_received is None:
             exp = self.ledger.get(self.exp_id)
             if exp.review != "pending":
                 return exp.decision or "keep", exp.review or ""
             time.sleep(REVIEW_POLL_S)
+        why = ("implausible and not approved: not kept" if implausible
+               else "automatic rule keeps it")
         if self.signal_received is None and self.ledger.transition(
                 self.exp_id, {"review": "pending"}, event="review_timeout", actor="runner",
-                detail={"after_s": timeout}, decision="keep", review="expired",
-                reason=f"review timed out after {timeout:.0f} s: automatic rule keeps it"):
-            return "keep", "expired"
+                detail={"after_s": timeout, "decision": fallback}, decision=fallback,
+                review="expired", reason=f"review timed out after {timeout:.0f} s: {why}"):
+            return fallback, "expired"
         exp = self.ledger.get(self.exp_id)
         return exp.decision or "pending", exp.review or ""
 
@@ -325,6 +334,12 @@ class Runner:
 
 def _val(exp: Any) -> float | None:
     return None if exp is None else exp.val_bpb
+
+
+def _raw_val(summary: dict | None) -> float | None:
+    """The printed val_bpb as a number, NaN and infinities included (plausibility judges them)."""
+    value = (summary or {}).get("val_bpb")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def exit_status(signal_received: int | None) -> int:
