@@ -254,12 +254,37 @@ def hard_timeout_s(time_budget_s: float, settings: PolicySettings | None = None)
     return max(settings.min_timeout_s, settings.timeout_factor * time_budget_s)
 
 
-def git_action(decision: str) -> str:
-    """What the agent does to its branch after a decision."""
+@dataclass(frozen=True)
+class HeadState:
+    """The agent's branch when a run ends, as git and the ledger see it."""
+
+    measured: str  # the commit the run measured
+    head: str  # the worktree's HEAD now ("" if unknown)
+    kept: bool = False  # `measured` is the commit of a kept experiment on the branch
+    on_main: bool = False  # `measured` is main's commit or in main's history
+    has_parent: bool = True  # `measured` has a parent to reset to
+
+
+def git_action(decision: str, state: HeadState | None = None) -> str:
+    """What the agent does to its branch after a decision; never a reset that would drop a kept
+    commit, main's commit, or a commit other than the one measured."""
     try:
-        return _GIT_ACTIONS[decision]
+        action = _GIT_ACTIONS[decision]
     except KeyError:
         raise ValueError(f"no git action for decision {decision!r}") from None
+    if action != RESET_COMMAND or state is None:
+        return action
+    short = state.measured[:7]
+    if state.head and state.head != state.measured:
+        return (f"nothing to do: HEAD moved during the run (measured {short}, HEAD is now "
+                f"{state.head[:7]}); drop {short} yourself only if it is still unkept")
+    if state.kept:
+        return f"nothing to do: {short} is a kept commit (a re-run does not undo a keep)"
+    if state.on_main:
+        return f"nothing to do: {short} is main's commit; commit a change to try one"
+    if not state.has_parent:
+        return f"nothing to do: {short} is the first commit, it has no parent"
+    return action
 
 
 # ---------------------------------------------------------------------------

@@ -115,3 +115,8 @@ def repeat_original(ledger: Ledger, branch: str, commit_sha: str) -> Experiment 
         "AND decision IN ('keep', 'discard') AND val_bpb IS NOT NULL ORDER BY id LIMIT 1",
         (branch, commit_sha)).fetchone()
     return ledger.get(row[0]) if row else None
+
+
+def is_kept_commit(ledger: Ledger, branch: str, commit_sha: str) -> bool:
+    """`commit_sha` is the commit of a kept experiment on `branch` (running it again repeats it)."""
+    return any(e.commit_sha == commit_sha for e in ledger.experiments(branch=branch, decision="keep"))

@@ -14,7 +14,7 @@ from app.config import Settings
 from app.ledger.store import Experiment, Ledger
 from app.policy import PolicySettings, hard_timeout_s
 from app.run.procs import process_identity, same_process
-from app.run.context import repeat_original
+from app.run.context import is_kept_commit, repeat_original
 
 DEFAULT_TIME_BUDGET_S = 300.0
 MODAL_GPU_ENV = "AUTORESEARCH_MODAL_GPU"  # read by modal_train.py when it is loaded
@@ -191,12 +191,12 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
         raise RunRefused(str(exc)) from exc
     refuse_if_running_in(ledger, worktree)
     agent = agent_name(request.agent, worktree)
-    repeat_of = None
-    if request.repeat:
-        repeat_of = repeat_original(ledger, branch, commit)
-        if repeat_of is None:
-            raise RunRefused(f"nothing to repeat: HEAD {commit[:7]} has no finished run on "
-                             f"{branch}; run it once with `cockpit run` first")
+    repeat_of = repeat_original(ledger, branch, commit)
+    if request.repeat and repeat_of is None:
+        raise RunRefused(f"nothing to repeat: HEAD {commit[:7]} has no finished run on "
+                         f"{branch}; run it once with `cockpit run` first")
+    if not request.repeat and not is_kept_commit(ledger, branch, commit):
+        repeat_of = None  # a kept HEAD run again is a repeat, --repeat or not
     env = {**settings.train_env,
            **{k: v for k, v in os.environ.items() if k.startswith(CHILD_ENV_PREFIX)}}
     if settings.backend == "modal":
