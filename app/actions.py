@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from app.ledger.limits import TEXT_CAP, over_cap
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, LedgerError
 from app.observe.runlog import OBSERVED
 from app.run.procs import same_process, stop_if_same
@@ -24,6 +25,11 @@ def _experiment(ledger: Ledger, exp_id: int) -> Experiment:
         return ledger.get(exp_id)
     except LedgerError as exc:
         raise ActionError(str(exc)) from exc
+
+
+def owner_of(ledger: Ledger, exp_id: int) -> str:
+    """The agent whose experiment it is ("" if none)."""
+    return _experiment(ledger, exp_id).agent
 
 
 def request_kill(ledger: Ledger, exp_id: int, actor: str = "human", *,
@@ -99,6 +105,9 @@ def add_note(ledger: Ledger, text: str, exp_id: int | None = None, actor: str = 
     text = text.strip()
     if not text:
         raise ActionError("a note needs some text")
+    if over_cap(text):
+        raise ActionError(f"the note is {len(text.encode())} bytes; at most {TEXT_CAP} are "
+                          "stored: split it, or write the details to a file and note its path")
     if exp_id is not None:
         _experiment(ledger, exp_id)
     return ledger.add_note(text, experiment_id=exp_id, agent=agent, author=actor)

@@ -14,6 +14,7 @@ import importlib
 import os
 import sqlite3
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from app.actions import ActionError
@@ -25,6 +26,7 @@ from app.ledger.store import LedgerError
 from app.run.plan import RunInfraError, RunRefused
 from app.logs.textsafe import sanitize
 from app.observe.tsv import TsvFormatError
+from app.roles import RoleError, identify
 
 # One line per command module; each has register(subparsers).
 COMMAND_MODULES = (
@@ -34,9 +36,11 @@ COMMAND_MODULES = (
     "app.commands.tsvio",
     "app.commands.agent",
     "app.commands.demo",
+    "app.commands.verify",
 )
 
-_USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
+_USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError,
+                 RoleError)
 _INFRA_ERRORS = (LedgerError, RunInfraError, BackendUnavailable, sqlite3.Error, OSError)
 
 
@@ -64,8 +68,25 @@ def open_tui(args: argparse.Namespace) -> int:
             raise
         raise CommandError("the cockpit TUI is not available in this install (no app.tui); "
                            "see `cockpit --help` for the commands", EXIT_INFRA) from exc
-    result = launch(ledger_path(args), args.read_only, settings_for(here()))
+    path = ledger_path(args)
+    read_only = args.read_only or _agent_is_asking(path)
+    result = launch(path, read_only, settings_for(here()))
     return int(result or 0)
+
+
+def _agent_is_asking(path: Path | str) -> bool:
+    """From an agent's environment the TUI only looks: its actions are a human's."""
+    from app.ledger.store import Ledger
+
+    try:
+        with Ledger(path, read_only=True) as ledger:
+            who = identify(ledger)
+    except LedgerError:
+        who = identify(None)
+    if who.is_agent:
+        print(f"cockpit: opened read-only: agent {who.agent!r}'s environment ({who.why})",
+              file=sys.stderr)
+    return who.is_agent
 
 
 def main(argv: Sequence[str] | None = None) -> int:

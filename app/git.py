@@ -141,6 +141,14 @@ def main_worktree(path: Path | str) -> Path:
     return first.path
 
 
+def toplevel(path: Path | str) -> Path:
+    """The root of the worktree containing `path`."""
+    proc = _run(path, "rev-parse", "--show-toplevel")
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise GitError(f"{path} is not inside a git worktree")
+    return Path(proc.stdout.decode().strip()).resolve()
+
+
 def current_branch(path: Path | str) -> str | None:
     """The checked-out branch's short name, or None on a detached HEAD."""
     proc = _run(path, "symbolic-ref", "--quiet", "--short", "HEAD")

@@ -1,6 +1,7 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -79,8 +80,14 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 
 def _v3(db: sqlite_utils.Database) -> None:
-    """Trust: the implausible flag."""
+    """Trust: the implausible flag; events chained by hash, each recording the state of its
+    experiment (chain.py); an existing ledger gets its chain computed and its rows sealed."""
+    from app.ledger import chain
+
     db["experiments"].add_column("implausible", int, not_null_default=0)
+    db["events"].add_column("state", str, not_null_default="")
+    db["events"].add_column("hash", str, not_null_default="")
+    chain.seal_existing(db.conn, time.time())
 
 
 # MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from app.ledger.records import (AGENT_COLUMNS, COMPARABLE_SQL, EXPERIMENT_COLUMNS,
                                 LIVE_STATUSES, Agent, Event, Experiment, Note, StepRow)
+from app.ledger import chain
+from app.ledger.limits import capped, cut
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
 __all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "Note",
@@ -154,6 +156,7 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        values = capped(values)
         values.setdefault("created_at", time.time())
         with self.write():
             if guard is not None:
@@ -169,6 +172,7 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        event, values = event or _implicit_event(values), capped(values)
         with self.write():
             agent = self._agent_of(exp_id)
             if values:
@@ -184,6 +188,7 @@ class Ledger:
         unknown = (set(values) | set(expect)) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        event, values = event or _implicit_event(values), capped(values)
         with self.write():
             row = self.conn.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
             if row is None:
@@ -282,10 +287,10 @@ class Ledger:
     # --- events and notes --------------------------------------------------------------------
 
     def _event(self, kind: str, exp_id: int | None, agent: str, actor: str,
-               detail: dict[str, Any]) -> None:
-        self.db["events"].insert({"at": time.time(), "kind": kind, "experiment_id": exp_id,
-                                  "agent": agent, "actor": actor,
-                                  "detail": json.dumps(detail, default=str)})
+               detail: dict[str, Any], batch: Sequence[int] = ()) -> None:
+        """Append an event to the hash chain, recording its experiment's state (chain.py)."""
+        chain.append(self.conn, at=time.time(), kind=kind, experiment_id=exp_id, agent=agent,
+                     actor=actor, detail=json.dumps(detail, default=str), batch=batch)
 
     def event(self, kind: str, *, experiment_id: int | None = None, agent: str = "",
               actor: str = "cli", **detail: Any) -> None:
@@ -305,6 +310,7 @@ class Ledger:
 
     def add_note(self, text: str, *, experiment_id: int | None = None, agent: str = "",
                  author: str = "human") -> int:
+        text = cut(text)
         with self.write():
             if experiment_id is not None:
                 agent = agent or self._agent_of(experiment_id)
@@ -358,6 +364,11 @@ class Ledger:
     def get_agent(self, name: str) -> Agent | None:
         row = self.conn.execute("SELECT * FROM agents WHERE name = ?", (name,)).fetchone()
         return _row_to(Agent, row) if row else None
+
+
+def _implicit_event(values: dict[str, Any]) -> str | None:
+    """A write that changes what a decision rests on is always an event (the chain covers it)."""
+    return "update" if set(values) & set(chain.COVERED) else None
 
 
 def finite(value: Any) -> float | None:

@@ -11,6 +11,7 @@ from typing import Any
 from app import git
 from app.run.backends import BackendUnavailable, check_backend
 from app.config import Settings
+from app.ledger.limits import TEXT_CAP, over_cap
 from app.ledger.store import Experiment, Ledger
 from app.policy import PolicySettings, hard_timeout_s
 from app.run.procs import process_identity, same_process
@@ -156,6 +157,11 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
     settings = settings.with_overrides(backend=request.backend, review=request.review)
     if not request.description.strip():
         raise RunRefused("say what this experiment changes: cockpit run -m \"...\"")
+    for what, text in (("-m/--description", request.description),
+                       ("--hypothesis", request.hypothesis)):
+        if over_cap(text.strip()):
+            raise RunRefused(f"{what} is {len(text.strip().encode())} bytes; at most {TEXT_CAP} "
+                             "are stored: say it shorter (details belong in the commit message)")
     try:
         policy = policy_settings(settings)
     except ValueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ KILL_POLL_S = 0.5  # how often the runner looks for a kill request
 LEFTOVER_WAIT_S = 2.0  # train.py exited but its output stays open this long: kill its group
 GIVE_UP_S = 15.0  # after a stop, stop waiting for the output to close after this long
 REVIEW_POLL_S = 0.5
+WRITE_ATTEMPTS = 10  # a final ledger write waits out a lock this many busy timeouts
 _EOF = object()
 
 
@@ -60,6 +62,8 @@ class Runner:
         self.exp_id = 0
         self._t0 = 0.0
         self._unsent: StepRecord | None = None
+        self.write_trouble = ""  # why ledger writes had to wait, for the record
+        self._skipped_beats = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -187,7 +191,32 @@ class Runner:
         if step is not None:
             live = {"progress_pct": step.progress_pct, "last_loss": finite(step.loss),
                     "remaining_s": step.remaining_s}
-        self.ledger.add_steps(self.exp_id, rows, **live)
+        try:
+            self.ledger.add_steps(self.exp_id, rows, **live)
+        except sqlite3.OperationalError as exc:  # locked past the busy timeout: next beat retries
+            if not _locked(exc):
+                raise
+            self._unsent = self._unsent or step
+            self._skipped_beats += 1
+            self._note_lock(exc)
+
+    def _note_lock(self, exc: sqlite3.OperationalError) -> None:
+        self.write_trouble = (f"the ledger was locked by another writer ({exc}); "
+                              f"{self._skipped_beats} heartbeat(s) skipped, writes retried")
+        self.announce(f"cockpit run #{self.exp_id}: {self.write_trouble}")
+
+    def _retry(self, write: Callable[[], Any]) -> Any:
+        """A write that must land: each try waits the busy timeout; the cause is kept."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return write()
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or attempt == WRITE_ATTEMPTS - 1:
+                    raise RunInfraError(f"run #{self.exp_id} could not be recorded: {exc} "
+                                        f"(after {attempt + 1} tries); its log is kept") from exc
+                self._note_lock(exc)
+                time.sleep(min(2.0, 0.1 * 2 ** attempt))
+        return None
 
     # --- decision --------------------------------------------------------------------------
 
@@ -226,11 +255,14 @@ class Runner:
             values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
             values["crash_tail"] = "\n".join(parsed.tail)
-        self.ledger.update(self.exp_id, event="finish",
-                           detail={"exit_code": supervised.exit_code, "decision": decision,
-                                   "stop": supervised.stop_reason}, **values)
-        self.ledger.event("decide", experiment_id=self.exp_id, actor="runner",
-                          decision=decision, reason=verdict.reason)
+        if self.write_trouble:
+            values["reason"] = f"{verdict.reason}; {self.write_trouble}"
+        self._retry(lambda: self.ledger.update(
+            self.exp_id, event="finish", detail={"exit_code": supervised.exit_code,
+                                                 "decision": decision, "stop": supervised.stop_reason,
+                                                 "ledger_trouble": self.write_trouble}, **values))
+        self._retry(lambda: self.ledger.event("decide", experiment_id=self.exp_id, actor="runner",
+                                              decision=decision, reason=verdict.reason))
         if review == "pending":
             decision, review = self._await_review(implausible=bool(check))
         return build_result(self.ledger, plan, self.exp_id, context, verdict, decision, review,
@@ -334,6 +366,10 @@ class Runner:
 
 def _val(exp: Any) -> float | None:
     return None if exp is None else exp.val_bpb
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _raw_val(summary: dict | None) -> float | None:

@@ -91,7 +91,7 @@ def test_a_killed_baseline_on_mains_commit_says_nothing_to_do(project) -> None:
     exp_id = wait_for(running, timeout=60)
     code, _, err = cli("kill", str(exp_id), cwd=project.main)
     assert code == 0, err
-    out, err = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60)
     result = json.loads(out)
     assert result["decision"] == "killed"
     assert "main's commit" in result["git_action"] and "reset" not in result["git_action"]
