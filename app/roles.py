@@ -17,7 +17,7 @@ from pathlib import Path
 
 from app import git
 from app.ledger.store import Ledger
-from app.ledger.trust import agent_worktrees
+from app.ledger.queries import agent_worktrees
 
 AGENT_ENV = "COCKPIT_AGENT"
 HUMAN = "human"

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.commands import CommandError, add_json_flag, open_ledger, print_json, say
-from app.ledger.store import Ledger
+from app.ledger.queries import insert_experiments
+from app.ledger.store import Ledger, LedgerConflict
 from app.logs.textsafe import sanitize
-from app.ledger.trust import insert_experiments
 from app.roles import identify
 from app.observe.runlog import IMPORTED
 from app.observe.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_fields, write_results_tsv
@@ -89,7 +88,7 @@ def import_command(args: argparse.Namespace) -> int:
         try:
             added, already = import_rows(ledger, parsed.rows, tag, args.agent, args.branch,
                                          args.path.name, actor=identify(ledger).actor)
-        except sqlite3.IntegrityError as exc:
+        except LedgerConflict as exc:
             raise CommandError(f"import of {args.path} stopped: {exc}; rows before it were "
                                "imported, run it again to finish (imports are idempotent)") from exc
     report = ImportReport(added, already,

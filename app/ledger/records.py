@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from app.ledger.schema import SUMMARY_COLUMNS
 
 LIVE_STATUSES = ("registered", "running")
 FOREIGN_BACKENDS = ("observed", "import")  # rows from a results.tsv or run.log: their own series
@@ -147,3 +150,21 @@ class StepRow:
 
 EXPERIMENT_COLUMNS = tuple(f.name for f in fields(Experiment))
 AGENT_COLUMNS = tuple(f.name for f in fields(Agent))
+
+
+def finite(value: Any) -> float | None:
+    """`value` as a float if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary keys that have their own experiment column (numeric columns take finite
+    numbers only), plus the full summary as JSON."""
+    values = {key: summary[key] for key in SUMMARY_COLUMNS
+              if key in summary and finite(summary[key]) is not None}
+    values["summary_json"] = json.dumps(summary, default=str)
+    if "device" in summary:
+        values["device"] = str(summary["device"])
+    return values

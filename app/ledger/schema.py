@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable
 
+from app.ledger import chain
+
 if TYPE_CHECKING:
     import sqlite_utils
 
@@ -82,8 +84,6 @@ def _v1(db: sqlite_utils.Database) -> None:
 def _v3(db: sqlite_utils.Database) -> None:
     """Trust: the implausible flag; events chained by hash, each recording the state of its
     experiment (chain.py); an existing ledger gets its chain computed and its rows sealed."""
-    from app.ledger import chain
-
     db["experiments"].add_column("implausible", int, not_null_default=0)
     db["events"].add_column("state", str, not_null_default="")
     db["events"].add_column("hash", str, not_null_default="")

@@ -8,7 +8,6 @@ at once with "database is locked" when another writer holds the lock.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import time
@@ -18,13 +17,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from app.ledger.records import (AGENT_COLUMNS, COMPARABLE_SQL, EXPERIMENT_COLUMNS,
-                                LIVE_STATUSES, Agent, Event, Experiment, Note, StepRow)
+                                LIVE_STATUSES, Agent, Event, Experiment, Note, StepRow, finite,
+                                summary_columns)
 from app.ledger import chain
 from app.ledger.limits import capped, cut
-from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "Note",
-           "StepRow", "finite", "find_ledger_path", "summary_columns"]
+__all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
+           "LedgerBusy", "LedgerConflict", "LedgerError", "Note", "StepRow", "finite", "find_ledger_path",
+           "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
@@ -32,6 +33,19 @@ BUSY_TIMEOUT_S = 30.0
 
 class LedgerError(Exception):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
+
+
+class LedgerBusy(LedgerError):
+    """Another writer held the write lock past the busy timeout; nothing was written."""
+
+
+class LedgerConflict(LedgerError):
+    """A write that breaks a constraint (a duplicate import key, a missing experiment): the
+    whole transaction was rolled back."""
+
+
+# What any ledger call may raise: our refusals and SQLite's own (locked, corrupt, disk I/O).
+LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
 
 
 def _row_to(cls: type, row: sqlite3.Row) -> Any:
@@ -134,13 +148,20 @@ class Ledger:
         """A BEGIN IMMEDIATE transaction: the write lock is taken before the first read."""
         if self.read_only:
             raise LedgerError("the ledger is open read-only")
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _busy(exc) from exc
         try:
             yield self.conn
             self.conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self.conn.in_transaction:  # a failed COMMIT leaves it open; some errors end it
                 self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise LedgerConflict(str(exc)) from exc
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _busy(exc) from exc
             raise
 
     def data_version(self) -> int:
@@ -366,24 +387,13 @@ class Ledger:
         return _row_to(Agent, row) if row else None
 
 
+def _busy(exc: sqlite3.OperationalError) -> Exception:
+    """LedgerBusy for a lock held past the busy timeout, else the error itself."""
+    text = str(exc)
+    return LedgerBusy(f"the ledger stayed locked by another writer ({text})") if (
+        "locked" in text or "busy" in text) else exc
+
+
 def _implicit_event(values: dict[str, Any]) -> str | None:
     """A write that changes what a decision rests on is always an event (the chain covers it)."""
     return "update" if set(values) & set(chain.COVERED) else None
-
-
-def finite(value: Any) -> float | None:
-    """`value` as a float if it is a finite number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary keys that have their own experiment column (numeric columns take finite
-    numbers only), plus the full summary as JSON."""
-    values = {key: summary[key] for key in SUMMARY_COLUMNS
-              if key in summary and finite(summary[key]) is not None}
-    values["summary_json"] = json.dumps(summary, default=str)
-    if "device" in summary:
-        values["device"] = str(summary["device"])
-    return values

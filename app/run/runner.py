@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.run.backends import Run, start_run
-from app.ledger.store import Ledger, StepRow, finite, summary_columns
+from app.ledger.store import Ledger, LedgerBusy, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, Verdict, decide, hold_implausible, is_contended, plausibility
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
@@ -193,15 +192,13 @@ class Runner:
                     "remaining_s": step.remaining_s}
         try:
             self.ledger.add_steps(self.exp_id, rows, **live)
-        except sqlite3.OperationalError as exc:  # locked past the busy timeout: next beat retries
-            if not _locked(exc):
-                raise
+        except LedgerBusy as exc:  # locked past the busy timeout: the next beat retries
             self._unsent = self._unsent or step
             self._skipped_beats += 1
             self._note_lock(exc)
 
-    def _note_lock(self, exc: sqlite3.OperationalError) -> None:
-        self.write_trouble = (f"the ledger was locked by another writer ({exc}); "
+    def _note_lock(self, exc: LedgerBusy) -> None:
+        self.write_trouble = (f"{exc}; "
                               f"{self._skipped_beats} heartbeat(s) skipped, writes retried")
         self.announce(f"cockpit run #{self.exp_id}: {self.write_trouble}")
 
@@ -210,8 +207,8 @@ class Runner:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 return write()
-            except sqlite3.OperationalError as exc:
-                if not _locked(exc) or attempt == WRITE_ATTEMPTS - 1:
+            except LedgerBusy as exc:
+                if attempt == WRITE_ATTEMPTS - 1:
                     raise RunInfraError(f"run #{self.exp_id} could not be recorded: {exc} "
                                         f"(after {attempt + 1} tries); its log is kept") from exc
                 self._note_lock(exc)
@@ -366,10 +363,6 @@ class Runner:
 
 def _val(exp: Any) -> float | None:
     return None if exp is None else exp.val_bpb
-
-
-def _locked(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _raw_val(summary: dict | None) -> float | None:

@@ -22,7 +22,7 @@ from app.config import ConfigError, load_settings
 from app.ledger import chain, store
 from app.ledger.limits import TEXT_CAP
 from app.ledger.store import Ledger, LedgerError
-from app.ledger.trust import insert_experiments
+from app.ledger.queries import insert_experiments
 from app.observe.worktrees import import_results_tsv
 
 HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2J\x1b[H"  # clipboard, title, clear
