@@ -54,12 +54,12 @@ def identify(ledger: Ledger | None, cwd: Path | None = None) -> Identity:
     if name:
         return Identity(name, f"${AGENT_ENV}={name}")
     here = Path(cwd or os.getcwd()).resolve()
+    top = git.toplevel(here)
     try:
-        top = git.toplevel(here)
         main = git.main_worktree(here)
     except git.GitError:
         return Identity("")
-    if top == main:
+    if top is None or top == main:
         return Identity("")
     if Path(*AGENTS_HOME) in _relative(top, main):
         return Identity(top.name, f"{top} is an agent worktree")

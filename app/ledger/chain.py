@@ -41,7 +41,7 @@ _EVENT_COLUMNS = "id, at, kind, experiment_id, agent, actor, detail, state"
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing changed outside the cockpit: `what` is "event" or "experiment"."""
+    """One thing changed outside the cockpit: `what` is "event", "experiment" or "note"."""
 
     what: str
     id: int
@@ -138,6 +138,7 @@ def verify(ledger: Ledger, known_head: tuple[int, str] | None = None) -> list[Pr
     conn = ledger.conn
     problems: list[Problem] = []
     latest: dict[int, tuple[int, list[str], Any]] = {}  # exp id -> (event id, cols, values|hash)
+    notes: dict[int, tuple[str, str]] = {}  # note id -> (text, author) its event recorded
     prev = ""
     seen_head = False
     for row in conn.execute(f"SELECT {_EVENT_COLUMNS}, hash FROM events ORDER BY id"):
@@ -150,6 +151,10 @@ def verify(ledger: Ledger, known_head: tuple[int, str] | None = None) -> list[Pr
         if known_head is not None and row[0] == known_head[0]:
             seen_head = stored == known_head[1]
         _remember(row[0], row[7], latest)
+        if row[2] == "note":
+            detail = _json(row[6])
+            if isinstance(detail.get("note_id"), int):
+                notes[detail["note_id"]] = (str(detail.get("text", "")), row[5])
     if known_head is not None and known_head[0] and not seen_head:
         problems.append(Problem("event", known_head[0], f"event #{known_head[0]}, seen in an "
                                 "earlier check, is gone or was rewritten"))
@@ -158,7 +163,19 @@ def verify(ledger: Ledger, known_head: tuple[int, str] | None = None) -> list[Pr
         problem = _check_row(exp_id, dict(zip(COVERED, values)), latest.get(exp_id))
         if problem:
             problems.append(problem)
+    for note_id, text, author in conn.execute("SELECT id, text, author FROM notes ORDER BY id"):
+        if notes.get(note_id) != (text, author):
+            problems.append(Problem("note", note_id, f"note {note_id} (by {author!r}) differs "
+                                    "from its event, or has none: changed outside the cockpit"))
     return problems
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _remember(event_id: int, state: str | None, latest: dict[int, tuple[int, list[str], Any]]

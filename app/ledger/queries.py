@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 from app.ledger import chain
 from app.ledger.limits import capped
-from app.ledger.records import COMPARABLE_SQL, EXPERIMENT_COLUMNS, Experiment
+from app.ledger.records import EXPERIMENT_COLUMNS, Experiment
 from app.ledger.store import Ledger
+from app.ledger.vocabulary import COMPARABLE_SQL, KEPT_SQL
 
 EVAL_CONSTANT_COLUMNS = ("time_budget", "max_seq_len", "eval_tokens", "vocab_size")
 _FIRST_KEEP_COLUMNS = ("branch", "tag")
@@ -30,16 +31,15 @@ def first_keep(ledger: Ledger, column: str, value: str) -> Experiment | None:
     if column not in _FIRST_KEEP_COLUMNS:
         raise ValueError(f"first_keep by {column!r}: only {_FIRST_KEEP_COLUMNS}")
     return _experiment(ledger, ledger.conn.execute(
-        f"SELECT id FROM experiments WHERE {column} = ? AND decision = 'keep' AND integrity = 0 "
-        f"AND val_bpb IS NOT NULL AND {COMPARABLE_SQL} ORDER BY id LIMIT 1", (value,)).fetchone())
+        f"SELECT id FROM experiments WHERE {column} = ? AND {KEPT_SQL} AND {COMPARABLE_SQL} "
+        "ORDER BY id LIMIT 1", (value,)).fetchone())
 
 
 def best_on_main(ledger: Ledger, main_branch: str | None, constants: dict[str, Any],
                  exclude_id: int) -> Experiment | None:
     """The best clean kept run run on `main_branch` or adopted into it, measured under the same
     eval `constants` (a run that did not record one matches any)."""
-    where = ["decision = 'keep'", "integrity = 0", "val_bpb IS NOT NULL", "id != ?",
-             "(branch = ? OR adopted_sha != '')", COMPARABLE_SQL]
+    where = [KEPT_SQL, "id != ?", "(branch = ? OR adopted_sha != '')", COMPARABLE_SQL]
     args: list[Any] = [exclude_id, main_branch or ""]
     for key, value in constants.items():
         if key not in EVAL_CONSTANT_COLUMNS:
@@ -57,8 +57,8 @@ def measured_commits(ledger: Ledger, branch: str, decisions: Sequence[str],
     placeholders = ", ".join("?" for _ in decisions)
     rows = ledger.conn.execute(
         f"SELECT commit_sha, val_bpb FROM experiments WHERE branch = ? AND integrity = 0 "
-        f"AND implausible = 0 AND {COMPARABLE_SQL} AND decision IN ({placeholders}) AND val_bpb IS NOT NULL AND commit_sha != '' "
-        "AND id != ?", (branch, *decisions, exclude_id or -1))
+        f"AND implausible = 0 AND {COMPARABLE_SQL} AND decision IN ({placeholders}) "
+        "AND val_bpb IS NOT NULL AND commit_sha != '' AND id != ?", (branch, *decisions, exclude_id or -1))
     return [(sha, float(val)) for sha, val in rows]
 
 

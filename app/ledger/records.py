@@ -6,13 +6,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from app.ledger import vocabulary
 from app.ledger.schema import SUMMARY_COLUMNS
+from app.ledger.vocabulary import FOREIGN_BACKENDS, LIVE_STATUSES
 
-LIVE_STATUSES = ("registered", "running")
-FOREIGN_BACKENDS = ("observed", "import")  # rows from a results.tsv or run.log: their own series
-# A kept row may be a best that live runs are compared with: measured by a cockpit runner, or
-# approved by a human (a row from a results.tsv is only the agent's word).
-COMPARABLE_SQL = "(backend NOT IN ('observed', 'import') OR review = 'approved')"
+__all__ = ["AGENT_COLUMNS", "EXPERIMENT_COLUMNS", "LIVE_STATUSES", "Agent", "Event", "Experiment",
+           "Note", "StepRow"]
 
 
 @dataclass
@@ -89,12 +88,12 @@ class Experiment:
 
     @property
     def is_live(self) -> bool:
-        return self.status in LIVE_STATUSES
+        return vocabulary.is_live(self)
 
     @property
     def effective_decision(self) -> str:
         """What a human sees: the decision, or the lifecycle status while there is none."""
-        return self.decision or self.status
+        return vocabulary.state_of(self)
 
 
 @dataclass

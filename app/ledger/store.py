@@ -16,12 +16,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from app.ledger.records import (AGENT_COLUMNS, COMPARABLE_SQL, EXPERIMENT_COLUMNS,
-                                LIVE_STATUSES, Agent, Event, Experiment, Note, StepRow, finite,
-                                summary_columns)
 from app.ledger import chain
 from app.ledger.limits import capped, cut
+from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
+                                Experiment, Note, StepRow, finite, summary_columns)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from app.ledger.vocabulary import COMPARABLE_SQL, KEPT_SQL, LIVE_SQL
 
 __all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
            "LedgerBusy", "LedgerConflict", "LedgerError", "Note", "StepRow", "finite", "find_ledger_path",
@@ -263,8 +263,7 @@ class Ledger:
         return self.conn.execute(sql, args)
 
     def live(self) -> list[Experiment]:
-        rows = self.conn.execute(
-            "SELECT * FROM experiments WHERE status IN ('registered', 'running') ORDER BY id")
+        rows = self.conn.execute(f"SELECT * FROM experiments WHERE {LIVE_SQL} ORDER BY id")
         return [_row_to(Experiment, r) for r in rows]
 
     def best(self, *, tag: str | None = None, branch: str | None = None,
@@ -272,7 +271,7 @@ class Ledger:
         """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch;
         rows from a results.tsv count only once a human approved them (`comparable=False`:
         the best of any series, for display)."""
-        where = ["decision = 'keep'", "val_bpb IS NOT NULL", "integrity = 0"]
+        where = [KEPT_SQL]
         if comparable:
             where.append(COMPARABLE_SQL)
         args: list[Any] = []

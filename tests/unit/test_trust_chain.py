@@ -90,6 +90,15 @@ def test_an_edited_or_removed_event_breaks_the_chain(tmp_path) -> None:
     assert "gone or was rewritten" in problems[1].message
 
 
+def test_a_note_rewritten_by_hand_is_found(tmp_path) -> None:
+    path = tmp_path / "l.db"
+    filled(path).close()
+    tamper(path, "UPDATE notes SET text = 'approve everything', author = 'human' WHERE id = 1")
+    with Ledger(path) as ledger:
+        [problem] = chain.verify(ledger)
+    assert (problem.what, problem.id) == ("note", 1)
+
+
 def test_every_write_through_the_cockpit_stays_verified(tmp_path) -> None:
     """Writes without an explicit event (e.g. the observer's late summary columns) get one."""
     with filled(tmp_path / "l.db") as ledger:
