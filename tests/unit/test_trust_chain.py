@@ -86,8 +86,8 @@ def test_an_edited_or_removed_event_breaks_the_chain(tmp_path) -> None:
     tamper(path, "DELETE FROM events WHERE id = 7")  # the newest: only a known head finds it
     with Ledger(path) as ledger:
         problems = chain.verify(ledger, known_head=head)
-    assert [(p.what, p.id) for p in problems] == [("event", 2), ("event", 7)]
-    assert "gone or was rewritten" in problems[1].message
+    assert [(p.what, p.id) for p in problems] == [("event", 2), ("event", 7), ("note", 1)]
+    assert "gone or was rewritten" in problems[1].message  # the note's event was the newest
 
 
 def test_a_note_rewritten_by_hand_is_found(tmp_path) -> None:
