@@ -11,9 +11,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,21 +35,24 @@ def event_writes(path: Path, runs: int = 300) -> float:
         return (time.perf_counter() - start) / runs
 
 
+def _live_writer(path: str, done: mp.Event, out: mp.Queue) -> None:
+    """A runner's heartbeat in its own process: one small write transaction every 10 ms."""
+    waits = []
+    with Ledger(path) as ledger:
+        exp_id = ledger.register(agent="live", status="running")
+        while not done.is_set():
+            started = time.perf_counter()
+            ledger.add_steps(exp_id, [], progress_pct=1.0)
+            waits.append(time.perf_counter() - started)
+            time.sleep(0.01)
+    out.put(waits)
+
+
 def import_with_live_writer(path: Path, rows: int) -> tuple[float, float, int]:
     """(import seconds, longest live write in seconds, live writes done meanwhile)."""
-    done = threading.Event()
-    waits: list[float] = []
-
-    def live() -> None:
-        with Ledger(path) as ledger:
-            exp_id = ledger.register(agent="live", status="running")
-            while not done.is_set():
-                started = time.perf_counter()
-                ledger.add_steps(exp_id, [], progress_pct=1.0)
-                waits.append(time.perf_counter() - started)
-                time.sleep(0.01)
-    thread = threading.Thread(target=live)
-    thread.start()
+    done, out = mp.Event(), mp.Queue()
+    writer = mp.Process(target=_live_writer, args=(str(path), done, out))
+    writer.start()
     data = ({"tag": "imported", "backend": "import", "status": "finished", "decision": "discard",
              "val_bpb": 1.0, "import_key": f"k{i}", "description": f"row {i}", "created_at": 1.0}
             for i in range(rows))
@@ -58,7 +61,8 @@ def import_with_live_writer(path: Path, rows: int) -> tuple[float, float, int]:
         insert_experiments(ledger, data, actor="bench", agent="bench")
         took = time.perf_counter() - start
     done.set()
-    thread.join()
+    waits = out.get()
+    writer.join()
     return took, max(waits), len(waits)
 
 
