@@ -13,19 +13,14 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from app.actions import ActionError
-from app.run.backends import BackendUnavailable
-from app.commands import EXIT_INFRA, EXIT_USAGE, CommandError, here, ledger_path, settings_for
-from app.config import ConfigError
-from app.git import GitError
-from app.ledger.store import LEDGER_ERRORS, LedgerError
-from app.run.plan import RunInfraError, RunRefused
+from app.commands import CommandError, here, ledger_path, settings_for
+from app.errors import EXIT_INFRA, CockpitError
+from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.logs.textsafe import sanitize
-from app.observe.tsv import TsvFormatError
-from app.roles import RoleError, identify
+from app.roles import identify
 
 # One line per command module; each has register(subparsers).
 COMMAND_MODULES = (
@@ -38,9 +33,7 @@ COMMAND_MODULES = (
     "app.commands.verify",
 )
 
-_USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError,
-                 RoleError)
-_INFRA_ERRORS = (*LEDGER_ERRORS, RunInfraError, BackendUnavailable, OSError)
+_OTHER_INFRA_ERRORS = (*LEDGER_ERRORS, OSError)  # SQLite's own errors, files, processes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,12 +68,10 @@ def open_tui(args: argparse.Namespace) -> int:
 
 def _agent_is_asking(path: Path | str) -> bool:
     """From an agent's environment the TUI only looks: its actions are a human's."""
-    from app.ledger.store import Ledger
-
     try:
         with Ledger(path, read_only=True) as ledger:
             who = identify(ledger)
-    except LedgerError:
+    except LEDGER_ERRORS:
         who = identify(None)
     if who.is_agent:
         print(f"cockpit: opened read-only: agent {who.agent!r}'s environment ({who.why})",
@@ -98,10 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `cockpit history --json | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except _USAGE_ERRORS as exc:
-        code = exc.code if isinstance(exc, CommandError) else EXIT_USAGE
-        return _fail(exc, code)
-    except _INFRA_ERRORS as exc:
+    except CockpitError as exc:
+        return _fail(exc, exc.exit_code)
+    except _OTHER_INFRA_ERRORS as exc:
         return _fail(exc, EXIT_INFRA)
     except KeyboardInterrupt:
         return 130

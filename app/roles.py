@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import git
-from app.ledger.store import Ledger
+from app.errors import UsageError
 from app.ledger.queries import agent_worktrees
+from app.ledger.store import Ledger
 
 AGENT_ENV = "COCKPIT_AGENT"
 HUMAN = "human"
 AGENTS_HOME = (".autoresearch", "worktrees")  # default home of agent worktrees in main
 
 
-class RoleError(Exception):
+class RoleError(UsageError):
     """A human-only verb asked for from an agent's environment (exit status 2)."""
 
 

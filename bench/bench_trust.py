@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.ledger.chain import verify  # noqa: E402
-from app.ledger.queries import insert_experiments  # noqa: E402
-from app.ledger.store import Ledger  # noqa: E402
+from app.ledger.chain import verify
+from app.ledger.queries import insert_experiments
+from app.ledger.store import Ledger
 
 
 def event_writes(path: Path, runs: int = 300) -> float:

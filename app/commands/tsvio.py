@@ -11,9 +11,9 @@ from app.commands import CommandError, add_json_flag, open_ledger, print_json, s
 from app.ledger.queries import insert_experiments
 from app.ledger.store import Ledger, LedgerConflict
 from app.logs.textsafe import sanitize
-from app.roles import identify
 from app.observe.runlog import IMPORTED
 from app.observe.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_fields, write_results_tsv
+from app.roles import identify
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

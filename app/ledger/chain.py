@@ -99,6 +99,11 @@ def append(conn: sqlite3.Connection, *, at: float, kind: str, experiment_id: int
     return event_id
 
 
+def implicit_event(values: dict[str, Any]) -> str | None:
+    """A write that changes what a decision rests on is always an event (the chain covers it)."""
+    return "update" if set(values) & set(COVERED) else None
+
+
 def chain_head(ledger: Ledger) -> tuple[int, str]:
     """(id, hash) of the newest event: what a later verify can check is still there."""
     return _head(ledger.conn)

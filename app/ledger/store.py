@@ -11,15 +11,27 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
+from app.errors import InfraError
 from app.ledger import chain
 from app.ledger.limits import capped, cut
-from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
-                                Experiment, Note, StepRow, finite, summary_columns)
+from app.ledger.records import (
+    AGENT_COLUMNS,
+    EXPERIMENT_COLUMNS,
+    LIVE_STATUSES,
+    Agent,
+    Event,
+    Experiment,
+    Note,
+    StepRow,
+    finite,
+    summary_columns,
+)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from app.ledger.vocabulary import COMPARABLE_SQL, KEPT_SQL, LIVE_SQL
 
@@ -31,7 +43,7 @@ LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
 
 
-class LedgerError(Exception):
+class LedgerError(InfraError):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
 
 
@@ -149,10 +161,7 @@ class Ledger:
         if self.read_only:
             raise LedgerError("the ledger is open read-only")
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _busy(exc) from exc
-        try:
+            self.conn.execute("BEGIN IMMEDIATE")  # a lock held past the busy timeout: LedgerBusy
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException as exc:
@@ -193,7 +202,7 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
-        event, values = event or _implicit_event(values), capped(values)
+        event, values = event or chain.implicit_event(values), capped(values)
         with self.write():
             agent = self._agent_of(exp_id)
             if values:
@@ -209,7 +218,7 @@ class Ledger:
         unknown = (set(values) | set(expect)) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
-        event, values = event or _implicit_event(values), capped(values)
+        event, values = event or chain.implicit_event(values), capped(values)
         with self.write():
             row = self.conn.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
             if row is None:
@@ -269,8 +278,7 @@ class Ledger:
     def best(self, *, tag: str | None = None, branch: str | None = None,
              exclude_id: int | None = None, comparable: bool = True) -> Experiment | None:
         """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch;
-        rows from a results.tsv count only once a human approved them (`comparable=False`:
-        the best of any series, for display)."""
+        rows from a results.tsv only once a human approved them (unless `comparable=False`)."""
         where = [KEPT_SQL]
         if comparable:
             where.append(COMPARABLE_SQL)
@@ -296,7 +304,7 @@ class Ledger:
         with self.write():
             if rows:
                 self.db["steps"].insert_all(
-                    ({"experiment_id": exp_id, **vars(r)} for r in rows))
+                    {"experiment_id": exp_id, **vars(r)} for r in rows)
             self.db["experiments"].update(exp_id, {"heartbeat_at": time.time(), **live})
 
     def steps(self, exp_id: int) -> list[StepRow]:
@@ -308,7 +316,6 @@ class Ledger:
 
     def _event(self, kind: str, exp_id: int | None, agent: str, actor: str,
                detail: dict[str, Any], batch: Sequence[int] = ()) -> None:
-        """Append an event to the hash chain, recording its experiment's state (chain.py)."""
         chain.append(self.conn, at=time.time(), kind=kind, experiment_id=exp_id, agent=agent,
                      actor=actor, detail=json.dumps(detail, default=str), batch=batch)
 
@@ -388,11 +395,5 @@ class Ledger:
 
 def _busy(exc: sqlite3.OperationalError) -> Exception:
     """LedgerBusy for a lock held past the busy timeout, else the error itself."""
-    text = str(exc)
-    return LedgerBusy(f"the ledger stayed locked by another writer ({text})") if (
-        "locked" in text or "busy" in text) else exc
-
-
-def _implicit_event(values: dict[str, Any]) -> str | None:
-    """A write that changes what a decision rests on is always an event (the chain covers it)."""
-    return "update" if set(values) & set(chain.COVERED) else None
+    locked = "locked" in str(exc) or "busy" in str(exc)
+    return LedgerBusy(f"the ledger stayed locked by another writer ({exc})") if locked else exc

@@ -18,8 +18,9 @@ from typing import Any, Callable
 from app.run.backends import Run, start_run
 from app.ledger.store import Ledger, LedgerBusy, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
-from app.policy import (Outcome, RunFacts, Verdict, adjust, decide, hold_implausible,
-                        integrity_reasons, is_contended, plausibility, run_flags)
+from app.policy import (Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended,
+                        run_flags)
+from app.safeguards import hold_implausible, plausibility
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from runnerhelpers import cockpit, cockpit_env
 
 from app.ledger import chain
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from app.ledger.store import Ledger
+from runnerhelpers import cockpit, cockpit_env
 
 
 @pytest.fixture(autouse=True)

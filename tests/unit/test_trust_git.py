@@ -12,12 +12,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from gitrepo import git
-from runnerhelpers import (agent_worktree, cli, cockpit_env, make_project, set_constant,
-                           start_cockpit, wait_for)
 
 from app.ledger.store import Ledger
-from app.policy import RESET_COMMAND, HeadState, git_action
+from app.policy import RESET_COMMAND
+from app.safeguards import HeadState, git_action
+from gitrepo import git
+from runnerhelpers import agent_worktree, cli, cockpit_env, make_project, set_constant, start_cockpit
+from waiting import wait_for
 
 
 @pytest.fixture

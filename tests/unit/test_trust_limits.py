@@ -15,15 +15,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from runnerhelpers import (REPO_ROOT, agent_worktree, cli, cockpit, cockpit_env, make_project,
-                           wait_for)
 
 from app.config import ConfigError, load_settings
 from app.ledger import chain, store
 from app.ledger.limits import TEXT_CAP
-from app.ledger.store import Ledger, LedgerError
 from app.ledger.queries import insert_experiments
+from app.ledger.store import Ledger, LedgerError
 from app.observe.worktrees import import_results_tsv
+from runnerhelpers import REPO_ROOT, agent_worktree, cli, cockpit, cockpit_env, make_project
+from waiting import wait_for
 
 HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2J\x1b[H"  # clipboard, title, clear
 

@@ -16,9 +16,11 @@ import pytest
 
 from app.ledger.store import Ledger
 from app.observe.worktrees import import_results_tsv
-from app.policy import PolicySettings, Verdict, hold_implausible, plausibility
+from app.policy import PolicySettings, Verdict
+from app.safeguards import hold_implausible, plausibility
 from gitrepo import git
-from runnerhelpers import agent_worktree, cli, cockpit_env, make_project, set_constant, start_cockpit, wait_for
+from runnerhelpers import agent_worktree, cli, cockpit_env, make_project, set_constant, start_cockpit
+from waiting import wait_for
 
 BRANCH = "autoresearch/t1-alice"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from runnerhelpers import agent_worktree, cockpit, cockpit_env, make_project
 
 from app.ledger.store import Ledger
 from app.roles import identify
 from app.run.procs import process_identity
+from runnerhelpers import agent_worktree, cockpit, cockpit_env, make_project
 
 
 @pytest.fixture
