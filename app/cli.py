@@ -30,10 +30,11 @@ COMMAND_MODULES = (
     "app.commands.tsvio",
     "app.commands.agent",
     "app.commands.demo",
+    "app.commands.gpus",
     "app.commands.verify",
 )
 
-_OTHER_INFRA_ERRORS = (*LEDGER_ERRORS, OSError)  # SQLite's own errors, files, processes
+_OTHER_INFRA_ERRORS: tuple[type[Exception], ...] = (*LEDGER_ERRORS, OSError)  # SQLite, files, processes
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,17 @@ import os
 from pathlib import Path
 
 from app.agents import lifecycle as agents
-from app.commands import (CommandError, add_json_flag, here, main_or_none, one_line, open_ledger,
-                          print_json, say, settings_for)
+from app.commands import (
+    CommandError,
+    add_json_flag,
+    here,
+    main_or_none,
+    one_line,
+    open_ledger,
+    print_json,
+    say,
+    settings_for,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,7 +97,7 @@ def list_command(args: argparse.Namespace) -> int:
         rows.append((a.name, a.state, pane, a.branch, latest, _short(a.worktree)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
     return 0
 
 

@@ -11,7 +11,7 @@ from app.ledger.schema import SUMMARY_COLUMNS
 from app.ledger.vocabulary import FOREIGN_BACKENDS, LIVE_STATUSES
 
 __all__ = ["AGENT_COLUMNS", "EXPERIMENT_COLUMNS", "LIVE_STATUSES", "Agent", "Event", "Experiment",
-           "Note", "StepRow"]
+           "Note", "StepRow", "finite", "summary_columns"]
 
 
 @dataclass
@@ -72,6 +72,8 @@ class Experiment:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    gpu_ids: str = ""  # the leased devices, as handed to CUDA_VISIBLE_DEVICES ("0", "0,1", "modal:2")
+    gpu_model: str = ""  # their model as NVML names it ("" when declared without NVML)
 
     @property
     def summary(self) -> dict[str, Any]:

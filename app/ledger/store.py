@@ -62,7 +62,8 @@ LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
 
 def _row_to(cls: type, row: sqlite3.Row) -> Any:
     names = {f.name for f in fields(cls)}
-    return cls(**{k: row[k] for k in row.keys() if k in names})
+    present = row.keys()  # a Row iterates its values, not its keys
+    return cls(**{k: row[k] for k in present if k in names})
 
 
 def find_ledger_path(start: Path | str | None = None, override: str | os.PathLike | None = None) -> Path:
@@ -169,9 +170,16 @@ class Ledger:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.IntegrityError):
                 raise LedgerConflict(str(exc)) from exc
-            if isinstance(exc, sqlite3.OperationalError):
-                raise _busy(exc) from exc
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise LedgerBusy(f"the ledger stayed locked by another writer ({exc})") from exc
             raise
+
+    def _insert(self, table: str, values: dict[str, Any]) -> int:
+        """Insert one row (inside a write()); its rowid."""
+        cursor = self.db.table(table).insert(values)
+        if cursor.last_rowid is None:
+            raise LedgerError(f"no row inserted into {table}")
+        return int(cursor.last_rowid)
 
     def data_version(self) -> int:
         """Changes whenever another connection commits; cheap enough to poll every 100 ms."""
@@ -186,15 +194,14 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
-        values = capped(values)
-        values.setdefault("created_at", time.time())
+        values = {"created_at": time.time(), **capped(values)}
         with self.write():
             if guard is not None:
                 guard(self)
-            exp_id = self.db["experiments"].insert(values).last_pk
+            exp_id = self._insert("experiments", values)
             self._event("register", exp_id, values.get("agent", ""), actor,
                         {"description": values.get("description", "")})
-        return int(exp_id)
+        return exp_id
 
     def update(self, exp_id: int, *, event: str | None = None, actor: str = "runner",
                detail: dict[str, Any] | None = None, **values: Any) -> None:
@@ -206,7 +213,7 @@ class Ledger:
         with self.write():
             agent = self._agent_of(exp_id)
             if values:
-                self.db["experiments"].update(exp_id, values)
+                self.db.table("experiments").update(exp_id, values)
             if event:
                 self._event(event, exp_id, agent, actor, detail or {})
 
@@ -227,7 +234,7 @@ class Ledger:
                 if row[column] not in (wanted if isinstance(wanted, tuple) else (wanted,)):
                     return False
             if values:
-                self.db["experiments"].update(exp_id, values)
+                self.db.table("experiments").update(exp_id, values)
             if event:
                 self._event(event, exp_id, row["agent"] or "", actor, detail or {})
         return True
@@ -303,9 +310,9 @@ class Ledger:
         """Append sampled step metrics and refresh the heartbeat/live columns in one transaction."""
         with self.write():
             if rows:
-                self.db["steps"].insert_all(
+                self.db.table("steps").insert_all(
                     {"experiment_id": exp_id, **vars(r)} for r in rows)
-            self.db["experiments"].update(exp_id, {"heartbeat_at": time.time(), **live})
+            self.db.table("experiments").update(exp_id, {"heartbeat_at": time.time(), **live})
 
     def steps(self, exp_id: int) -> list[StepRow]:
         rows = self.conn.execute(
@@ -341,11 +348,11 @@ class Ledger:
         with self.write():
             if experiment_id is not None:
                 agent = agent or self._agent_of(experiment_id)
-            note_id = self.db["notes"].insert({"at": time.time(), "text": text,
-                                               "experiment_id": experiment_id, "agent": agent,
-                                               "author": author}).last_pk
+            note_id = self._insert("notes", {"at": time.time(), "text": text,
+                                             "experiment_id": experiment_id, "agent": agent,
+                                             "author": author})
             self._event("note", experiment_id, agent, author, {"note_id": note_id, "text": text})
-        return int(note_id)
+        return note_id
 
     def notes(self, *, experiment_id: int | None = None, agent: str | None = None,
               limit: int | None = None) -> list[Note]:
@@ -369,10 +376,10 @@ class Ledger:
             if expected is not None and (exists is None or exists[0] not in expected):
                 return False
             if exists:
-                self.db["agents"].update(name, {**values, "updated_at": now})
+                self.db.table("agents").update(name, {**values, "updated_at": now})
             else:
-                self.db["agents"].insert({"name": name, "created_at": now, "updated_at": now,
-                                          **values})
+                self._insert("agents", {"name": name, "created_at": now, "updated_at": now,
+                                        **values})
             if event:
                 self._event(event, None, name, actor, values)
         return True
@@ -391,9 +398,3 @@ class Ledger:
     def get_agent(self, name: str) -> Agent | None:
         row = self.conn.execute("SELECT * FROM agents WHERE name = ?", (name,)).fetchone()
         return _row_to(Agent, row) if row else None
-
-
-def _busy(exc: sqlite3.OperationalError) -> Exception:
-    """LedgerBusy for a lock held past the busy timeout, else the error itself."""
-    locked = "locked" in str(exc) or "busy" in str(exc)
-    return LedgerBusy(f"the ledger stayed locked by another writer ({exc})") if locked else exc

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from app.ledger.records import Experiment
 
-LIVE_STATUSES = ("registered", "running")  # a runner (or an observed run.log) is on it
-LIVE_SQL = "status IN ('registered', 'running')"
+LIVE_STATUSES = ("registered", "queued", "running")  # a runner (or an observed run.log) is on it
+LIVE_SQL = "status IN ('registered', 'queued', 'running')"  # queued: waiting for a GPU lease
 KEPT_SQL = "decision = 'keep' AND integrity = 0 AND val_bpb IS NOT NULL"
 FOREIGN_BACKENDS = ("observed", "import")  # rows from a results.tsv or run.log: their own series
 # A kept row may be a best that live runs are compared with: measured by a cockpit runner, or
@@ -20,7 +20,7 @@ STATES = ("running", "pending", "keep", "discard", "crash", "killed", "timeout",
 SYMBOLS = {  # state -> symbol shown before its name (never colour alone)
     "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
     "lost": "?", "pending": "◆", "approved": "✓", "rejected": "✗", "running": "▶",
-    "registered": "○",
+    "registered": "○", "queued": "◌",
 }
 UNKNOWN_SYMBOL = "·"
 REVIEW_VERDICTS = ("approved", "rejected")
@@ -29,7 +29,7 @@ READ_ACTIONS = frozenset({"open"})  # what a read-only cockpit may still do
 
 
 def is_live(exp: Experiment) -> bool:
-    """Registered or running: not finished yet."""
+    """Registered, queued for a GPU or running: not finished yet."""
     return exp.status in LIVE_STATUSES
 
 
@@ -39,11 +39,16 @@ def is_kept(exp: Experiment) -> bool:
     return exp.decision == "keep" and not exp.integrity and exp.val_bpb is not None
 
 
+def outcome(decision: str | None, status: str) -> str:
+    """The decision, or the lifecycle status while there is none (the CLI's rows of plain dicts)."""
+    return decision or status
+
+
 def state_of(exp: Experiment) -> str:
     """What a human sees for an experiment: pending review first, then the decision or status."""
     if exp.review == "pending":
         return "pending"
-    return exp.decision or exp.status
+    return outcome(exp.decision, exp.status)
 
 
 def verdict_of(exp: Experiment) -> str:
