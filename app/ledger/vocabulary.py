@@ -75,6 +75,8 @@ def actions_for(exp: Experiment | None, *, read_only: bool = False) -> frozenset
         applies.add("kill")
     if exp.review == "pending":
         applies |= {"approve", "reject"}
+    if exp.backend in FOREIGN_BACKENDS and exp.decision == "keep" and not exp.review:
+        applies.add("approve")  # the agent's word from a results.tsv: a human may make it a best
     if exp.decision == "keep" and not exp.adopted_sha:
         applies.add("adopt")
     return frozenset(applies & READ_ACTIONS if read_only else applies)

@@ -175,3 +175,13 @@ def test_cockpit_import_with_a_branch_cannot_poison_it_until_a_human_approves(pr
     with Ledger(project.db) as db:
         assert db.get(imported[0].id).review == "approved"
         assert db.best(branch=BRANCH).id == imported[0].id
+
+
+def test_the_tui_offers_approve_for_a_kept_row_from_a_results_tsv() -> None:
+    from app.ledger.records import Experiment
+    from app.ledger.vocabulary import actions_for
+
+    imported = Experiment(id=1, backend="import", status="finished", decision="keep")
+    assert "approve" in actions_for(imported)
+    assert "approve" not in actions_for(imported, read_only=True)
+    assert "approve" not in actions_for(Experiment(id=2, status="finished", decision="keep"))
