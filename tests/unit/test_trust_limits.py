@@ -173,6 +173,7 @@ def test_a_runner_locked_out_of_the_ledger_retries_and_records_why(project, monk
     with Ledger(project.db) as db:
         [finish] = db.events(result["id"], kind="finish")
         assert "locked" in finish.detail["ledger_trouble"]
+        assert chain.verify(db) == []
 
 
 # ---------------------------------------------------------------------------

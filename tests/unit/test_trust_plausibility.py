@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from app.ledger import chain
 from app.ledger.store import Ledger
 from app.observe.worktrees import import_results_tsv
 from app.policy import PolicySettings, Verdict
@@ -134,6 +135,7 @@ def test_a_human_can_approve_an_implausible_value(project) -> None:
     assert result["decision"] == "keep" and result["review"] == "approved"
     with Ledger(project.db) as db:
         assert db.best(branch=BRANCH).id == exp_id
+        assert chain.verify(db) == []  # runner, review and approve: every write is on the chain
 
 
 # ---------------------------------------------------------------------------
