@@ -1,8 +1,11 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from app.ledger import chain
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -99,6 +102,15 @@ def _v2(db: sqlite_utils.Database) -> None:
     }, pk=("pool", "slot"), not_null={"pool", "slot"}, defaults={"model": ""})
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Trust: the implausible flag; events chained by hash, each recording the state of its
+    experiment (chain.py); an existing ledger gets its chain computed and its rows sealed."""
+    db.table("experiments").add_column("implausible", int, not_null_default=0)
+    db.table("events").add_column("state", str, not_null_default="")
+    db.table("events").add_column("hash", str, not_null_default="")
+    chain.seal_existing(db.conn, time.time())
+
+
 # The cockpit's own measurement of val_bpb (app/run/trusted.py): what train.py printed, what the
 # cockpit measured from the final weights, what it cost, the runner's clock on training, and the
 # flags a measurement can raise. `val_bpb` stays the value the decision rests on.
@@ -113,7 +125,7 @@ def _v5(db: sqlite_utils.Database) -> None:
         table.add_column(flag, int, not_null_default=0)
 
 
-# MIGRATIONS[n] upgrades a ledger to version n from the version before it (gaps are allowed), inside
-# one BEGIN IMMEDIATE transaction.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 5: _v5}
+# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
+# may have gaps (each branch numbers its own; missing ones are skipped).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 5: _v5}
 SCHEMA_VERSION = max(MIGRATIONS)

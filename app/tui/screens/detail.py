@@ -41,8 +41,9 @@ CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighte
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
-         ("needs_rerun", "↻ needs rerun"), ("metric_mismatch", "≠ metric-mismatch"),
-         ("non_causal", "→ non-causal"), ("over_budget", "+ over-budget"), ("unmeasured", "? unmeasured"))
+         ("implausible", "? implausible"), ("needs_rerun", "↻ needs rerun"),
+         ("metric_mismatch", "≠ metric-mismatch"), ("non_causal", "→ non-causal"),
+         ("over_budget", "+ over-budget"), ("unmeasured", "? unmeasured"))
 
 
 # ---------------------------------------------------------------------------
