@@ -83,6 +83,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "contended_frac": (0.0, 1.0),
     "crash_streak": (1, 1000),
     "implausible_ratio": (0.01, 1.0),
+    "metric_tolerance": (0.0, 1.0),
 }
 
 

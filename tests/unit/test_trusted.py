@@ -192,6 +192,9 @@ def test_trusted_eval_setting(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.cockpit]\ntrusted_eval = "sometimes"\n')
     with pytest.raises(ConfigError, match="trusted_eval must be one of keeps, always, off"):
         load_settings(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[tool.cockpit]\nmetric_tolerance = inf\n')
+    with pytest.raises(ConfigError, match="metric_tolerance = inf must be a finite number"):
+        load_settings(tmp_path)
 
 # ---------------------------------------------------------------------------
 # A real run whose train.py hands over nothing
