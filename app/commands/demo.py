@@ -13,7 +13,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,8 @@ def _run_tui(sandbox: demo.Sandbox, session: demo.DemoSession,
 
         hook = {"quit_question": f"Stop the demo's {len(session.agents)} agents and their runs?",
                 "on_quit": on_quit}
-    launch(sandbox.ledger_path, settings=load_settings(sandbox.root), **hook)
+    settings = replace(load_settings(sandbox.root), tag=session.tag)  # `n` defaults to it
+    launch(sandbox.ledger_path, settings=settings, **hook)
     return answers
 
 

@@ -131,13 +131,15 @@ async def focus_agent(app: CockpitApp, name: str) -> None:
 
     def focus() -> Any:
         core.panes.select_pane(agent.pane_id, socket)
-        return core.panes.pane_info(agent.pane_id, socket)
+        return core.panes.pane_info(agent.pane_id, socket), core.panes.back_hint(socket)
 
-    pane = await _in_thread(app, "agent focus", focus)
-    if pane is None:
+    found = await _in_thread(app, "agent focus", focus)
+    if found is None or found[0] is None:
         return
+    pane, back = found
     if _inside_server(agent.tmux_socket):
-        outcome = f"agent {name}: pane {pane.pane_id} in session {pane.session} is the active pane"
+        outcome = (f"agent {name}: pane {pane.pane_id} in session {pane.session} is the active "
+                   f"pane; {back}")
     else:
         server = f"-L {agent.tmux_socket} " if agent.tmux_socket else ""
         outcome = (f"agent {name} runs in tmux session {pane.session} (pane {pane.pane_id}, now its "

@@ -138,7 +138,7 @@ def test_a_missing_command_falls_back_to_a_shell(ledger: Ledger, main: Path, soc
 
 def test_inside_tmux_the_agent_splits_the_current_window_then_opens_a_new_one(
         ledger: Ledger, main: Path, socket: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    human = panes.ensure_session("work", STAND_IN_COCKPIT, main, size=(100, 20), socket=socket)
+    human = panes.ensure_session("work", STAND_IN_COCKPIT, main, size=(140, 20), socket=socket)
     server = subprocess.run(["tmux", "-L", socket, "display-message", "-p", "#{socket_path},#{pid},0"],
                             capture_output=True, text=True, check=True).stdout.strip()
     monkeypatch.setenv("TMUX", server)

@@ -223,15 +223,19 @@ class DashboardScreen(Screen):
     # -- status lines ---------------------------------------------------------------------------
 
     def _render_status_bar(self) -> None:
-        text = Text.assemble(("cockpit", "bold"), " · ", sanitize(display_path(self.ledger_path)))
-        if self.read_only:
-            text.append(" · read-only", style="bold")
+        """What matters first (best of the tag in view, counts), the ledger's path last: a long
+        path is cut at the right edge, never the best."""
+        text = Text("cockpit", style="bold")
         data = self.data
         if data is not None:
-            text.append(f" · {data.experiment_count:,} experiments · {len(data.live)} live")
             if data.progression is not None and data.progression.tag in data.best:
                 best = data.best[data.progression.tag]
                 text.append(f" · best {sanitize(best.tag)} {best.val_bpb_text} (#{best.id})")
+            text.append(f" · {data.experiment_count:,} experiments · {len(data.live)} live")
+        if self.read_only:
+            text.append(" · read-only", style="bold")
+        text.append(f" · {sanitize(display_path(self.ledger_path))}")
+        text.no_wrap, text.overflow = True, "ellipsis"
         self.query_one("#status-bar", Static).update(text, layout=False)  # fixed: one line
 
     def _render_table_status(self) -> None:

@@ -26,10 +26,11 @@ TONES = {  # state -> colour family (a component class, styled in styles/app.tcs
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
     "registered": "live",
 }
-COLUMNS = (  # key, label, fixed width (None: fills what is left)
-    ("id", "#", 5), ("agent", "agent", 8), ("state", "decision", 11), ("val_bpb", "val_bpb", 8),
-    ("delta", "Δ best", 7), ("description", "description", None),
+COLUMNS = (  # key, label, fixed width (None: fits its content; the description fills what is left)
+    ("id", "#", None), ("tag", "tag", 6), ("agent", "agent", 8), ("state", "decision", 11),
+    ("val_bpb", "val_bpb", 8), ("delta", "Δ best", 7), ("description", "description", None),
 )
+MIN_ID_WIDTH = 3
 CELL_PADDING = 2  # DataTable's default cell padding (one each side)
 MIN_DESCRIPTION = 16
 
@@ -76,6 +77,7 @@ class ExperimentsTable(DataTable):
         self._values: dict[str, tuple] = {}  # row key -> the plain values shown
         self._rows: dict[str, Experiment] = {}
         self._description_width = 40
+        self._id_width = MIN_ID_WIDTH  # digits of the largest id shown: never cut
 
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
@@ -110,17 +112,21 @@ class ExperimentsTable(DataTable):
                         self.update_cell(key, column, cell, update_width=column == "description")
         self._values = values
         self._rows = {str(exp.id): exp for exp in rows}
+        id_width = max([MIN_ID_WIDTH, *(len(str(exp.id)) for exp in rows)])
+        if id_width != self._id_width:
+            self._id_width = id_width
+            self.on_resize()
         order = list(values)
         if [row.key.value for row in self.ordered_rows] != order:
             position = {key: index for index, key in enumerate(order)}
-            self.sort("id", key=lambda cell: position[cell.plain])
+            self.sort("id", key=lambda cell: position[cell.plain.strip()])
         if selected is not None and str(selected.id) in values:
             index = self.get_row_index(str(selected.id))
             if index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
 
     def on_resize(self) -> None:
-        fixed = sum(w for *_, w in COLUMNS if w) + CELL_PADDING * len(COLUMNS) + 2
+        fixed = self._id_width + sum(w for *_, w in COLUMNS if w) + CELL_PADDING * len(COLUMNS) + 2
         width = max(MIN_DESCRIPTION, self.size.width - fixed)
         if width != self._description_width:
             self._description_width = width
@@ -135,7 +141,7 @@ class ExperimentsTable(DataTable):
     # -- cells ----------------------------------------------------------------------------------
 
     def _row_values(self, exp: Experiment, best: dict[str, Experiment]) -> tuple:
-        return (exp.id, one_line(exp.agent), state_label(exp), TONES.get(state_of(exp), "muted"),
+        return (exp.id, one_line(exp.tag), one_line(exp.agent), state_label(exp), TONES.get(state_of(exp), "muted"),
                 exp.val_bpb_text if exp.val_bpb is not None else "", delta_text(exp, best),
                 one_line(exp.description))
 
@@ -143,12 +149,13 @@ class ExperimentsTable(DataTable):
         return self.get_component_rich_style(f"experiments-table--{tone}", partial=True)
 
     def _cells(self, row: tuple) -> tuple[Text, ...]:
-        exp_id, agent, label, tone, val_bpb, delta, description = row
+        exp_id, tag, agent, label, tone, val_bpb, delta, description = row
         summary = Text(description, no_wrap=True, overflow="ellipsis")
         summary.truncate(self._description_width, overflow="ellipsis")
         delta_tone = "good" if delta.startswith("-") or delta == "best" else "bad" if delta else "muted"
         return (
-            Text(str(exp_id), justify="right"),
+            Text(str(exp_id).rjust(self._id_width)),
+            Text(tag, no_wrap=True, overflow="ellipsis"),
             Text(agent, no_wrap=True, overflow="ellipsis"),
             Text(label, style=self._style(tone), no_wrap=True),
             Text(val_bpb, justify="right"),
