@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from app.ledger.records import Experiment
+from app.ledger.tags import latest_finished_tag
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ def state_of(exp: Experiment) -> str:
 class DashboardQuery:
     """What the dashboard shows; the UI swaps in a new one, the poller reloads."""
 
-    tag: str | None = None  # table filter and plot tag; None: every tag (plot: the live/newest)
+    tag: str | None = None  # table filter (the plot and header follow it); None: every tag
+    plot_tag: str | None = None  # the tag the plot and header show (`T`); None: `tag`, else the
+    # tag whose run finished last when the dashboard first loaded
     agent: str | None = None
     state: str | None = None  # one of STATES
     search: str = ""  # substring of description, hypothesis or agent
@@ -83,9 +86,11 @@ class Progression:
     """Upstream's progress.png for one tag: every measured run, and the running best of kept runs."""
 
     tag: str
-    points: tuple[tuple[int, float, str], ...]  # (experiment number in the tag, val_bpb, state)
-    best_steps: tuple[tuple[int, float], ...]  # (experiment number, best val_bpb so far)
+    points: tuple[tuple[int, float, str], ...]  # (experiment id, val_bpb, state)
+    best_steps: tuple[tuple[int, float], ...]  # (experiment id, best val_bpb so far)
     total: int  # experiments in the tag (crashes included)
+    first_id: int = 0  # the tag's first and last experiment ids (the x axis)
+    last_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,24 +146,25 @@ def _filters(query: DashboardQuery) -> tuple[str, list[Any]]:
 
 
 def load_progression(conn: sqlite3.Connection, tag: str) -> Progression:
-    rows = conn.execute("SELECT val_bpb, decision, review, status, integrity FROM experiments "
+    rows = conn.execute("SELECT id, val_bpb, decision, review, status, integrity FROM experiments "
                         "WHERE tag = ? ORDER BY id", (tag,)).fetchall()
     points: list[tuple[int, float, str]] = []
     best_steps: list[tuple[int, float]] = []
-    for number, (val_bpb, decision, review, status, integrity) in enumerate(rows, start=1):
+    for exp_id, val_bpb, decision, review, status, integrity in rows:
         if val_bpb is None:
             continue
         state = "pending" if review == "pending" else decision or status
-        points.append((number, val_bpb, state))
+        points.append((exp_id, val_bpb, state))
         if state == "keep" and not integrity and (not best_steps or val_bpb < best_steps[-1][1]):
-            best_steps.append((number, val_bpb))
+            best_steps.append((exp_id, val_bpb))
     if len(points) > MAX_PLOT_POINTS:
         others = [p for p in points if p[2] != "keep"]
         stride = max(1, len(others) * 2 // MAX_PLOT_POINTS)
         points = sorted([p for p in points if p[2] == "keep"] + others[::stride])
+    first, last = (rows[0][0], rows[-1][0]) if rows else (0, 0)
     if best_steps:
-        best_steps.append((len(rows), best_steps[-1][1]))
-    return Progression(tag, tuple(points), tuple(best_steps), len(rows))
+        best_steps.append((last, best_steps[-1][1]))
+    return Progression(tag, tuple(points), tuple(best_steps), len(rows), first, last)
 
 
 class LedgerPoller:
@@ -178,6 +184,7 @@ class LedgerPoller:
         self._data: DashboardData | None = None
         self._progression_key: tuple | None = None
         self._curves: dict[int, tuple[int, list[tuple[float, float]]]] = {}
+        self._default_tag: str | None = None  # chosen once: the plot never switches on its own
 
     @property
     def query(self) -> DashboardQuery:
@@ -260,8 +267,9 @@ class LedgerPoller:
                 "AND integrity = 0 GROUP BY tag))", ())}
         live = tuple(_select(conn, "status IN ('registered', 'running')", ()))
         agents = self._agents(conn, live)
-        plot_tag = query.tag if query.tag is not None else (
-            live[-1].tag if live else tags[0] if tags else None)
+        if self._default_tag not in tags:
+            self._default_tag = latest_finished_tag(conn)
+        plot_tag = next((t for t in (query.plot_tag, query.tag) if t is not None), self._default_tag)
         progression = None
         if plot_tag is not None:
             key = (plot_tag, self._signature)

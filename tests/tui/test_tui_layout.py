@@ -32,7 +32,7 @@ async def test_80x24_with_many_agents_and_a_long_path_keeps_best_and_8_rows(tmp_
     async with app.run_test(size=(80, 24)) as pilot:
         dashboard = await settled_dashboard(pilot)
         header = str(dashboard.query_one("#status-bar").render())
-        assert "best mar5 0.991000 (#9)" in header.splitlines()[0][:80]
+        assert "best mar6 0.985000 (#15)" in header.splitlines()[0][:80]
         table = dashboard.table
         assert table.region.height >= 10  # the column header, 8 rows and one to spare for a strip
         assert table.region.bottom <= dashboard.query_one(LiveView).region.y

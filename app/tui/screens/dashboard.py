@@ -69,7 +69,10 @@ class DashboardScreen(Screen):
         Binding("c", "compare", "Compare", id="dashboard.compare"),
         Binding("slash", "search", "Search", id="dashboard.search"),
         Binding("s", "cycle_sort", "Sort", id="dashboard.sort", show=False),
-        Binding("t", "cycle_tag", "Tag", id="dashboard.tag", show=False),
+        Binding("t", "cycle_tag", "Tag filter", id="dashboard.tag", show=False,
+                tooltip="Show one tag's experiments (the plot and header follow)"),
+        Binding("T", "cycle_plot_tag", "Plot tag", id="dashboard.plot_tag", show=False,
+                tooltip="The tag the plot and the header's best show (it never changes by itself)"),
         Binding("d", "cycle_state", "Decision filter", id="dashboard.state", show=False),
         Binding("g", "cycle_agent", "Agent filter", id="dashboard.agent", show=False),
         Binding("escape", "clear_filters", "Clear filters", id="dashboard.clear", show=False),
@@ -228,9 +231,12 @@ class DashboardScreen(Screen):
         text = Text("cockpit", style="bold")
         data = self.data
         if data is not None:
-            if data.progression is not None and data.progression.tag in data.best:
-                best = data.best[data.progression.tag]
+            tag = data.progression.tag if data.progression is not None else None
+            if tag in data.best:
+                best = data.best[tag]
                 text.append(f" · best {sanitize(best.tag)} {best.val_bpb_text} (#{best.id})")
+            elif tag is not None:
+                text.append(f" · {sanitize(tag)}: no kept run yet")
             text.append(f" · {data.experiment_count:,} experiments · {len(data.live)} live")
         if self.read_only:
             text.append(" · read-only", style="bold")
@@ -267,7 +273,14 @@ class DashboardScreen(Screen):
 
     def action_cycle_tag(self) -> None:
         tags = list(self.data.tags) if self.data else []
-        self._set_query(tag=_cycle([None, *tags], self.poller.query.tag))
+        self._set_query(tag=_cycle([None, *tags], self.poller.query.tag), plot_tag=None)
+
+    def action_cycle_plot_tag(self) -> None:
+        data = self.data
+        if data is None or not data.tags:
+            return
+        shown = data.progression.tag if data.progression else None
+        self._set_query(plot_tag=_cycle(list(data.tags), shown))
 
     def action_cycle_state(self) -> None:
         self._set_query(state=_cycle([None, *STATES], self.poller.query.state))
