@@ -62,7 +62,7 @@ class AdoptPlan:
     exp_commit: str
     parent_commit: str
     dirty_files: tuple[str, ...]  # tracked files with uncommitted changes in main
-    main_moved: bool  # main's train.py differs from the experiment parent's
+    main_moved: bool  # main's train.py differs from the base's (the merge-base, unless given)
     identical: bool  # main's train.py already equals the experiment's
 
     @property
@@ -78,7 +78,7 @@ class AdoptPlan:
         if self.identical:
             return f"main's {TRAIN_PY} already equals experiment {exp}'s: nothing to adopt"
         if self.main_moved:
-            return (f"main's {TRAIN_PY} changed since the experiment's parent {self.parent_commit[:7]}: "
+            return (f"main's {TRAIN_PY} changed since the experiment's branch left it at {self.parent_commit[:7]}: "
                     "adopt anyway, 3-way merge (needs rerun), or cancel")
         return f"main's {TRAIN_PY} becomes experiment {exp}'s"
 
@@ -213,6 +213,11 @@ def files_differ(worktree: Path | str, relpath: str, other: Path | str) -> bool:
 
 def branch_exists(repo: Path | str, branch: str) -> bool:
     return _run(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}").returncode == 0
+
+
+def commits_between(repo: Path | str, base: str, tip: str) -> list[str]:
+    """The commits reachable from `tip` but not from `base`, newest first."""
+    return _git(repo, "rev-list", f"{base}..{tip}").split()
 
 
 def merge_base(repo: Path | str, rev_a: str, rev_b: str) -> str:

@@ -314,10 +314,13 @@ def stop_agent(ledger: Ledger, name: str, *, actor: str = "cli", socket: str | N
     agent = get_agent(ledger, name)
     if agent.state == "removed":
         raise AgentError(f"agent {name} was removed")
+    running = [e.id for e in ledger.live() if e.agent == name]
     ran = _close_pane(agent, socket)
     state = "gone" if agent.worktree and not Path(agent.worktree).is_dir() else "stopped"
     ledger.upsert_agent(name, actor=actor, event="agent-stop", state=state, pane_id="")
     what = f"stopped (pane {agent.pane_id} closed)" if ran else "was not running; marked stopped"
+    if ran and running:
+        what += "; its running experiment " + ", ".join(f"#{i}" for i in running) + " ends with it"
     return f"agent {name} {what}; its worktree {agent.worktree} and branch {agent.branch} stay"
 
 

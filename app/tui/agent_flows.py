@@ -103,8 +103,12 @@ async def new_agent(app: CockpitApp, _name: str | None = None) -> None:
 async def stop_agent(app: CockpitApp, name: str) -> None:
     agent = app.agent_status(name)
     pane = f"its pane {agent.pane_id} closes" if agent and agent.pane_id else "its pane closes"
-    body = (f"{pane} and the agent's process ends; its worktree {agent.worktree if agent else ''} "
-            f"and branch {agent.branch if agent else ''} stay.")
+    body = f"{pane} and the agent's process ends"
+    if agent and agent.running:
+        body += (f"; its running experiment #{agent.running.id} is killed with it (the pane's "
+                 "processes end)")
+    body += (f". Its worktree {agent.worktree} and branch {agent.branch} stay." if agent
+             else ". Its worktree and branch stay.")
     if not await app.push_screen_wait(ConfirmModal(f"Stop agent {name}?", body, confirm_label="Stop")):
         return
     core = _core()

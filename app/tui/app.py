@@ -6,6 +6,7 @@ Usage:
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from functools import partial
 from pathlib import Path
@@ -44,6 +45,7 @@ class CockpitApp(App[None]):
     BINDINGS = [
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("u", "undo", "Undo", id="app.undo", tooltip="Take back an approval before it is written"),
     ]
 
     def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
@@ -62,6 +64,7 @@ class CockpitApp(App[None]):
         self.tmux_socket = tmux_socket
         self.watch = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
+        self.pending_undo: tuple[str, asyncio.Event] | None = None  # (what, set to undo it)
         if read_only:
             self.sub_title = "read-only"
 
@@ -133,6 +136,15 @@ class CockpitApp(App[None]):
     def _quit_after(self, stop: bool) -> None:
         self.on_quit(stop)
         self.call_from_thread(self.exit)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "undo":
+            return self.pending_undo is not None
+        return True
+
+    def action_undo(self) -> None:
+        if self.pending_undo is not None:
+            self.pending_undo[1].set()
 
     def action_help(self) -> None:
         from app.tui.screens.compare import CompareScreen

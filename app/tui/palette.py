@@ -75,6 +75,8 @@ def agent_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Comm
 
 
 def view_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Command]:
+    if app.pending_undo is not None:
+        yield Command(f"undo: {app.pending_undo[0]}", app.action_undo, "before it is written")
     yield Command("view: help", app.action_help, "every key")
     yield Command("view: toggle plot", dashboard.action_toggle_plot, "show or hide the progression")
     selected, marked = dashboard.selected, dashboard.marked_id

@@ -151,6 +151,13 @@ def test_inside_tmux_the_agent_splits_the_current_window_then_opens_a_new_one(
     assert not panes.has_session(f"cockpit-{main.name}", socket)
 
 
+def test_stop_says_the_running_experiment_ends_with_the_agent(ledger: Ledger, main: Path, socket: str) -> None:
+    create(ledger, main, "gus", socket, command="sleep 600")
+    exp_id = ledger.register(agent="gus", description="x", status="running")
+    message = agents.stop_agent(ledger, "gus")
+    assert f"its running experiment #{exp_id} ends with it" in message
+
+
 def test_stop_closes_the_pane_and_keeps_worktree_and_branch(ledger: Ledger, main: Path, socket: str) -> None:
     created = create(ledger, main, "fay", socket, command="sleep 600")
     agent = created.agent

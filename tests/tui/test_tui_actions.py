@@ -71,16 +71,28 @@ async def test_kill_asks_first_then_requests_the_kill(fx) -> None:
             assert exp.decision == "killed"  # the fixture's runner is gone: the cockpit stops it
 
 
-async def test_approve_and_reject_pending_keep_candidates(fx, tmp_path: Path) -> None:
+@pytest.fixture
+def quick_undo(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Approvals are written 1 s after their confirmation instead of 5 s."""
+    from app.tui import experiment_flows
+
+    monkeypatch.setattr(experiment_flows, "UNDO_S", 1.0)
+    return 1.0
+
+
+async def test_approve_and_reject_pending_keep_candidates(fx, tmp_path: Path, quick_undo) -> None:
     pending = fx.ids["pending"]
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     async with app.run_test(size=(120, 40)) as pilot:
         await highlight(pilot, fx.best_id)
         await pilot.pause()
         assert not {"a", "r"} & footer_keys(app)  # not pending: hidden
-        await highlight(pilot, pending)
+        dashboard = await highlight(pilot, pending)
         await wait_until(pilot, lambda: {"a", "r"} <= footer_keys(app))
         await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        assert dashboard.table.selected.id == pending  # the cursor stays on the approved run
         with Ledger(fx.ledger_path, read_only=True) as ledger:
             await wait_until(pilot, lambda: ledger.get(pending).review == "approved")
             assert ledger.get(pending).decision == "keep"
@@ -114,7 +126,41 @@ async def test_note_is_saved_on_the_experiment(fx) -> None:
             assert ledger.events(fx.ids["crash"], kind="note")
 
 
-async def test_palette_runs_experiment_commands(fx) -> None:
+async def test_approve_can_be_undone_before_it_is_written(fx, quick_undo) -> None:
+    pending = fx.ids["pending"]
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    told = notifications(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await highlight(pilot, pending)
+        await wait_until(pilot, lambda: "a" in footer_keys(app))
+        assert "u" not in footer_keys(app)
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.pending_undo is not None)
+        await pilot.press("u")
+        await wait_until(pilot, lambda: any("undone" in m for m, _ in told))
+        await pilot.pause(quick_undo * 2)
+        with Ledger(fx.ledger_path, read_only=True) as ledger:
+            assert ledger.get(pending).review == "pending" and not ledger.events(pending, kind="approve")
+
+
+async def test_experiment_keys_do_nothing_while_the_agents_table_has_focus(fx, quick_undo) -> None:
+    pending = fx.ids["pending"]
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dashboard = await highlight(pilot, pending)
+        await wait_until(pilot, lambda: "a" in footer_keys(app))
+        dashboard.query_one("#agents-table").focus()
+        await wait_until(pilot, lambda: "a" not in footer_keys(app))
+        await pilot.press("a", "r", "k")
+        await pilot.pause(quick_undo * 2)
+        assert isinstance(app.screen, DashboardScreen)
+        with Ledger(fx.ledger_path, read_only=True) as ledger:
+            assert ledger.get(pending).review == "pending"
+
+
+async def test_palette_runs_experiment_commands(fx, quick_undo) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     pending = fx.ids["pending"]
     async with app.run_test(size=(120, 40)) as pilot:
@@ -123,6 +169,8 @@ async def test_palette_runs_experiment_commands(fx) -> None:
         await pilot.press(*f"experiment: approve #{pending}")
         await pilot.pause(0.5)
         await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
         with Ledger(fx.ledger_path, read_only=True) as ledger:
             await wait_until(pilot, lambda: ledger.get(pending).review == "approved")
 
@@ -142,12 +190,14 @@ async def test_palette_offers_only_what_applies(fx) -> None:
         assert "experiment: open #4242" in numbered  # outside the window, still reachable
 
 
-async def test_failed_action_is_reported_as_an_error(fx) -> None:
+async def test_failed_action_is_reported_as_an_error(fx, quick_undo) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     async with app.run_test(size=(120, 40)) as pilot:
         told = notifications(app)
         await highlight(pilot, fx.best_id)
         app.run_flow("approve", fx.best_id)  # not pending: app.actions refuses
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
         await wait_until(pilot, lambda: any(sev == "error" for _, sev in told))
         assert any("not awaiting review" in msg for msg, _ in told)
 

@@ -37,6 +37,7 @@ NO_EXPERIMENTS_TEXT = ("No experiments yet. In an agent's worktree, `cockpit run
                        "records the first one; agents started with `cockpit agent new NAME` do "
                        "it on their own.")
 NO_MATCH_TEXT = "No experiment matches these filters: escape clears them."
+EXPERIMENT_ACTIONS = frozenset({"kill", "approve", "reject", "adopt", "note", "mark", "compare"})
 
 
 def display_path(path: Path) -> str:
@@ -177,11 +178,19 @@ class DashboardScreen(Screen):
         self._render_table_status()
         self._refresh_bindings_if_changed()
 
+    def _agents_focused(self) -> bool:
+        focused = self.focused
+        return focused is not None and focused.id == "agents-table"
+
+    def on_descendant_focus(self) -> None:
+        self._refresh_bindings_if_changed()
+
     def _refresh_bindings_if_changed(self) -> None:
         """Refresh the Footer only when what applies to the highlighted row changed (it recomposes)."""
         exp, agent = self.selected, self.agents_panel.selected
         state = (exp and (exp.id, exp.is_live, exp.review, exp.decision, exp.adopted_sha),
-                 self.marked_id, agent and (can_stop(agent), bool(agent.worktree)))
+                 self.marked_id, agent and (can_stop(agent), bool(agent.worktree)),
+                 self._agents_focused())
         if state != self._bindings_state:
             self._bindings_state = state
             self.refresh_bindings()
@@ -322,8 +331,11 @@ class DashboardScreen(Screen):
     # -- actions on the highlighted experiment ---------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide what does not apply to the highlighted experiment, and every write when read-only."""
+        """Hide what does not apply to the highlighted experiment, and every write when read-only;
+        while the agents table has focus, keys act on agents, never on the experiments table."""
         if action in WRITE_ACTIONS and self.read_only:
+            return False
+        if action in EXPERIMENT_ACTIONS and self._agents_focused():
             return False
         exp = self.selected
         if action == "kill":
