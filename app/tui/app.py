@@ -23,7 +23,8 @@ from app.tui.palette import CockpitCommands
 from app.tui.messages import ActionFinished
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.screens.help import HelpScreen
-from app.tui.widgets.experiments_table import one_line
+from app.tui.widgets.experiments_table import LEGEND, one_line
+from app.tui.widgets.row_table import RowTable
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -152,12 +153,13 @@ class CockpitApp(App[None]):
         from app.tui.widgets.log_viewer import LogView, LogViewer
 
         sections = [("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
+                    ("Both tables", RowTable.BINDINGS),
                     ("Everywhere", self._global_bindings()),
                     ("Experiment detail", DetailScreen.BINDINGS),
                     ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
                     ("Compare", CompareScreen.BINDINGS)]
         hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
-        self.push_screen(HelpScreen(sections, hidden=hidden,
+        self.push_screen(HelpScreen(sections, hidden=hidden, legend=LEGEND,
                                     footer="Every action is also in the command palette (ctrl+p), "
                                            "e.g. \"experiment: kill #12\"."))
 

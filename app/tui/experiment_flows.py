@@ -21,6 +21,7 @@ from app.tui.screens.confirm import ConfirmModal
 from app.tui.screens.note import NoteModal
 
 if TYPE_CHECKING:
+    from app.ledger.records import Experiment
     from app.ledger.store import Ledger
     from app.tui.app import CockpitApp
 
@@ -131,6 +132,19 @@ async def adopt(app: CockpitApp, exp_id: int) -> None:
     if mode:
         _finished(app, "adopt", exp_id, await _write(
             app, "adopt", exp_id, lambda l: adopt_module.adopt_experiment(l, exp_id, mode)))
+
+
+def applies(action: str, exp: Experiment | None) -> bool:
+    """Whether `action` makes sense for `exp` now (the dashboard and the detail screen ask)."""
+    if exp is None:
+        return False
+    if action == "kill":
+        return exp.is_live
+    if action in ("approve", "reject"):
+        return exp.review == "pending"
+    if action == "adopt":
+        return exp.decision == "keep" and not exp.adopted_sha
+    return action == "note"
 
 
 FLOWS: dict[str, Callable[[CockpitApp, Any], Awaitable[None]]] = {

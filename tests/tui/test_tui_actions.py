@@ -4,6 +4,7 @@ TUI stops a run started by `cockpit run`."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,17 @@ async def highlight(pilot, exp_id: int) -> DashboardScreen:
     table.move_cursor(row=table.get_row_index(str(exp_id)))
     await wait_until(pilot, lambda: table.selected is not None and table.selected.id == exp_id)
     return dashboard
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=app.size.width, file=io.StringIO(), record=True, force_terminal=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
 
 
 def footer_keys(app) -> set[str]:
@@ -364,3 +376,42 @@ def test_e2e_kill_from_the_tui_in_tmux_stops_cockpit_run(tmp_path: Path) -> None
             run.kill()
             run.wait()
         kill_server(socket)  # also removes the socket file
+
+
+async def test_detail_screen_has_the_experiments_actions(fx, quick_undo) -> None:
+    from app.tui.screens.detail import DetailScreen
+
+    pending = fx.ids["pending"]
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await highlight(pilot, pending)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.data)
+        await wait_until(pilot, lambda: {"a", "r", "N"} <= footer_keys(app))
+        assert not {"k", "O"} & footer_keys(app)  # finished, not kept: no kill, no adopt
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        with Ledger(fx.ledger_path, read_only=True) as ledger:
+            await wait_until(pilot, lambda: ledger.get(pending).review == "approved")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen)
+                         and "O" in footer_keys(app) and "a" not in footer_keys(app))
+
+
+async def test_help_explains_every_symbol_the_table_shows(fx) -> None:
+    from app.tui.widgets.experiments_table import LEGEND, state_label
+
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    async with app.run_test(size=(100, 60)) as pilot:
+        dashboard = await highlight(pilot, fx.ids["baseline"])
+        explained = {part for symbol, _ in LEGEND for part in symbol.split()}
+        for exp in dashboard.data.rows:
+            symbols = [p for p in state_label(exp).split() if not p.isalpha() and not p.endswith("%")]
+            assert set(symbols) <= explained, state_label(exp)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.2)
+        assert re.search(r"g home +First row", screen_text(app))
+        app.screen.query_one("#help-dialog").scroll_end(animate=False)
+        await pilot.pause(0.2)
+        assert re.search(r"⇣ +contended", screen_text(app))

@@ -55,3 +55,25 @@ async def test_ids_past_100000_are_not_cut(tmp_path: Path) -> None:
         column = next(c for c in table.columns.values() if c.key.value == "id")
         assert column.get_render_width(table) - 2 * table.cell_padding >= 7
         assert table.region.right <= 80
+
+
+async def test_g_G_home_end_jump_and_the_sorted_column_is_marked(tmp_path: Path) -> None:
+    fx = build_ledger(tmp_path / "fx")
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dashboard = await settled_dashboard(pilot)
+        table = dashboard.table
+        last = table.row_count - 1
+        for key, row in (("G", last), ("g", 0), ("end", last), ("home", 0)):
+            await pilot.press(key)
+            await wait_until(pilot, lambda row=row: table.cursor_row == row)
+        labels = {c.key.value: c.label.plain for c in table.columns.values()}
+        assert labels["id"] == "#▼" and labels["val_bpb"] == "val_bpb"
+        await pilot.press("s")
+        await wait_until(pilot, lambda: table.columns[next(
+            k for k in table.columns if k.value == "val_bpb")].label.plain == "val_bpb▲")
+        assert next(c for c in table.columns.values() if c.key.value == "id").label.plain == "#"
+        agents = dashboard.query_one("#agents-table")
+        agents.focus()
+        await pilot.press("G")
+        await wait_until(pilot, lambda: agents.cursor_row == agents.row_count - 1)

@@ -23,7 +23,7 @@ from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerP
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from app.tui.experiment_flows import WRITE_ACTIONS
+from app.tui.experiment_flows import WRITE_ACTIONS, applies
 
 if TYPE_CHECKING:
     from app.tui.app import CockpitApp
@@ -75,7 +75,7 @@ class DashboardScreen(Screen):
         Binding("T", "cycle_plot_tag", "Plot tag", id="dashboard.plot_tag", show=False,
                 tooltip="The tag the plot and the header's best show (it never changes by itself)"),
         Binding("d", "cycle_state", "Decision filter", id="dashboard.state", show=False),
-        Binding("g", "cycle_agent", "Agent filter", id="dashboard.agent", show=False),
+        Binding("A", "cycle_agent", "Agent filter", id="dashboard.agent", show=False),
         Binding("escape", "clear_filters", "Clear filters", id="dashboard.clear", show=False),
         Binding("p", "toggle_plot", "Plot", id="dashboard.plot", show=False),
         Binding("n", "new_agent", "New agent", id="dashboard.new_agent", show=False),
@@ -170,6 +170,7 @@ class DashboardScreen(Screen):
         self.set_class(data.experiment_count == 0, "-no-experiments")
         self.query_one(AgentsPanel).show(data.agents)
         self.table.show(data.rows, data.best)
+        self.table.show_sort(data.query.sort)
         if self.plot is not None:
             self.plot.show(data.progression)
         self._update_follow()
@@ -338,12 +339,8 @@ class DashboardScreen(Screen):
         if action in EXPERIMENT_ACTIONS and self._agents_focused():
             return False
         exp = self.selected
-        if action == "kill":
-            return exp is not None and exp.is_live
-        if action in ("approve", "reject"):
-            return exp is not None and exp.review == "pending"
-        if action == "adopt":
-            return exp is not None and exp.decision == "keep" and not exp.adopted_sha
+        if action in ("kill", "approve", "reject", "adopt"):
+            return applies(action, exp)
         if action in ("open", "note", "mark"):
             return exp is not None
         if action == "compare":

@@ -29,8 +29,10 @@ from app.ledger.store import Event, Experiment, Ledger, LedgerError, Note
 from app.logs.parse import StreamParser
 from app.ledger.schema import SUMMARY_COLUMNS
 from app.logs.textsafe import sanitize
+from app.tui.experiment_flows import applies
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.log_viewer import LogViewer
+from app.tui.widgets.experiments_table import SYMBOLS as TABLE_SYMBOLS
 from app.tui.widgets.metrics_table import MetricsTable
 
 if TYPE_CHECKING:
@@ -38,10 +40,11 @@ if TYPE_CHECKING:
 
 CURVE_FROM_LOG_MAX_BYTES = 256 * 1024 * 1024  # logs larger than this are not parsed for a curve
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
-SYMBOLS = {"keep": "✓", "discard": "✗", "crash": "‼", "killed": "☠", "timeout": "⏱", "lost": "?",
-           "pending": "⧗", "approved": "✓", "rejected": "✗", "running": "▶", "registered": "○"}
+SYMBOLS = {**TABLE_SYMBOLS, "approved": "✓", "rejected": "✗"}  # the dashboard's, plus verdicts
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
+ACTIONS = (("k", "kill", "Kill"), ("a", "approve", "Approve"), ("r", "reject", "Reject"),
+           ("O", "adopt", "Adopt"), ("N", "note", "Note"))  # key, flow, label (o is the Overview tab)
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
          ("needs_rerun", "↻ needs rerun"))
 
@@ -185,6 +188,7 @@ class DetailScreen(Screen):
         Binding("escape,q", "back", "Back", id="detail.back", tooltip="Back to the previous screen"),
         *(Binding(key, f"show_tab('{tab}')", f"{label} tab", show=False, id=f"detail.{tab}")
           for key, tab, label in TABS),
+        *(Binding(key, f"act('{action}')", label, id=f"detail.{action}") for key, action, label in ACTIONS),
     ]
 
     class _Loaded(Message):
@@ -265,6 +269,15 @@ class DetailScreen(Screen):
     def action_back(self) -> None:
         self.dismiss()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The experiment's actions only where they apply, and none that write when read-only."""
+        if action != "act":
+            return True
+        return not self.read_only and applies(str(parameters[0]), self.data.experiment if self.data else None)
+
+    def action_act(self, action: str) -> None:
+        self.app.run_flow(action, self.exp_id)  # type: ignore[attr-defined]
+
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
         self._focus_pane(tab)
@@ -342,6 +355,7 @@ class DetailScreen(Screen):
         first = self.data is None
         self.data = data = message.data
         exp = data.experiment
+        self.refresh_bindings()
         self.query_one("#detail-title", Static).update(title_text(exp))
         self._show_overview(data)
         self._show_events(data.events)

@@ -11,16 +11,36 @@ from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from app.ledger.records import Experiment
 from app.logs.textsafe import sanitize
 from app.tui.poller import state_of
+from app.tui.widgets.row_table import RowTable
 
 SYMBOLS = {  # state -> symbol shown before its name
     "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
     "lost": "?", "pending": "◆", "running": "▶", "registered": "○",
 }
+FLAGS = (  # flag symbol after the decision, and what it means (one flag per row, in this priority)
+    ("★", "adopted into main"),
+    ("!", "integrity problem (prepare.py or eval constants differ): never compared"),
+    ("⇣", "contended: far fewer steps or tok/s than its baseline, an unfair comparison"),
+    ("≈", "near-miss: a discard within 0.002 of the best"),
+    ("↻", "needs rerun: a 3-way merge nobody has measured"),
+)
+LEGEND = (  # every symbol the dashboard shows, for the help screen
+    *((SYMBOLS[s], s if s != "registered" else "starting (registered)") for s in (
+        "keep", "discard", "repeat", "crash", "killed", "timeout", "lost", "pending", "running",
+        "registered")),
+    *FLAGS,
+    ("Δ best", "val_bpb minus the tag's best kept run (best: it is the best)"),
+    ("█░", "progress of a running experiment"),
+    ("⚠ silent", "a running experiment without a heartbeat for a while"),
+    ("—", "nothing yet / not applicable"),
+    ("▼ ▲", "the column the table is sorted by"),
+    ("● ◆ • ─", "plot: kept, pending, discarded runs; the running best"),
+)
 TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
     "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
@@ -31,20 +51,23 @@ COLUMNS = (  # key, label, fixed width (None: fits its content; the description 
     ("val_bpb", "val_bpb", 8), ("delta", "Δ best", 7), ("description", "description", None),
 )
 MIN_ID_WIDTH = 3
+SORTED_BY = {  # the poller's sort -> (column, arrow) shown in that column's header
+    "newest": ("id", "▼"), "val_bpb": ("val_bpb", "▲"), "agent": ("agent", "▲"), "decision": ("state", "▲"),
+}
 CELL_PADDING = 2  # DataTable's default cell padding (one each side)
 MIN_DESCRIPTION = 16
 
 
 def state_label(exp: Experiment) -> str:
-    """`✓ keep`, `⧗ pending`, `▶ 42%` ... plus one flag: adopted ★, integrity !, near-miss ≈."""
+    """`✓ keep`, `◆ pending`, `▶ 42%` ... plus one flag (FLAGS)."""
     state = state_of(exp)
     word = state
     if state == "running" and exp.progress_pct is not None:
         word = f"{exp.progress_pct:.0f}%"
     elif state == "registered":
         word = "starting"
-    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "⇣" if exp.contended
-            else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
+    present = (exp.adopted_sha, exp.integrity, exp.contended, exp.near_miss, exp.needs_rerun)
+    flag = next((symbol for (symbol, _), on in zip(FLAGS, present) if on), "")
     return f"{SYMBOLS.get(state, '·')} {word}" + (f" {flag}" if flag else "")
 
 
@@ -62,7 +85,7 @@ def delta_text(exp: Experiment, best: dict[str, Experiment]) -> str:
     return f"{exp.val_bpb - top.val_bpb:+.4f}"
 
 
-class ExperimentsTable(DataTable):
+class ExperimentsTable(RowTable):
     """Experiments in the order the poller gives; cursor stays on the same experiment."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Open", id="experiments.open")]
@@ -124,6 +147,16 @@ class ExperimentsTable(DataTable):
             index = self.get_row_index(str(selected.id))
             if index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
+
+    def show_sort(self, sort: str) -> None:
+        """Mark the sorted column's header with the direction of the sort."""
+        column, arrow = SORTED_BY.get(sort, ("", ""))
+        for key, label, _width in COLUMNS:
+            wanted = f"{label}{arrow}" if key == column else label
+            header = self.columns[ColumnKey(key)]
+            if header.label.plain != wanted:
+                header.label = Text(wanted)
+                self.refresh()
 
     def on_resize(self) -> None:
         fixed = self._id_width + sum(w for *_, w in COLUMNS if w) + CELL_PADDING * len(COLUMNS) + 2
