@@ -7,7 +7,6 @@ Read-only apps refuse every flow that writes, whatever asked for it (key, palett
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -21,7 +20,6 @@ from app.tui.screens.confirm import ConfirmModal
 from app.tui.screens.note import NoteModal
 
 if TYPE_CHECKING:
-    from app.ledger.records import Experiment
     from app.ledger.store import Ledger
     from app.tui.app import CockpitApp
 
@@ -41,7 +39,7 @@ def _core() -> SimpleNamespace:
 
 def _failures() -> tuple[type[BaseException], ...]:
     core = _core()
-    return core.actions.ActionError, core.ledger.LedgerError, sqlite3.Error, OSError
+    return core.actions.ActionError, *core.ledger.LEDGER_ERRORS, OSError
 
 
 async def _write(app: CockpitApp, action: str, exp_id: int | None,
@@ -134,19 +132,6 @@ async def adopt(app: CockpitApp, exp_id: int) -> None:
             app, "adopt", exp_id, lambda l: adopt_module.adopt_experiment(l, exp_id, mode)))
 
 
-def applies(action: str, exp: Experiment | None) -> bool:
-    """Whether `action` makes sense for `exp` now (the dashboard and the detail screen ask)."""
-    if exp is None:
-        return False
-    if action == "kill":
-        return exp.is_live
-    if action in ("approve", "reject"):
-        return exp.review == "pending"
-    if action == "adopt":
-        return exp.decision == "keep" and not exp.adopted_sha
-    return action == "note"
-
-
 FLOWS: dict[str, Callable[[CockpitApp, Any], Awaitable[None]]] = {
     "kill": kill, "approve": approve, "reject": reject, "note": note, "adopt": adopt,
 }
@@ -172,7 +157,7 @@ def reap_lost_loop(app: CockpitApp) -> None:
             try:
                 with core.ledger.Ledger(app.ledger_path, create=False) as ledger:
                     lost = core.actions.reap_lost(ledger)
-            except (core.ledger.LedgerError, sqlite3.Error):
+            except core.ledger.LEDGER_ERRORS:
                 lost = []
             if lost:
                 app.post_message(ActionFinished(

@@ -15,15 +15,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
+from app.ledger.dashboard import SORTS
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import EXPERIMENT_ACTIONS, STATES, actions_for
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
 from app.tui.messages import LedgerChanged, LedgerUnavailable
-from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
+from app.tui.poller import DashboardData, DashboardQuery, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from app.tui.experiment_flows import WRITE_ACTIONS, applies
+from app.tui.experiment_flows import WRITE_ACTIONS
 
 if TYPE_CHECKING:
     from app.tui.app import CockpitApp
@@ -37,7 +39,7 @@ NO_EXPERIMENTS_TEXT = ("No experiments yet. In an agent's worktree, `cockpit run
                        "records the first one; agents started with `cockpit agent new NAME` do "
                        "it on their own.")
 NO_MATCH_TEXT = "No experiment matches these filters: escape clears them."
-EXPERIMENT_ACTIONS = frozenset({"kill", "approve", "reject", "adopt", "note", "mark", "compare"})
+ROW_KEYS = frozenset({"kill", "approve", "reject", "adopt", "note", "mark", "compare"})  # act on the row
 
 
 def display_path(path: Path) -> str:
@@ -189,7 +191,7 @@ class DashboardScreen(Screen):
     def _refresh_bindings_if_changed(self) -> None:
         """Refresh the Footer only when what applies to the highlighted row changed (it recomposes)."""
         exp, agent = self.selected, self.agents_panel.selected
-        state = (exp and (exp.id, exp.is_live, exp.review, exp.decision, exp.adopted_sha),
+        state = (exp and (exp.id, actions_for(exp)),
                  self.marked_id, agent and (can_stop(agent), bool(agent.worktree)),
                  self._agents_focused())
         if state != self._bindings_state:
@@ -336,12 +338,12 @@ class DashboardScreen(Screen):
         while the agents table has focus, keys act on agents, never on the experiments table."""
         if action in WRITE_ACTIONS and self.read_only:
             return False
-        if action in EXPERIMENT_ACTIONS and self._agents_focused():
+        if action in ROW_KEYS and self._agents_focused():
             return False
         exp = self.selected
-        if action in ("kill", "approve", "reject", "adopt"):
-            return applies(action, exp)
-        if action in ("open", "note", "mark"):
+        if action in EXPERIMENT_ACTIONS:
+            return action in actions_for(exp, read_only=self.read_only)
+        if action == "mark":
             return exp is not None
         if action == "compare":
             return exp is not None and self.marked_id is not None and self.marked_id != exp.id

@@ -14,14 +14,10 @@ from textual.coordinate import Coordinate
 from textual.widgets.data_table import ColumnKey
 
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import state_of, symbol
 from app.logs.textsafe import sanitize
-from app.tui.poller import state_of
 from app.tui.widgets.row_table import RowTable
 
-SYMBOLS = {  # state -> symbol shown before its name
-    "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
-    "lost": "?", "pending": "◆", "running": "▶", "registered": "○",
-}
 FLAGS = (  # flag symbol after the decision, and what it means (one flag per row, in this priority)
     ("★", "adopted into main"),
     ("!", "integrity problem (prepare.py or eval constants differ): never compared"),
@@ -30,7 +26,7 @@ FLAGS = (  # flag symbol after the decision, and what it means (one flag per row
     ("↻", "needs rerun: a 3-way merge nobody has measured"),
 )
 LEGEND = (  # every symbol the dashboard shows, for the help screen
-    *((SYMBOLS[s], s if s != "registered" else "starting (registered)") for s in (
+    *((symbol(s), s if s != "registered" else "starting (registered)") for s in (
         "keep", "discard", "repeat", "crash", "killed", "timeout", "lost", "pending", "running",
         "registered")),
     *FLAGS,
@@ -67,8 +63,8 @@ def state_label(exp: Experiment) -> str:
     elif state == "registered":
         word = "starting"
     present = (exp.adopted_sha, exp.integrity, exp.contended, exp.near_miss, exp.needs_rerun)
-    flag = next((symbol for (symbol, _), on in zip(FLAGS, present) if on), "")
-    return f"{SYMBOLS.get(state, '·')} {word}" + (f" {flag}" if flag else "")
+    flag = next((mark for (mark, _), on in zip(FLAGS, present) if on), "")
+    return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
 
 
 def one_line(text: str) -> str:
