@@ -12,8 +12,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from textual.color import Color
 from textual_plotext import PlotextPlot
+
+from app.tui.widgets.theme_colour import theme_rgb
 
 Point = tuple[float, float]  # (progress %, loss)
 
@@ -91,7 +92,7 @@ class LossCurve(PlotextPlot):
         self._replot()
 
     def _theme_rgb(self, variable: str) -> tuple[int, int, int]:
-        return Color.parse(self.app.theme_variables[variable]).rgb
+        return theme_rgb(self.app, variable)
 
     def _replot(self) -> None:
         if not self.is_mounted:
@@ -109,5 +110,5 @@ class LossCurve(PlotextPlot):
         if self.main:
             xs, ys = zip(*thin(self.main))
             plt.plot(list(xs), list(ys), marker="braille", label=self.labels[0],
-                     color=self._theme_rgb("accent"))
+                     color=self._theme_rgb("text-accent"))
         self.refresh()

@@ -15,13 +15,14 @@ from textual_plotext import PlotextPlot
 
 from app.logs.textsafe import sanitize
 from app.tui.poller import Progression
+from app.tui.widgets.theme_colour import theme_rgb
 
 SERIES = (  # label, states, theme variable, marker
     ("discard", ("discard", "repeat"), "foreground-muted", "•"),
-    ("pending", ("pending",), "warning", "◆"),
-    ("keep", ("keep",), "success", "●"),
+    ("pending", ("pending",), "text-warning", "◆"),
+    ("keep", ("keep",), "text-success", "●"),
 )
-BEST_LINE = ("best", "accent", "─")
+BEST_LINE = ("best", "text-accent", "─")
 SERIES_OF = {state: label for label, states, _, _ in SERIES for state in states}
 TOP_QUANTILE = 0.95  # the y axis stops here so one bad run does not flatten the rest ...
 CLIP_FROM_POINTS = 20  # ... once there are this many points
@@ -85,7 +86,7 @@ class ProgressionPlot(Vertical):
         self._draw()
 
     def _colour(self, variable: str) -> tuple[int, int, int]:
-        return Color.parse(self.app.theme_variables.get(variable, "white")).rgb
+        return theme_rgb(self.app, variable)
 
     def _legend(self, progression: Progression | None, above: int) -> Text:
         if progression is None or not progression.points:
