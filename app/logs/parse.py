@@ -42,6 +42,7 @@ REQUIRED_SUMMARY_KEYS = (  # upstream's summary keys, in upstream's order
 _STEP_HEAD = re.compile(  # `step 00042 (13.7%) |`: number, optional progress, then `|` or the end
     r"\s*step\s+(\d{1,30})\s*(?:\(\s*([^()%|]*?)\s*%\s*\))?\s*(?:\||\Z)"
 )
+MISSING_VALUES = ("n/a", "na", "-", "none", "")  # a step field not measured (nan is a value: the loss blew up)
 _SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")
 
 
@@ -125,8 +126,9 @@ def _step_record(text: str, head: re.Match[str]) -> StepRecord:
         known = _KNOWN_FIELDS.get(name)
         if known is None:
             extra[name] = raw
-        else:
-            values[known[0]] = known[1](raw)
+        elif raw.lower() not in MISSING_VALUES:  # `mfu: n/a` (ROCm forks): missing, not an error
+            # the first word only: a crash may glue its traceback onto the last field
+            values[known[0]] = known[1](raw.split(maxsplit=1)[0] if raw else raw)
     pct = head.group(2)
     return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), *values, extra)
 
@@ -235,11 +237,19 @@ class StreamParser:
             self._last_step = parse_step_line(self._last_step_text)
         return self._last_step
 
+    def flush(self) -> list[StepRecord]:
+        """At the end of the input: close the open segment (a log cut off mid-line ends in one)
+        and return the step records that completes, so the last step is not lost."""
+        if self._result is not None:
+            return []
+        records = self._consume(self._decoder.decode(b"", final=True))
+        self._close_segment(*self._join_pending(""), records)
+        return records if self._keep_records else []
+
     def finish(self) -> ParseResult:
         """Flush the last open segment and line; return the result (same object on repeat calls)."""
         if self._result is None:
-            self._consume(self._decoder.decode(b"", final=True))
-            self._close_segment(*self._join_pending(""), [])
+            self.flush()
             if self._line_segments:
                 self._end_line()
             self._result = ParseResult(

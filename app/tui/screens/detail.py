@@ -84,6 +84,8 @@ def curve_from_log(path: Path | None) -> list[Point]:
         while chunk := log.read(1 << 20):
             points += [(r.progress_pct, r.loss) for r in parser.feed(chunk)
                        if r.progress_pct is not None and r.loss is not None]
+    points += [(r.progress_pct, r.loss) for r in parser.flush()  # a log cut off mid-line
+               if r.progress_pct is not None and r.loss is not None]
     return points
 
 
