@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from realdata import REAL_RUNS
+from runnerhelpers import cli
 
 from app.logs.parse import StreamParser, parse_log
 from app.observe.tsv import TsvFormatError, read_results_tsv
-from realdata import REAL_RUNS
-from runnerhelpers import cli
 
 FORKS = REAL_RUNS / "forks"
 
@@ -100,8 +100,8 @@ def test_elementalcollision_baseline_status_suggests_mapping_it() -> None:
     path = FORKS / "elementalcollision__autoresearch-cuda__results_climbmix_results.tsv"
     result = read_results_tsv(path)
     assert result.rows[0].commit == "exp0" and result.rows[0].memory_gb == 17.1  # peak_mem_gb
-    assert result.suggestions == ["status 'baseline' looks like a kept run but imports as discard: "
-                                  "re-run with --map-status baseline=keep"]
+    assert result.suggestions == [("status 'baseline' looks like a kept run but imports as discard: "
+                                   "re-run with --map-status baseline=keep")]
     mapped = read_results_tsv(path, status_map={"baseline": "keep"})
     assert sum(r.status == "keep" for r in mapped.rows) == 24 and mapped.suggestions == []
 

@@ -358,8 +358,8 @@ def test_winner_like_statuses_suggest_map_status_and_spaced_rows_must_fit():
             + "c3d4e5f 0.8\n")  # spaces, but too few fields for the header: refused, said why
     result = parse(text)
     assert [r.status for r in result.rows] == ["discard", "discard"]
-    assert result.suggestions == ["status 'adopted', 'best' looks like a kept run but imports as "
-                                  "discard: re-run with --map-status adopted=keep --map-status best=keep"]
+    assert result.suggestions == [("status 'adopted', 'best' looks like a kept run but imports as "
+                                   "discard: re-run with --map-status adopted=keep --map-status best=keep")]
     assert result.skipped[0].line_no == 4 and "2 space-separated fields for 5 columns" in result.skipped[0].reason
     mapped = parse(text, status_map={"best": "keep", "adopted": "keep"})
     assert [r.status for r in mapped.rows] == ["keep", "keep"] and mapped.suggestions == []
