@@ -8,8 +8,6 @@ Usage:
         parser.last_step                   # latest step record, at any time
     result = parser.finish()               # summary, failed, tail, problems
 
-    result = parse_log(Path("run.log"))    # the same, streamed from a file
-
 Memory stays constant whatever the input: a segment (text between `\\r`/`\\n` separators) longer
 than MAX_SEGMENT_CHARS is cut to that length and reported, never buffered whole.
 """
@@ -22,7 +20,6 @@ import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from app.logs.textsafe import sanitize
 
@@ -42,7 +39,7 @@ REQUIRED_SUMMARY_KEYS = (  # upstream's summary keys, in upstream's order
 _STEP_HEAD = re.compile(  # `step 00042 (13.7%) |`: number, optional progress, then `|` or the end
     r"\s*step\s+(\d{1,30})\s*(?:\(\s*([^()%|]*?)\s*%\s*\))?\s*(?:\||\Z)"
 )
-MISSING_VALUES = ("n/a", "na", "-", "none", "")  # a step field not measured (nan is a value: the loss blew up)
+MISSING_VALUES = ("n/a", "na", "-", "none", "")  # a step field not measured (nan is a value)
 _SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")
 
 
@@ -130,7 +127,11 @@ def _step_record(text: str, head: re.Match[str]) -> StepRecord:
             # the first word only: a crash may glue its traceback onto the last field
             values[known[0]] = known[1](raw.split(maxsplit=1)[0] if raw else raw)
     pct = head.group(2)
-    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), *values, extra)
+    loss, lrm, dt_ms, tok_per_sec, mfu_pct, epoch, remaining_s = values
+    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), loss=loss, lrm=lrm,
+                      dt_ms=dt_ms, tok_per_sec=tok_per_sec, mfu_pct=mfu_pct,
+                      epoch=None if epoch is None else int(epoch), remaining_s=remaining_s,
+                      extra=extra)
 
 
 def _split_fail(segment: str) -> tuple[str, bool]:
@@ -224,11 +225,6 @@ class StreamParser:
             raise RuntimeError("StreamParser.feed() after finish()")
         self.bytes_seen += len(data)
         return self._consume(self._decoder.decode(data))
-
-    @property
-    def buffered_chars(self) -> int:
-        """Characters held for the still-open segment; never more than MAX_SEGMENT_CHARS."""
-        return self._pending_kept
 
     @property
     def last_step(self) -> StepRecord | None:
@@ -377,12 +373,3 @@ class StreamParser:
         if self._summary_overflow:
             problems.append(f"summary has more than {MAX_SUMMARY_KEYS} keys: the rest were dropped")
         return problems + summary_problems(self._summary)
-
-
-def parse_log(path: Path, chunk_size: int = 1 << 20) -> ParseResult:
-    """Parse a whole log file, streaming it in chunks of `chunk_size` bytes."""
-    parser = StreamParser(keep_records=False)
-    with open(path, "rb") as log:
-        while chunk := log.read(chunk_size):
-            parser.feed(chunk)
-    return parser.finish()

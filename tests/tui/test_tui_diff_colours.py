@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from test_tui_detail import diff_repo, fixed_git_dates, set_fields, utc, wait_for  # noqa: F401
-from tuifixtures import build_ledger
+from test_tui_detail import diff_repo, fixed_git_dates, set_fields
 
 from app.tui.app import make_app
 from app.tui.screens.detail import DetailScreen
 from app.tui.widgets.diff_view import DiffView
 from app.tui.widgets.theme_colour import contrast, in_256
+from tuifixtures import build_ledger
+from waiting import wait_until
 
 SIZE = (100, 32)
 MIN_CONTRAST = 3.0  # WCAG's minimum for large or bold text
@@ -54,7 +55,7 @@ async def test_dashboard_text_is_legible_in_every_theme(tmp_path: Path) -> None:
     fx = build_ledger(tmp_path / "fx")
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=0.05)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.dashboard.data is not None and app.dashboard.table.row_count)
+        await wait_until(pilot, lambda: app.dashboard.data is not None and app.dashboard.table.row_count)
         await pilot.pause(0.5)
         problems = {}
         themes = [t for t in sorted(app.available_themes) if not t.startswith("ansi")]  # the terminal's
@@ -83,7 +84,7 @@ def show_diff(fx, theme: str | None = None):
         screen = DetailScreen(fx.ledger_path, fx.ids["improved"], True)
         await pilot.app.push_screen(screen)
         view = screen.query_one("#diff-parent-view", DiffView)
-        await wait_for(pilot, lambda: view.result is not None)
+        await wait_until(pilot, lambda: view.result is not None)
         await pilot.press("p")
         await pilot.pause()
     return run_before

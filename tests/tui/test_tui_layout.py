@@ -6,11 +6,12 @@ import sqlite3
 from pathlib import Path
 
 from textual.widgets import Footer
-from tuifixtures import build_ledger, wait_until
 
 from app.ledger.store import Ledger
 from app.tui.app import make_app
 from app.tui.widgets.live_view import LiveView
+from tuifixtures import build_ledger
+from waiting import wait_until
 
 POLL = 0.05
 

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from tuifixtures import OTHER_TAG, TAG, build_ledger, wait_until
 
 from app.ledger.store import Ledger
 from app.tui.app import make_app
 from app.tui.poller import DashboardQuery, LedgerPoller
 from app.tui.widgets.progression_plot import even_ticks, tick_labels
+from tuifixtures import OTHER_TAG, TAG, build_ledger
+from waiting import wait_until
 
 POLL = 0.05
 

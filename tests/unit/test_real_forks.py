@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from app.logs.parse import ParseResult, StreamParser
+from app.observe.tsv import TsvFormatError, read_results_tsv
 from realdata import REAL_RUNS
 from runnerhelpers import cli
-
-from app.logs.parse import StreamParser, parse_log
-from app.observe.tsv import TsvFormatError, read_results_tsv
 
 FORKS = REAL_RUNS / "forks"
 
@@ -28,7 +28,8 @@ TSV_READINGS = {
     "digital-rain-tech__autoresearch-mlx__results.tsv": (12, (11, 1, 0), 1.415683, 13, []),
     "dowlingwong__autoresearch-macos__results.tsv": (4, (2, 2, 0), 0.998000, 3, []),
     # exp0..exp100 with `exp` for commit; the one `baseline` row is a discard until mapped
-    "elementalcollision__autoresearch-cuda__results_climbmix_results.tsv": (101, (23, 71, 7), 1.142183, 89, []),
+    "elementalcollision__autoresearch-cuda__results_climbmix_results.tsv":
+        (101, (23, 71, 7), 1.142183, 89, []),
     "miolini__autoresearch-macos__results.tsv": (23, (8, 14, 1), 1.453113, 24, []),
     "mmonad__autoresearch-dgx-spark__results.tsv": (4, (3, 1, 0), 1.437060, 5, []),
     "trevin-creator__autoresearch-mlx__results.tsv": (13, (4, 9, 0), 1.658510, 6, []),
@@ -50,6 +51,12 @@ LOG_READINGS = {
     "miolini__autoresearch-macos__run@oom.log": (9, 8, 7.439391, None),
     "wavHub__autoresearch-results__runs_h100-20260416_run.log": (927, 926, 2.802330, 0.996831),
 }
+
+
+def parse_log(path: Path) -> ParseResult:
+    parser = StreamParser(keep_records=False)
+    parser.feed(path.read_bytes())
+    return parser.finish()
 
 
 def test_every_file_of_the_folder_has_a_reading() -> None:

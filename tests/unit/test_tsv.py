@@ -360,6 +360,7 @@ def test_winner_like_statuses_suggest_map_status_and_spaced_rows_must_fit():
     assert [r.status for r in result.rows] == ["discard", "discard"]
     assert result.suggestions == [("status 'adopted', 'best' looks like a kept run but imports as "
                                    "discard: re-run with --map-status adopted=keep --map-status best=keep")]
-    assert result.skipped[0].line_no == 4 and "2 space-separated fields for 5 columns" in result.skipped[0].reason
+    skipped = result.skipped[0]
+    assert skipped.line_no == 4 and "2 space-separated fields for 5 columns" in skipped.reason
     mapped = parse(text, status_map={"best": "keep", "adopted": "keep"})
     assert [r.status for r in mapped.rows] == ["keep", "keep"] and mapped.suggestions == []

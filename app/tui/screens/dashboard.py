@@ -2,9 +2,10 @@
 view of a running experiment, kept current by a thread worker polling the ledger."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -20,12 +21,13 @@ from app.ledger.records import Experiment
 from app.ledger.vocabulary import EXPERIMENT_ACTIONS, STATES, actions_for
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
+from app.tui.experiment_flows import WRITE_ACTIONS
 from app.tui.messages import LedgerChanged, LedgerUnavailable
-from app.tui.poller import DashboardData, DashboardQuery, LedgerPoller
+from app.tui.poller import DashboardData, LedgerPoller
+from app.tui.screens.status_lines import header_text, table_status_text
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from app.tui.experiment_flows import WRITE_ACTIONS
 
 if TYPE_CHECKING:
     from app.tui.app import CockpitApp
@@ -38,18 +40,7 @@ BROKEN_LEDGER_TEXT = "Cannot read the ledger:\n{reason}\n\nRetrying every half s
 NO_EXPERIMENTS_TEXT = ("No experiments yet. In an agent's worktree, `cockpit run -m \"baseline\"` "
                        "records the first one; agents started with `cockpit agent new NAME` do "
                        "it on their own.")
-NO_MATCH_TEXT = "No experiment matches these filters: escape clears them."
 ROW_KEYS = frozenset({"kill", "approve", "reject", "adopt", "note", "mark", "compare"})  # act on the row
-
-
-def display_path(path: Path) -> str:
-    """Short form for the status bar: relative to the working directory, or with ~ for home."""
-    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
-        try:
-            return prefix + str(path.resolve().relative_to(base.resolve()))
-        except ValueError:
-            continue
-    return str(path)
 
 
 def _cycle(options: list, current: object) -> object:
@@ -94,7 +85,7 @@ class DashboardScreen(Screen):
         super().__init__()
         self.ledger_path = ledger_path
         self.read_only = read_only
-        self.watch = watch
+        self.watch_worktrees = watch
         self.clock = clock
         self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval)
         self.data: DashboardData | None = None
@@ -113,7 +104,7 @@ class DashboardScreen(Screen):
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
                 yield AgentsPanel(clock=self.clock, ledger_path=self.ledger_path, read_only=self.read_only,
-                                  watch=self.watch, id="agents-panel", classes="-empty")
+                                  watch=self.watch_worktrees, id="agents-panel", classes="-empty")
                 yield Container(id="progression")  # the plot is mounted after the first paint
             yield Input(placeholder="search description, hypothesis, agent (enter: back to "
                                     "the table, escape: clear)", id="search")
@@ -238,42 +229,13 @@ class DashboardScreen(Screen):
     # -- status lines ---------------------------------------------------------------------------
 
     def _render_status_bar(self) -> None:
-        """What matters first (best of the tag in view, counts), the ledger's path last: a long
-        path is cut at the right edge, never the best."""
-        text = Text("cockpit", style="bold")
-        data = self.data
-        if data is not None:
-            tag = data.progression.tag if data.progression is not None else None
-            if tag in data.best:
-                best = data.best[tag]
-                text.append(f" · best {sanitize(best.tag)} {best.val_bpb_text} (#{best.id})")
-            elif tag is not None:
-                text.append(f" · {sanitize(tag)}: no kept run yet")
-            text.append(f" · {data.experiment_count:,} experiments · {len(data.live)} live")
-        if self.read_only:
-            text.append(" · read-only", style="bold")
-        text.append(f" · {sanitize(display_path(self.ledger_path))}")
-        text.no_wrap, text.overflow = True, "ellipsis"
+        text = header_text(self.data, self.ledger_path, self.read_only)
         self.query_one("#status-bar", Static).update(text, layout=False)  # fixed: one line
 
     def _render_table_status(self) -> None:
-        data = self.data
-        if data is None:
-            return
-        query = data.query
-        text = Text(f"{len(data.rows):,} of {data.total:,}" if data.total > len(data.rows)
-                    else f"{data.total:,} experiments")
-        for label, value in (("tag", query.tag), ("agent", query.agent), ("decision", query.state)):
-            if value is not None:
-                text.append(f" · {label} {sanitize(value)}")
-        if query.search:
-            text.append(f" · search “{sanitize(query.search)}”")
-        text.append(f" · sorted by {query.sort}")
-        if self.marked_id is not None:
-            text.append(f" · marked #{self.marked_id} (c compares)")
-        if data.experiment_count and not data.rows:
-            text.append(f" · {NO_MATCH_TEXT}")
-        self.query_one("#table-status", Static).update(text, layout=False)  # fixed: one line
+        if self.data is not None:
+            text = table_status_text(self.data, self.marked_id)
+            self.query_one("#table-status", Static).update(text, layout=False)  # fixed: one line
 
     # -- query changes --------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ agents is sanitized and put in a `Text`, so `[red]x[/red]` shows as typed.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -170,7 +170,8 @@ class ExperimentsTable(RowTable):
     # -- cells ----------------------------------------------------------------------------------
 
     def _row_values(self, exp: Experiment, best: dict[str, Experiment]) -> tuple:
-        return (exp.id, one_line(exp.tag), one_line(exp.agent), state_label(exp), TONES.get(state_of(exp), "muted"),
+        return (exp.id, one_line(exp.tag), one_line(exp.agent), state_label(exp),
+                TONES.get(state_of(exp), "muted"),
                 exp.val_bpb_text if exp.val_bpb is not None else "", delta_text(exp, best),
                 one_line(exp.description))
 
