@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,7 +228,20 @@ def split_pane(target: str | None = None, cmd: Command = None, cwd: Path | str |
     pane_id = _tmux(socket, "split-window", flag, "-t", split_id, *([] if focus else ["-d"]),
                     *(["-l", str(size)] if size else []), *_launch_args(cmd, cwd, env)).strip()
     _label(pane_id, title, agent, socket)
+    if size:  # the cockpit's own window now has an agents column
+        _keep_cockpit_wide(anchor, socket)
     return pane_id
+
+
+def _keep_cockpit_wide(cockpit: Pane, socket: str | None) -> None:
+    """When the window is resized (a client attaches from a smaller terminal), the cockpit takes
+    60 % of it again, or MIN_COCKPIT_WIDTH columns when that is more; best effort."""
+    narrow = math.ceil(MIN_COCKPIT_WIDTH / COCKPIT_SHARE)
+    resize = (f"if -F '#{{e|<:#{{window_width}},{narrow}}}' "
+              f"'resize-pane -t {cockpit.pane_id} -x {MIN_COCKPIT_WIDTH}' "
+              f"'resize-pane -t {cockpit.pane_id} -x {round(COCKPIT_SHARE * 100)}%'")
+    with suppress(PaneError):  # an old tmux without window hooks: the layout just stays as split
+        _tmux(socket, "set-hook", "-w", "-t", cockpit.window_id, "window-resized", resize)
 
 
 def new_window(session: str, cmd: Command = None, cwd: Path | str | None = None,

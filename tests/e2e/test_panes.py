@@ -75,6 +75,10 @@ def test_agents_take_a_column_and_the_cockpit_keeps_60_percent(socket: str, tmp_
     beside = [info[m] for m in made if info[m].window_id == cockpit.window_id]
     assert len(beside) == 4 and all(p.width == 79 and p.height >= 8 for p in beside)  # stacked
     assert info[made[4]].window_id != cockpit.window_id  # the column was full: their own window
+    for columns, rows, expected in ((80, 24, 78), (200, 50, 120), (150, 40, 90)):
+        subprocess.run(["tmux", "-L", socket, "resize-window", "-t", cockpit.window_id, "-x", str(columns),
+                        "-y", str(rows)], check=True)
+        assert wait_for(lambda expected=expected: panes.pane_info(cockpit.pane_id, socket).width == expected)
 
 
 def test_narrow_window_puts_agents_in_their_own_window(socket: str, tmp_path: Path) -> None:
@@ -85,7 +89,9 @@ def test_narrow_window_puts_agents_in_their_own_window(socket: str, tmp_path: Pa
     assert info[cockpit.pane_id].width == 90 and info[cockpit.pane_id].height == 20  # untouched
     assert info[first].window_id != cockpit.window_id
     assert info[second].window_id == info[first].window_id and info[second].agent == "b"
-    assert "C-b l" in panes.back_hint(socket)
+    prefix = subprocess.run(["tmux", "-L", socket, "show-options", "-gv", "prefix"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert f"{prefix} l (last window)" in panes.back_hint(socket)
 
 
 def test_capture_is_plain_text(cockpit: panes.Pane, socket: str) -> None:
