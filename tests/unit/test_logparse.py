@@ -145,6 +145,9 @@ def test_real_log_that_stops_mid_run() -> None:
     assert result.summary is None and not result.failed
     assert result.problems == ["no summary block (no `---` line after training)"]
     assert result.tail[-1] == raw.rsplit(b"\r", 1)[1].decode().rstrip()
+    streamed = StreamParser()
+    records = streamed.feed(raw) + streamed.flush()  # the step the cut-off log ends with, too
+    assert len(records) == len(numbers) and records[-1] == result.last_step
 
 
 def test_real_smoke_log() -> None:

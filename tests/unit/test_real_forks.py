@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from app.logs.parse import ParseResult, StreamParser
+from app.logs.parse import StreamParser
 from app.observe.tsv import TsvFormatError, read_results_tsv
-from realdata import REAL_RUNS
+from realdata import REAL_RUNS, parse_file
 from runnerhelpers import cli
 
 FORKS = REAL_RUNS / "forks"
@@ -51,12 +51,6 @@ LOG_READINGS = {
     "miolini__autoresearch-macos__run@oom.log": (9, 8, 7.439391, None),
     "wavHub__autoresearch-results__runs_h100-20260416_run.log": (927, 926, 2.802330, 0.996831),
 }
-
-
-def parse_log(path: Path) -> ParseResult:
-    parser = StreamParser(keep_records=False)
-    parser.feed(path.read_bytes())
-    return parser.finish()
 
 
 def test_every_file_of_the_folder_has_a_reading() -> None:
@@ -116,7 +110,7 @@ def test_elementalcollision_baseline_status_suggests_mapping_it() -> None:
 @pytest.mark.parametrize("name", sorted(LOG_READINGS))
 def test_run_log_parses_as_read(name: str) -> None:
     steps, last, loss, val_bpb = LOG_READINGS[name]
-    result = parse_log(FORKS / name)
+    result = parse_file(FORKS / name)
     assert result.num_step_records == steps
     assert (result.last_step.step if result.last_step else None) == last
     assert (result.last_step.loss if result.last_step else None) == (pytest.approx(loss) if loss else None)
@@ -130,7 +124,7 @@ def test_glued_traceback_and_n_a_fields_are_read_as_missing_not_as_text() -> Non
     oom = StreamParser()
     records = oom.feed((FORKS / "miolini__autoresearch-macos__run@oom.log").read_bytes()) + oom.flush()
     assert records[-1].remaining_s == 300.0  # `remaining: 300s    Traceback (most recent call last):`
-    rocm = parse_log(FORKS / "JKeller45__autoresearch-rocm__run.log")
+    rocm = parse_file(FORKS / "JKeller45__autoresearch-rocm__run.log")
     assert rocm.last_step.mfu_pct is None and "mfu" not in rocm.last_step.extra
 
 
