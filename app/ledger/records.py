@@ -71,6 +71,8 @@ class Experiment:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    gpu_ids: str = ""  # the leased devices, as handed to CUDA_VISIBLE_DEVICES ("0", "0,1", "modal:2")
+    gpu_model: str = ""  # their model as NVML names it ("" when declared without NVML)
 
     @property
     def summary(self) -> dict[str, Any]:

@@ -26,9 +26,10 @@ FLAGS = (  # flag symbol after the decision, and what it means (one flag per row
     ("↻", "needs rerun: a 3-way merge nobody has measured"),
 )
 LEGEND = (  # every symbol the dashboard shows, for the help screen
-    *((symbol(s), s if s != "registered" else "starting (registered)") for s in (
+    *((symbol(s), {"registered": "starting (registered)", "queued": "queued: waiting for a GPU (#: "
+                   "its place)"}.get(s, s)) for s in (
         "keep", "discard", "repeat", "crash", "killed", "timeout", "lost", "pending", "running",
-        "registered")),
+        "queued", "registered")),
     *FLAGS,
     ("Δ best", "val_bpb minus the tag's best kept run (best: it is the best)"),
     ("█░", "progress of a running experiment"),
@@ -40,7 +41,7 @@ LEGEND = (  # every symbol the dashboard shows, for the help screen
 TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
     "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
-    "registered": "live",
+    "registered": "live", "queued": "attention",
 }
 COLUMNS = (  # key, label, fixed width (None: fits its content; the description fills what is left)
     ("id", "#", None), ("tag", "tag", 6), ("agent", "agent", 8), ("state", "decision", 11),
@@ -54,14 +55,17 @@ CELL_PADDING = 2  # DataTable's default cell padding (one each side)
 MIN_DESCRIPTION = 16
 
 
-def state_label(exp: Experiment) -> str:
-    """`✓ keep`, `◆ pending`, `▶ 42%` ... plus one flag (FLAGS)."""
+def state_label(exp: Experiment, place: int | None = None) -> str:
+    """`✓ keep`, `◆ pending`, `▶ 42%`, `◌ queued #2` (its place in the GPU queue) ... plus one
+    flag (FLAGS)."""
     state = state_of(exp)
     word = state
     if state == "running" and exp.progress_pct is not None:
         word = f"{exp.progress_pct:.0f}%"
     elif state == "registered":
         word = "starting"
+    elif state == "queued" and place is not None:
+        word = f"queued #{place}"
     present = (exp.adopted_sha, exp.integrity, exp.contended, exp.near_miss, exp.needs_rerun)
     flag = next((mark for (mark, _), on in zip(FLAGS, present) if on), "")
     return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
@@ -95,6 +99,7 @@ class ExperimentsTable(RowTable):
         super().__init__(cursor_type="row", id=id)
         self._values: dict[str, tuple] = {}  # row key -> the plain values shown
         self._rows: dict[str, Experiment] = {}
+        self._places: dict[int, tuple[int, int]] = {}  # queued experiment -> (place, queue length)
         self._description_width = 40
         self._id_width = MIN_ID_WIDTH  # digits of the largest id shown: never cut
 
@@ -115,8 +120,11 @@ class ExperimentsTable(RowTable):
 
     # -- updating -------------------------------------------------------------------------------
 
-    def show(self, rows: Sequence[Experiment], best: dict[str, Experiment]) -> None:
-        """Make the table show `rows` in this order, touching only cells that changed."""
+    def show(self, rows: Sequence[Experiment], best: dict[str, Experiment],
+             places: dict[int, tuple[int, int]] | None = None) -> None:
+        """Make the table show `rows` in this order, touching only cells that changed; `places`:
+        queued experiments' places in the GPU queue."""
+        self._places = places or {}
         selected = self.selected
         values = {str(exp.id): self._row_values(exp, best) for exp in rows}
         for key in [k for k in self._values if k not in values]:
@@ -170,7 +178,8 @@ class ExperimentsTable(RowTable):
     # -- cells ----------------------------------------------------------------------------------
 
     def _row_values(self, exp: Experiment, best: dict[str, Experiment]) -> tuple:
-        return (exp.id, one_line(exp.tag), one_line(exp.agent), state_label(exp),
+        place = self._places.get(exp.id, (None,))[0]
+        return (exp.id, one_line(exp.tag), one_line(exp.agent), state_label(exp, place),
                 TONES.get(state_of(exp), "muted"),
                 exp.val_bpb_text if exp.val_bpb is not None else "", delta_text(exp, best),
                 one_line(exp.description))
