@@ -70,3 +70,23 @@ def test_y_ticks_are_evenly_spaced_round_values() -> None:
     assert len({len(label) for label in labels}) == 1  # same decimals everywhere
     assert tick_labels([0.98, 0.985, 0.99]) == ["0.980", "0.985", "0.990"]
 
+
+
+async def test_the_demos_n_form_defaults_to_the_demos_tag(tmp_path: Path) -> None:
+    from gitrepo import make_repo
+
+    from app.commands.demo import cockpit_settings
+    from app.demo.sandbox import DemoSession
+    from app.tui.screens.new_agent import NewAgentModal
+
+    repo = make_repo(tmp_path / "sandbox")
+    ledger_path = repo / ".autoresearch" / "ledger.db"
+    Ledger(ledger_path).close()
+    settings = cockpit_settings(repo, DemoSession("demo-nov29", [], "tmux"))
+    app = make_app(ledger_path, settings=settings, poll_interval=POLL, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.dashboard.data is not None)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, NewAgentModal))
+        assert app.screen.default_tag == "demo-nov29"
+        await pilot.press("escape")
