@@ -73,11 +73,10 @@ def test_y_ticks_are_evenly_spaced_round_values() -> None:
 
 
 async def test_the_demos_n_form_defaults_to_the_demos_tag(tmp_path: Path) -> None:
-    from gitrepo import make_repo
-
     from app.commands.demo import cockpit_settings
     from app.demo.sandbox import DemoSession
     from app.tui.screens.new_agent import NewAgentModal
+    from gitrepo import make_repo
 
     repo = make_repo(tmp_path / "sandbox")
     ledger_path = repo / ".autoresearch" / "ledger.db"
