@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from test_tui_detail import diff_repo, fixed_git_dates, set_fields
+from textual.widgets import Footer
 
 from app.tui.app import make_app
 from app.tui.screens.detail import DetailScreen
@@ -86,7 +87,10 @@ def show_diff(fx, theme: str | None = None):
         view = screen.query_one("#diff-parent-view", DiffView)
         await wait_until(pilot, lambda: view.result is not None)
         await pilot.press("p")
-        await pilot.pause()
+        footer = screen.query_one(Footer)
+        await wait_until(pilot, lambda: "+DEPTH" in view.plain and len(footer.children) > 2
+                         and screen.data is not None)
+        await pilot.pause(0.3)
     return run_before
 
 
