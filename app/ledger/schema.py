@@ -1,8 +1,11 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from app.ledger import chain
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -99,6 +102,16 @@ def _v2(db: sqlite_utils.Database) -> None:
     }, pk=("pool", "slot"), not_null={"pool", "slot"}, defaults={"model": ""})
 
 
-# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2}
+def _v3(db: sqlite_utils.Database) -> None:
+    """Trust: the implausible flag; events chained by hash, each recording the state of its
+    experiment (chain.py); an existing ledger gets its chain computed and its rows sealed."""
+    db.table("experiments").add_column("implausible", int, not_null_default=0)
+    db.table("events").add_column("state", str, not_null_default="")
+    db.table("events").add_column("hash", str, not_null_default="")
+    chain.seal_existing(db.conn, time.time())
+
+
+# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
+# may have gaps (each branch numbers its own; missing ones are skipped).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3}
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -43,7 +43,7 @@ TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-pare
 ACTIONS = (("k", "kill", "Kill"), ("a", "approve", "Approve"), ("r", "reject", "Reject"),
            ("O", "adopt", "Adopt"), ("N", "note", "Note"))  # key, flow, label (o is the Overview tab)
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
-         ("needs_rerun", "↻ needs rerun"))
+         ("implausible", "? implausible"), ("needs_rerun", "↻ needs rerun"))
 
 
 # ---------------------------------------------------------------------------
