@@ -87,12 +87,12 @@ def test_exploding_loss_fails_fast(tmp_path: Path, smoke: SmokeRun) -> None:
     train = write_scripts(tmp_path / "run", dict(SMOKE_CONSTANTS, UNEMBEDDING_LR='float("inf")'))
     result = run_script(train, script_env(smoke.cache))
     assert result.returncode == 1
-    assert "\nFAIL\n" in result.stdout and "---" not in result.stdout
+    assert result.stdout.rstrip().endswith("FAIL") and "---" not in result.stdout
 
 
-def test_batch_config_that_does_not_divide_is_a_clear_error(tmp_path: Path) -> None:
+def test_batch_config_that_does_not_divide_is_a_clear_error(tmp_path: Path, smoke: SmokeRun) -> None:
     train = write_scripts(tmp_path / "run", dict(SMOKE_CONSTANTS, TOTAL_BATCH_SIZE="3000"))
-    result = run_script(train, script_env(tmp_path / "cache"))
+    result = run_script(train, script_env(smoke.cache))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "TOTAL_BATCH_SIZE (3,000) must be a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN (8 * 256 = 2,048)" in result.stderr
 
@@ -123,16 +123,39 @@ def naive_attention(q, k, v, window):
     return torch.einsum("bhij,bjhd->bihd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v)
 
 
-@pytest.mark.parametrize("window", [0, 1, 5, 15, 16, 40, -1])
+PATHS_ON_CPU = ["sdpa_attention_bthd", "flex_attention_bthd"]  # FA3 needs CUDA: bench/gpu_check.py compares it there
+
+
+@pytest.mark.parametrize("path", PATHS_ON_CPU)
+@pytest.mark.parametrize(("length", "window"), [(1, 0), (16, 0), (16, 1), (16, 5), (16, 15), (16, 16), (16, -1),
+                                                 (130, 64), (130, 128), (130, 129), (200, 100), (256, 128), (256, 256)])
 @pytest.mark.parametrize("kv_heads", [4, 2])
-def test_sdpa_attention_matches_a_sliding_window_reference(defs: dict, window: int, kv_heads: int) -> None:
-    assert defs["ATTENTION"] == "sdpa"
-    g = torch.Generator().manual_seed(window + 100 * kv_heads)
-    q = torch.randn(2, 16, 4, 8, generator=g)
-    k, v = torch.randn(2, 16, kv_heads, 8, generator=g), torch.randn(2, 16, kv_heads, 8, generator=g)
-    out = defs["attention"](q, k, v, (window, 0))
+def test_attention_paths_match_a_masked_softmax_reference(defs: dict, path: str, length: int, window: int,
+                                                          kv_heads: int) -> None:
+    g = torch.Generator().manual_seed(length + 1000 * window + 100 * kv_heads)
+    q = torch.randn(2, length, 4, 8, generator=g)
+    k, v = torch.randn(2, length, kv_heads, 8, generator=g), torch.randn(2, length, kv_heads, 8, generator=g)
+    out = defs[path](q, k, v, window)
     assert out.shape == q.shape
-    torch.testing.assert_close(out, naive_attention(q, k, v, window), atol=1e-5, rtol=1e-5)
+    assert (out - naive_attention(q, k, v, window)).abs().max().item() <= 1e-5
+
+
+def test_the_model_gives_the_same_loss_on_every_cpu_path(defs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPT.forward dispatches on ATTENTION: flex (eager) and sdpa agree through the whole model, S and L layers."""
+    assert defs["ATTENTION"] == "sdpa", "the CPU default"
+    torch.manual_seed(0)
+    config = defs["GPTConfig"](sequence_len=160, vocab_size=64, n_layer=2, n_head=2, n_kv_head=1, n_embd=64)
+    model = defs["GPT"](config)
+    model.init_weights()
+    for block in model.transformer.h:  # zero-initialised projections would hide the attention output
+        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.05)
+    x = torch.randint(0, 64, (2, 160))
+    losses = {}
+    for path in ("sdpa", "flex"):
+        monkeypatch.setitem(defs, "ATTENTION", path)
+        with torch.no_grad():  # FlexAttention has no backward on CPU
+            losses[path] = model(x, torch.roll(x, -1, dims=1), reduction="none")
+    assert (losses["flex"] - losses["sdpa"]).abs().max().item() <= 1e-5
 
 
 def test_window_pattern_and_value_embedding_layers(defs: dict) -> None:
