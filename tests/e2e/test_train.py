@@ -3,15 +3,25 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-
-from corehelpers import (PYTHON, REPO, SMOKE_CONSTANTS, SMOKE_ENV, SUMMARY_KEYS, exec_until, parse_step_lines,  # noqa: E402
-                         parse_summary, run_script, script_env, write_corpus, write_scripts)
+from corehelpers import (
+    PYTHON,
+    REPO,
+    SMOKE_CONSTANTS,
+    SMOKE_ENV,
+    SUMMARY_KEYS,
+    exec_until,
+    parse_step_lines,
+    parse_summary,
+    run_script,
+    script_env,
+    write_corpus,
+    write_scripts,
+)
 
 STEP_FIELDS = ["step", "loss", "lrm", "dt", "tok/sec", "mfu", "epoch", "remaining"]
 
