@@ -22,6 +22,7 @@ import argparse
 import codecs
 import os
 import queue
+import re
 import select
 import shutil
 import signal
@@ -64,6 +65,8 @@ DRAIN_GRACE_S = 2.0                                        # output still read a
 POLL_INTERVAL_S = 0.5                                      # how often the output loop checks the clock
 READ_SIZE = 65536                                          # bytes per read of train.py's output
 TAIL_CHARS = 65536                                         # output kept for parsing the summary block
+SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")  # a line of train.py's summary block
+SUMMARY_VALUE_COLUMN = 18                                  # train.py pads `key:` so text values start here
 PROBE_TIMEOUT_S = 3.0                                      # TCP connect to Modal's API before starting anything
 DEFAULT_SERVER_URL = "https://api.modal.com,https://api.modal2.com"  # modal's own default API servers
 
@@ -164,18 +167,30 @@ import modal  # noqa: E402  (after the preflight, which must not wait for this i
 # ---------------------------------------------------------------------------
 
 def parse_summary(text: str) -> dict[str, str]:
-    """The `key: value` lines after the last `---` line (raw strings; empty when there is no summary)."""
+    """The `key: value` lines right after the last `---` line, up to the first line that is not one (raw strings).
+
+    A text value counts only in train.py's aligned value column, so what other programs print after the
+    summary (`nanobind: leaked 3 instances!`) never becomes a key; numbers count anywhere.
+    """
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
     if not starts:
         return {}
     summary = {}
     for line in lines[starts[-1] + 1:]:
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if sep and key and " " not in key:
-            summary[key] = value.strip()
+        match = SUMMARY_LINE.fullmatch(line.strip())
+        if match is None or (not _is_number(match.group(2)) and match.start(2) < SUMMARY_VALUE_COLUMN):
+            break
+        summary[match.group(1)] = match.group(2).strip()
     return summary
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _child_env(cache_dir: str | Path, overrides: dict[str, str] | None) -> dict[str, str]:

@@ -17,6 +17,7 @@ than MAX_SEGMENT_CHARS is cut to that length and reported, never buffered whole.
 from __future__ import annotations
 
 import codecs
+import copy
 import math
 import re
 from collections import deque
@@ -30,7 +31,10 @@ from app.logs.textsafe import sanitize
 # Limits and the output contract
 
 MAX_SEGMENT_CHARS = 64 * 1024  # longest segment kept; the rest of a longer one is dropped
-TAIL_LINES = 50  # logical lines kept for the crash tail
+TAIL_LINES = 50  # logical lines in the crash tail
+AFTER_EXCEPTION_LINES = 8  # lines after the exception line kept (its message may go on)
+TRACEBACK = "Traceback (most recent call last):"
+SUMMARY_VALUE_COLUMN = 18  # train.py pads `key:` so values start here; a text value further left ends the block
 TAIL_LINE_CHARS = 1000  # each tail line is cut to this many characters
 MAX_SUMMARY_KEYS = 1000  # summary keys kept; more are dropped and reported
 MAX_SUMMARY_VALUE_CHARS = 4096  # a longer summary value is cut to this many characters
@@ -42,7 +46,7 @@ REQUIRED_SUMMARY_KEYS = (  # upstream's summary keys, in upstream's order
 _STEP_HEAD = re.compile(  # `step 00042 (13.7%) |`: number, optional progress, then `|` or the end
     r"\s*step\s+(\d{1,30})\s*(?:\(\s*([^()%|]*?)\s*%\s*\))?\s*(?:\||\Z)"
 )
-_SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")
+_SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")  # a line of the block: `key: value`
 
 
 # ---------------------------------------------------------------------------
@@ -170,6 +174,55 @@ def summary_problems(summary: Mapping[str, float | int | str] | None) -> list[st
     return problems
 
 
+def summary_pair(line: str) -> tuple[str, float | int | str] | None:
+    """`key: value` of a summary line, or None when the line ends the block.
+
+    A number is always a value; text counts only in train.py's aligned column, so what other programs
+    print after the summary (`nanobind: leaked 3 instances!`, `Warning: ...`) never becomes a metric.
+    """
+    match = _SUMMARY_LINE.fullmatch(line)
+    if match is None:
+        return None
+    value = parse_summary_value(match.group(2))
+    if isinstance(value, str) and match.start(2) < SUMMARY_VALUE_COLUMN:
+        return None
+    return match.group(1), value
+
+
+class _Traceback:
+    """The last traceback of a log, however long: its header, last frames, exception line and what follows."""
+
+    def __init__(self, header: str) -> None:
+        self.header = header
+        self.frames: deque[str] = deque(maxlen=TAIL_LINES)
+        self.skipped = 0  # frame lines that fell out of `frames`
+        self.exception: str | None = None
+        self.after: list[str] = []
+
+    def add(self, line: str) -> None:
+        if self.exception is None and line[:1] in (" ", "\t"):
+            self.skipped += len(self.frames) == self.frames.maxlen
+            self.frames.append(line)
+        elif self.exception is None:
+            self.exception = line  # the first unindented line after the frames
+        elif len(self.after) < AFTER_EXCEPTION_LINES:
+            self.after.append(line)
+
+    def lines(self) -> list[str]:
+        exception = [] if self.exception is None else [self.exception]
+        frames = list(self.frames)
+        room = TAIL_LINES - 1 - len(exception) - len(self.after)
+        if self.skipped or len(frames) > room:
+            keep = room - 1
+            frames = [f"  ... {self.skipped + len(frames) - keep} traceback lines left out ..."] + frames[len(frames) - keep:]
+        return [self.header, *frames, *exception, *self.after]
+
+
+def _start_of_traceback(line: str) -> _Traceback | None:
+    """A traceback header, cut loose from the `\\r` step line it may be glued to."""
+    return _Traceback(line[line.index(TRACEBACK):]) if TRACEBACK in line else None
+
+
 # ---------------------------------------------------------------------------
 # Streaming parser
 
@@ -182,7 +235,7 @@ class ParseResult:
     failed: bool  # a `FAIL` line was seen
     last_step: StepRecord | None
     num_step_records: int
-    tail: list[str]  # last logical lines, sanitized and capped
+    tail: list[str]  # from the last traceback through its exception line, else the last lines; sanitized
     problems: list[str]  # what is wrong with the log, in words
 
 
@@ -202,6 +255,7 @@ class StreamParser:
         self._line_segments = 0  # non-blank segments seen on the current physical line
         self._line_last = ""  # the last non-blank segment of the current physical line
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._traceback: _Traceback | None = None
         self._summary: dict[str, float | int | str] | None = None
         self._in_summary = False
         self._truncated = 0
@@ -253,12 +307,21 @@ class StreamParser:
         return self._result
 
     def tail(self) -> list[str]:
-        """The last logical lines so far (each `\\r`-rewritten line as its last segment), sanitized."""
+        """The crash tail so far: from the last traceback through its exception line and what follows it,
+        else the last lines (each `\\r`-rewritten line as its last segment); sanitized."""
         lines = list(self._tail)
+        traceback = self._traceback
         pending = "".join(self._pending)
-        open_line = pending if pending.strip() else self._line_last
-        if open_line.strip():
-            lines = (lines + [open_line.rstrip()])[-TAIL_LINES:]
+        open_line = (pending if pending.strip() else self._line_last).rstrip()
+        if open_line:
+            lines = (lines + [open_line])[-TAIL_LINES:]
+            if TRACEBACK in open_line or traceback is None:
+                traceback = _start_of_traceback(open_line)
+            else:
+                traceback = copy.deepcopy(traceback)
+                traceback.add(open_line)
+        if traceback is not None:
+            lines = traceback.lines()
         return [sanitize(line)[:TAIL_LINE_CHARS] for line in lines]
 
     # -- internals ----------------------------------------------------------
@@ -336,8 +399,13 @@ class StreamParser:
         single = self._line_segments == 1
         self._line_segments, self._line_last = 0, ""
         if not line:
+            self._in_summary = False
             return
         self._tail.append(line[: 4 * TAIL_LINE_CHARS])  # room for escapes that sanitize() removes
+        if TRACEBACK in line:
+            self._traceback = _start_of_traceback(line[: 4 * TAIL_LINE_CHARS])
+        elif self._traceback is not None:
+            self._traceback.add(line[: 4 * TAIL_LINE_CHARS])
         line = line.lstrip()
         if single and line == "---":
             self._in_summary, self._summary = True, {}
@@ -345,14 +413,14 @@ class StreamParser:
             self._add_summary_line(line)
 
     def _add_summary_line(self, line: str) -> None:
-        match = _SUMMARY_LINE.fullmatch(line)
-        if match is None or self._summary is None:
+        pair = summary_pair(line)
+        if pair is None or self._summary is None:
+            self._in_summary = False  # the block ends at the first line that is not `key: value`
             return
-        key, raw = match.groups()
+        key, value = pair
         if key not in self._summary and len(self._summary) >= MAX_SUMMARY_KEYS:
             self._summary_overflow = True
             return
-        value = parse_summary_value(raw)
         self._summary[key] = sanitize(value)[:MAX_SUMMARY_VALUE_CHARS] if isinstance(value, str) else value
 
     def _problems(self) -> list[str]:

@@ -69,12 +69,19 @@ def fake_prepare(tmp_path: Path) -> Path:
 # parse_summary
 # ---------------------------------------------------------------------------
 
-def test_parse_summary_keeps_every_key_after_the_last_separator_in_order():
+def test_parse_summary_keeps_the_block_after_the_last_separator_in_order():
     text = ("startup\n---\nnot: this one\n\rstep 00001 (1.0%) | loss: 4.1 | remaining: 3s    "
             "\rstep 00002 (2.0%) | loss: 4.0 | remaining: 2s    \n---\nval_bpb:          0.997900\n"
-            "free-form line without a colon\ndevice_name:      NVIDIA H100 80GB HBM3\nfork_extra: 7\n")
+            "device_name:      NVIDIA H100 80GB HBM3\nfork_extra: 7\n")
     assert list(modal_train.parse_summary(text).items()) == [
         ("val_bpb", "0.997900"), ("device_name", "NVIDIA H100 80GB HBM3"), ("fork_extra", "7")]
+
+
+@pytest.mark.parametrize("noise", ["nanobind: leaked 3 instances!\n - leaked instance 0x7f of type x\n",
+                                   "free-form line without a colon\n", "\n"])
+def test_parse_summary_stops_at_the_first_line_that_is_not_key_value(noise):
+    text = "---\nval_bpb:          0.997900\nattention:        fa3\n" + noise + "late_key:         1\n"
+    assert modal_train.parse_summary(text) == {"val_bpb": "0.997900", "attention": "fa3"}
 
 
 def test_parse_summary_without_separator_is_empty():
