@@ -65,6 +65,8 @@ class Experiment:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    compare_key: str | None = None  # eval constants | device class | attention path (None: unknown)
+    not_comparable: int = 0
 
     @property
     def summary(self) -> dict[str, Any]:

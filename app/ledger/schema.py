@@ -1,12 +1,14 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Callable
+
+from app.policy import comparability_key
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 1
 
 # Summary keys that get a column of their own (everything is also kept in summary_json).
 SUMMARY_COLUMNS = (
@@ -79,5 +81,23 @@ def _v1(db: sqlite_utils.Database) -> None:
                             "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
 
 
-# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
+def _v6(db: sqlite_utils.Database) -> None:
+    """Comparability: each run's key (eval constants + device class + attention path) and the
+    not-comparable flag; existing runs get the key their stored summary gives (NULL: unknown)."""
+    db.execute("ALTER TABLE experiments ADD COLUMN compare_key TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN not_comparable INTEGER NOT NULL DEFAULT 0")
+    rows = db.execute("SELECT id, summary_json FROM experiments WHERE summary_json != ''").fetchall()
+    for exp_id, summary_json in rows:
+        try:
+            summary = json.loads(summary_json)
+        except ValueError:
+            continue
+        key = comparability_key(summary) if isinstance(summary, dict) else None
+        if key is not None:
+            db.execute("UPDATE experiments SET compare_key = ? WHERE id = ?", (key, exp_id))
+
+
+# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction
+# (versions without an entry are skipped: other branches number theirs in between).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 6: _v6}
+SCHEMA_VERSION = max(MIGRATIONS)

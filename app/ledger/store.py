@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
                          Experiment, Note, StepRow)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from app.policy import comparability_key
 
 __all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "Note",
            "StepRow", "finite", "find_ledger_path", "summary_columns"]
@@ -114,7 +115,7 @@ class Ledger:
             return
         with self.write():
             version = self._schema_version()
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            for target in sorted(v for v in MIGRATIONS if v > version):
                 MIGRATIONS[target](self.db)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -371,4 +372,6 @@ def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
     values["summary_json"] = json.dumps(summary, default=str)
     if "device" in summary:
         values["device"] = str(summary["device"])
+    if comparability_key(summary) is not None:
+        values["compare_key"] = comparability_key(summary)
     return values

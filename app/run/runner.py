@@ -18,7 +18,8 @@ from typing import Any, Callable
 from app.run.backends import Run, start_run
 from app.ledger.store import Ledger, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
-from app.policy import Outcome, Verdict, decide, is_contended
+from app.policy import (Outcome, Verdict, comparability_key, comparability_problem, decide,
+                        is_contended)
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
@@ -202,9 +203,11 @@ class Runner:
                           killed=supervised.stop_reason in ("killed", "signal"))
         constants = {k: summary.get(k) for k in ("time_budget", "max_seq_len", "eval_tokens",
                                                  "vocab_size")} if summary else {}
+        constants = {k: v for k, v in constants.items() if finite(v) is not None}
+        if summary and comparability_key(summary):
+            constants["compare_key"] = comparability_key(summary)
         context = gather(self.ledger, exp_id=self.exp_id, branch=plan.branch, tag=plan.tag,
-                         main_branch=plan.main_branch,
-                         constants={k: v for k, v in constants.items() if finite(v) is not None})
+                         main_branch=plan.main_branch, constants=constants)
         verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
         verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
         flags = self._flags(verdict, summary, context)
@@ -216,7 +219,8 @@ class Runner:
             status="finished", decision=decision, review=review, reason=verdict.reason,
             exit_code=supervised.exit_code, finished_at=time.time(), delta=verdict.delta,
             margin=verdict.margin, near_miss=int(verdict.near_miss),
-            contended=int(flags["contended"]), integrity=int(flags["integrity"]))
+            contended=int(flags["contended"]), integrity=int(flags["integrity"]),
+            not_comparable=int(flags["not_comparable"]))
         if summary:
             values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
@@ -263,6 +267,12 @@ class Runner:
         if integrity:
             return Verdict("discard", "not compared (integrity): " + "; ".join(integrity),
                            margin=verdict.margin)
+        reference = context.branch_best or context.tag_baseline
+        unlike = comparability_problem(comparability_key(summary or {}),
+                                       reference.compare_key if reference else None,
+                                       reference.id if reference else None)
+        if unlike:
+            return Verdict("discard", "not comparable: " + unlike, margin=verdict.margin)
         if self.plan.repeat_of is not None:
             original = self.plan.repeat_of
             diff = (summary or {}).get("val_bpb", 0) - (original.val_bpb or 0)
@@ -278,6 +288,7 @@ class Runner:
         return {"contended": contended,
                 "integrity": verdict.reason.startswith("not compared") or bool(
                     self.plan.integrity_reasons),
+                "not_comparable": verdict.reason.startswith("not comparable"),
                 "near_miss": verdict.near_miss}
 
     def _gated(self, verdict: Verdict) -> bool:
