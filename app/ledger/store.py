@@ -20,10 +20,12 @@ from typing import Any, Callable, Iterator, Sequence
 from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
                          Experiment, Note, StepRow)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
 from app.policy import comparability_key
 
-__all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "Note",
-           "StepRow", "finite", "find_ledger_path", "summary_columns"]
+__all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
+           "LedgerConflict", "LedgerError", "Note", "StepRow", "finite", "find_ledger_path",
+           "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
@@ -31,6 +33,15 @@ BUSY_TIMEOUT_S = 30.0
 
 class LedgerError(Exception):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
+
+
+class LedgerConflict(LedgerError):
+    """A write that breaks a constraint (a duplicate import key, a missing experiment): the
+    whole transaction was rolled back."""
+
+
+# What any ledger call may raise: our refusals and SQLite's own (locked, corrupt, disk I/O).
+LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
 
 
 def _row_to(cls: type, row: sqlite3.Row) -> Any:
@@ -137,9 +148,11 @@ class Ledger:
         try:
             yield self.conn
             self.conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self.conn.in_transaction:  # a failed COMMIT leaves it open; some errors end it
                 self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise LedgerConflict(str(exc)) from exc
             raise
 
     def data_version(self) -> int:
@@ -238,14 +251,13 @@ class Ledger:
         return self.conn.execute(sql, args)
 
     def live(self) -> list[Experiment]:
-        rows = self.conn.execute(
-            "SELECT * FROM experiments WHERE status IN ('registered', 'running') ORDER BY id")
+        rows = self.conn.execute(f"SELECT * FROM experiments WHERE {LIVE_SQL} ORDER BY id")
         return [_row_to(Experiment, r) for r in rows]
 
     def best(self, *, tag: str | None = None, branch: str | None = None,
              exclude_id: int | None = None) -> Experiment | None:
         """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch."""
-        where = ["decision = 'keep'", "val_bpb IS NOT NULL", "integrity = 0"]
+        where = [KEPT_SQL]
         args: list[Any] = []
         if tag is not None:
             where.append("tag = ?")

@@ -73,7 +73,7 @@ class CockpitApp(App[None]):
 
     def on_mount(self) -> None:
         if self.reap_lost:
-            self.call_after_refresh(self.run_worker, partial(workers.reap_lost_loop, self),
+            self.call_after_refresh(self.run_worker, partial(experiment_flows.reap_lost_loop, self),
                                     thread=True, group="reaper", exclusive=True, exit_on_error=False)
 
     # -- what screens and the palette call ------------------------------------------------------

@@ -7,7 +7,6 @@ Read-only apps refuse every flow that writes, whatever asked for it (key, palett
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -39,7 +38,7 @@ def _core() -> SimpleNamespace:
 
 def _failures() -> tuple[type[BaseException], ...]:
     core = _core()
-    return core.actions.ActionError, core.ledger.LedgerError, sqlite3.Error, OSError
+    return core.actions.ActionError, *core.ledger.LEDGER_ERRORS, OSError
 
 
 async def _write(app: CockpitApp, action: str, exp_id: int | None,
@@ -133,7 +132,7 @@ def reap_lost_loop(app: CockpitApp) -> None:
             try:
                 with core.ledger.Ledger(app.ledger_path, create=False) as ledger:
                     lost = core.actions.reap_lost(ledger)
-            except (core.ledger.LedgerError, sqlite3.Error):
+            except core.ledger.LEDGER_ERRORS:
                 lost = []
             if lost:
                 app.post_message(ActionFinished(

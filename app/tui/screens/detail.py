@@ -6,7 +6,6 @@ log itself. Everything from agents and logs is shown literally (sanitized, never
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from app import git
-from app.ledger.store import Event, Experiment, Ledger, LedgerError, Note
+from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger, Note
+from app.ledger.vocabulary import labelled, verdict_of
 from app.logs.parse import StreamParser
 from app.ledger.schema import SUMMARY_COLUMNS
 from app.logs.textsafe import sanitize
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
 CURVE_FROM_LOG_MAX_BYTES = 256 * 1024 * 1024  # logs larger than this are not parsed for a curve
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
-SYMBOLS = {"keep": "✓", "discard": "✗", "crash": "‼", "killed": "☠", "timeout": "⏱", "lost": "?",
-           "pending": "⧗", "approved": "✓", "rejected": "✗", "running": "▶", "registered": "○"}
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
@@ -144,10 +142,6 @@ def short_path(path: str, base: Path) -> str:
         return sanitize(path)
 
 
-def state_word(exp: Experiment) -> str:
-    return exp.review if exp.review in ("pending", "approved", "rejected") else exp.effective_decision
-
-
 def tab_label(key: str, label: str) -> Content:
     """The tab's name with its key underlined (the key switches to the tab)."""
     at = label.lower().find(key)
@@ -155,8 +149,7 @@ def tab_label(key: str, label: str) -> Content:
 
 
 def title_text(exp: Experiment) -> Text:
-    state = state_word(exp)
-    parts = [f"#{exp.id}", exp.agent or "—", f"{SYMBOLS.get(state, '·')} {state}"]
+    parts = [f"#{exp.id}", exp.agent or "—", labelled(verdict_of(exp))]
     if exp.val_bpb is not None:
         parts.append(f"val_bpb {exp.val_bpb:.6f}")
     if exp.is_live and exp.progress_pct is not None:
@@ -299,7 +292,7 @@ class DetailScreen(Screen):
                     if current != version:
                         self.post_message(self._Loaded(load_detail(ledger, self.exp_id, cache)))
                         version = current
-                except (LedgerError, sqlite3.Error) as exc:
+                except LEDGER_ERRORS as exc:
                     self.post_message(self._Unavailable(str(exc)))
                     if ledger is not None:
                         ledger.close()
@@ -392,9 +385,9 @@ class DetailScreen(Screen):
         base = self.ledger_path.parent
         if base.name == ".autoresearch":  # the default place: show paths from the main worktree
             base = base.parent
-        state = state_word(exp)
+        state = verdict_of(exp)
         badge = self.query_one("#badge-state", Static)
-        badge.update(Text(f"{SYMBOLS.get(state, '·')} {state}"))
+        badge.update(Text(labelled(state)))
         badge.set_classes(f"badge state-{state}")
         flags = [label for column, label in FLAGS if getattr(exp, column)]
         if exp.repeat_of:
