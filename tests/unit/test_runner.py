@@ -199,6 +199,14 @@ def test_a_new_tag_on_other_hardware_starts_its_own_series(project, monkeypatch)
     result = run_json(other, message="cpu baseline in a GPU tag")
     assert result["decision"] == "discard" and "not-comparable" in result["flags"]
     assert "device cpu != NVIDIA H100 80GB HBM3" in result["reason"]
+    constants = "time_budget=300 max_seq_len=2048 eval_tokens=20971520 vocab_size=8192"
+    for command in ("best", "report"):
+        code, out, _ = cli(command, cwd=project.main)
+        assert code == 0
+        assert f"measured under {constants} | NVIDIA H100 80GB HBM3 | sdpa" in out  # the tags' keys differ
+        assert f"measured under {constants} | cpu | sdpa" in out
+    code, out, _ = cli("status", str(result["id"]), cwd=project.main)
+    assert "not_comparable" in out and "not comparable: measured unlike" in out
 
 
 @pytest.mark.parametrize("missing", [{"STANDIN_ATTENTION": ""}, {"STANDIN_DEVICE": "cuda", "STANDIN_DEVICE_NAME": ""}])

@@ -37,8 +37,8 @@ def state_label(exp: Experiment) -> str:
         word = f"{exp.progress_pct:.0f}%"
     elif state == "registered":
         word = "starting"
-    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "⇣" if exp.contended
-            else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
+    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "≠" if exp.not_comparable
+            else "⇣" if exp.contended else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
     return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
 
 
