@@ -1,7 +1,8 @@
 """
 Run autoresearch experiments on Modal GPUs: one image for every experiment.
 
-The image holds the training stack and prepare.py (fixed); train.py is NOT baked in: the `train`
+The image holds the training stack, the FA3 kernel (fetched once at build time; train.py loads it
+from AUTORESEARCH_FA3_DIR) and prepare.py (fixed); train.py is NOT baked in: the `train`
 function takes the train.py source text as its argument, so every experiment reuses the same image.
 Prepared data and tokenizer live in a Modal Volume mounted as AUTORESEARCH_CACHE.
 
@@ -46,11 +47,14 @@ VOLUME_NAME = "autoresearch-cache"                         # Modal volume holdin
 CACHE_MOUNT = "/cache"                                     # volume mount point = AUTORESEARCH_CACHE remotely
 GPU_TYPE = os.environ.get("AUTORESEARCH_MODAL_GPU", "H100")  # GPU for `train` (e.g. H100, A100-80GB, L40S)
 PYTHON_VERSION = "3.12"                                    # Python inside the image
-TORCH_VERSION = "2.9.1"                                    # upstream's pin; PyPI's Linux wheel is the CUDA 12.8 build
-TRAINING_PACKAGES = [                                      # the training stack, as in pyproject's `train` extra
-    f"torch=={TORCH_VERSION}", "kernels>=0.10", "numpy>=2.0", "pyarrow>=20.0",
-    "requests>=2.32", "rustbpe>=0.1.0", "tiktoken>=0.11",
+TORCH_VERSION = "2.10.0"                                   # pyproject's `gpu` extra: FA3 hub builds exist for it
+TORCH_INDEX = "https://download.pytorch.org/whl/cu128"     # its CUDA 12.8 build (runs on CUDA 12.x drivers)
+TRAINING_PACKAGES = [                                      # the rest of the `gpu` extra's training stack
+    "kernels==0.17.2", "numpy>=2.0", "pyarrow>=20.0", "requests>=2.32", "rustbpe>=0.1.0", "tiktoken>=0.11",
 ]
+FA3_KERNEL = "kernels-community/flash-attn3"               # baked into the image: sm80 and sm90 (A100, H100)
+FA3_KERNEL_VERSION = 1                                     # its stable API version on the kernel hub
+FA3_DIR = "/opt/fa3"                                       # where the image keeps it; train.py reads AUTORESEARCH_FA3_DIR
 HERE = Path(__file__).resolve().parent                     # local: the repo root; remote: /root
 PREPARE_PATH = HERE / "prepare.py"                         # fixed data/eval code, copied beside every train.py
 REMOTE_PREPARE_PATH = "/root/prepare.py"                   # where the image holds it (beside this file remotely)
@@ -305,11 +309,22 @@ def stream_experiment(train_source: str, cache_dir: str | Path, timeout_s: float
 # Modal app: image, volume, functions
 # ---------------------------------------------------------------------------
 
+def bake_fa3(dest: str = FA3_DIR) -> str:
+    """Image build step: fetch the FA3 build for the image's torch once, so runs never reach the kernel hub."""
+    from kernels import install_kernel
+    variant = install_kernel(FA3_KERNEL, version=FA3_KERNEL_VERSION, backend="cuda")
+    shutil.copytree(variant, dest, dirs_exist_ok=True)
+    return dest
+
+
 app = modal.App(APP_NAME)
 volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
 image = (
     modal.Image.debian_slim(python_version=PYTHON_VERSION)
+    .uv_pip_install(f"torch=={TORCH_VERSION}", index_url=TORCH_INDEX)
     .uv_pip_install(*TRAINING_PACKAGES)
+    .run_function(bake_fa3)
+    .env({"AUTORESEARCH_FA3_DIR": FA3_DIR})
     .add_local_file(PREPARE_PATH, REMOTE_PREPARE_PATH)
 )
 
