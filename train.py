@@ -63,7 +63,7 @@ def load_fa3():
     try:
         from kernels import get_kernel, get_local_kernel
     except ImportError as e:
-        return None, f"the kernels package is not installed ({e})"
+        return None, f"the kernels package cannot be used ({e}); pyproject's `gpu` extra pins one that works"
     local = os.environ.get("AUTORESEARCH_FA3_DIR")
     if local:
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,42 @@ def test_smoke_run_step_lines_follow_the_contract(smoke: SmokeRun) -> None:
         assert math.isfinite(float(record["loss"])) and record["dt"].endswith("ms") and record["mfu"] == "0.0%"
     assert float(steps[-1]["loss"]) < float(steps[0]["loss"])
     assert "FAIL" not in smoke.stdout
+
+
+def readme_smoke_recipe() -> tuple[dict[str, str], dict[str, str]]:
+    """The README's smoke-scale block: its AUTORESEARCH_* settings and the train.py constants its sed sets."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("A smoke-scale run on a 2-core CPU", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    env = dict(re.findall(r"\b((?:AUTORESEARCH|OMP)_\w+)=(\S+)", block))
+    constants = dict(re.findall(r"s/\^(\w+) = \[\^#\]\*/\1 = ([^/]+?)\s*/", block))
+    return env, constants
+
+
+@pytest.mark.slow
+def test_readme_smoke_recipe_lowers_val_bpb(tmp_path: Path) -> None:
+    """The README's recipe, on the demo's offline corpus: no validation warning, and training helps."""
+    from app.demo.corpus import write_corpus as write_stdlib_corpus
+
+    settings, constants = readme_smoke_recipe()
+    assert set(settings) >= {"AUTORESEARCH_VOCAB_SIZE", "AUTORESEARCH_MAX_SEQ_LEN", "AUTORESEARCH_EVAL_TOKENS",
+                             "AUTORESEARCH_TIME_BUDGET"} and constants.keys() == SMOKE_CONSTANTS.keys()
+    settings.pop("AUTORESEARCH_CACHE")
+    assert settings.pop("OMP_NUM_THREADS") == "1"  # as script_env sets it
+    env = script_env(tmp_path / "cache", **settings)
+    corpus = write_stdlib_corpus(tmp_path / "corpus.jsonl").path
+    train = write_scripts(tmp_path / "run", constants)
+    prepared = run_script(train.parent / "prepare.py", env, "--source", str(corpus), "--num-shards", "4")
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    assert "WARNING" not in prepared.stdout
+    with subprocess.Popen([PYTHON, str(REPO / "tests" / "corehelpers.py"), "untrained-bpb", str(train)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as untrained:
+        trained = run_script(train, env, timeout=600)
+        out, err = untrained.communicate(timeout=600)
+    assert untrained.returncode == 0, err
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr
+    before, after = float(out.rsplit("untrained_val_bpb:", 1)[1]), float(parse_summary(trained.stdout)["val_bpb"])
+    print(f"README smoke recipe: untrained val_bpb {before:.4f} -> trained {after:.4f}")
+    assert after < before - 0.5, (before, after)
 
 
 def test_exploding_loss_fails_fast(tmp_path: Path, smoke: SmokeRun) -> None:
