@@ -1,7 +1,7 @@
 """
 Autoresearch pretraining script. Single-GPU, single-file.
-Cherry-picked and simplified from nanochat. Runs on CUDA (attention: FA3 from the kernels hub, else
-compiled FlexAttention, else SDPA), Apple MPS and CPU (SDPA).
+Cherry-picked and simplified from nanochat.
+Runs on CUDA (attention: FA3 from the kernels hub, else compiled FlexAttention, else SDPA), MPS and CPU (SDPA).
 Usage: uv run train.py
 Environment: AUTORESEARCH_ATTENTION=fa3|flex|sdpa forces a path; AUTORESEARCH_FA3_DIR loads FA3
 from a local kernel directory (air-gapped machines; see README).
@@ -336,7 +336,7 @@ class GPT(nn.Module):
         head_dim = self.config.n_embd // self.config.n_head
         cos, sin = self._precompute_rotary_embeddings(self.rotary_seq_len, head_dim)
         self.cos, self.sin = cos, sin
-        # Cast embeddings to bf16 (fp32 off CUDA)
+        # Cast embeddings to bf16
         self.transformer.wte.to(dtype=COMPUTE_DTYPE)
         for ve in self.value_embeds.values():
             ve.to(dtype=COMPUTE_DTYPE)
@@ -453,7 +453,7 @@ class GPT(nn.Module):
         return logits
 
 # ---------------------------------------------------------------------------
-# Optimizer (MuonAdamW, single device)
+# Optimizer (MuonAdamW, single GPU only)
 # ---------------------------------------------------------------------------
 
 polar_express_coeffs = [
@@ -524,7 +524,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def __init__(self, param_groups):
         super().__init__(param_groups, defaults={})
-        # 0-D CPU tensors to avoid torch.compile recompilation when values change (device tensors when eager)
+        # 0-D CPU tensors to avoid torch.compile recompilation when values change
         self._adamw_step_t = torch.tensor(0.0, dtype=torch.float32, device=SCALAR_DEVICE)
         self._adamw_lr_t = torch.tensor(0.0, dtype=torch.float32, device=SCALAR_DEVICE)
         self._adamw_beta1_t = torch.tensor(0.0, dtype=torch.float32, device=SCALAR_DEVICE)
