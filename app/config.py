@@ -7,13 +7,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from app.errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A settings file that cannot be read or holds an invalid value."""
 
 

@@ -6,7 +6,7 @@ the demo's corpus). Prints figures; not a test. Without a usable CUDA GPU it sto
 Usage:
     python bench/gpu_check.py                                  # everything, 300 s of training per path
     python bench/gpu_check.py --budget 60 --paths fa3,flex     # a short device session (~8 minutes)
-    python bench/gpu_check.py --skip-train --out /tmp/gpu      # numerics and speed only; JSON + logs in /tmp/gpu
+    python bench/gpu_check.py --skip-train --out /tmp/gpu      # numerics and speed only; JSON in /tmp/gpu
 Run it with the Python that has the GPU build of torch (pyproject's `gpu` extra). On a machine without the
 kernel hub, AUTORESEARCH_FA3_DIR=<a kernel build fetched elsewhere> makes FA3 load (see the README).
 """
@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 PATHS = ("fa3", "flex", "sdpa")
-SHAPE = {"B": 2, "T": 2048, "H": 4, "KV": 4, "D": 128}  # upstream's model: depth 8 -> 512 wide, 4 heads of 128
+SHAPE = {"B": 2, "T": 2048, "H": 4, "KV": 4, "D": 128}  # upstream's model: 512 wide, 4 heads of 128
 WINDOWS = (1024, 2048)  # upstream's S and L layers at MAX_SEQ_LEN 2048
 SPEED_BATCH = 32  # rows per timed forward+backward
-FAILURES = (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError)  # a path that fails is reported
+FAILURES = (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError)  # reported per path
 UPSTREAM = ("upstream H100 reference: MFU 39.8 %, 953 steps in 300 s; a real upstream H100 log "
             "(shared/data/real-runs/forks/wavHub...run.log): 927 steps, val_bpb 0.996831 on climbmix")
 
@@ -109,7 +109,8 @@ def numerics(paths: dict) -> list[dict]:
                 try:
                     got = forward_backward(run, q, k, v, window, grad)
                 except FAILURES as e:
-                    rows.append({"path": name, "mode": mode, "window": window, "error": f"{type(e).__name__}: {e}"[:300]})
+                    rows.append({"path": name, "mode": mode, "window": window,
+                                 "error": f"{type(e).__name__}: {e}"[:300]})
                     continue
                 diffs = [(a.float() - b.float()).abs().max().item() for a, b in zip(got, expected)]
                 rows.append({"path": name, "mode": mode, "window": window, "out": diffs[0], "dq": diffs[1],
@@ -156,12 +157,15 @@ def prepare_data(workdir: Path, corpus_chars: int, log) -> dict[str, str]:
     stats = write_corpus(workdir / "corpus.jsonl", max_chars=corpus_chars)
     log(f"corpus: {stats.documents:,} documents, {stats.chars / 1e6:.1f}M characters of stdlib docstrings")
     started = time.time()
-    done = subprocess.run([sys.executable, str(REPO / "prepare.py"), "--source", str(stats.path), "--num-shards", "8"],
+    command = [sys.executable, str(REPO / "prepare.py"), "--source", str(stats.path), "--num-shards", "8"]
+    done = subprocess.run(command,
                           env=env, capture_output=True, text=True, check=False)
     warnings = [line for line in done.stdout.splitlines() if line.startswith("WARNING")]
-    log(f"prepare.py --source: exit {done.returncode} in {time.time() - started:.0f} s" + "".join(f"\n  {w}" for w in warnings))
+    log(f"prepare.py --source: exit {done.returncode} in {time.time() - started:.0f} s"
+        + "".join(f"\n  {w}" for w in warnings))
     if done.returncode:
-        raise SystemExit(f"gpu_check: prepare.py failed: {(done.stderr or done.stdout).strip().splitlines()[-1]}")
+        last = (done.stderr or done.stdout or "no output").strip().splitlines()[-1]
+        raise SystemExit(f"gpu_check: prepare.py failed: {last}")
     return env
 
 
@@ -175,17 +179,20 @@ def train_run(path: str, budget: int, env: dict[str, str], workdir: Path, log) -
     started = time.time()
     with open(log_path, "wb") as out:
         done = subprocess.run([sys.executable, "train.py"], cwd=run_dir, stdout=out, stderr=subprocess.STDOUT,
-                              env={**env, "AUTORESEARCH_ATTENTION": path, "AUTORESEARCH_TIME_BUDGET": str(budget)},
+                              env={**env, "AUTORESEARCH_ATTENTION": path,
+                                   "AUTORESEARCH_TIME_BUDGET": str(budget)},
                               timeout=2 * budget + 900, check=False)
     parsed = parse_log(log_path)
     summary = parsed.summary or {}
-    row = {"path": path, "exit_code": done.returncode, "wall_s": round(time.time() - started, 1), "log": str(log_path)}
+    row = {"path": path, "exit_code": done.returncode, "wall_s": round(time.time() - started, 1),
+           "log": str(log_path)}
     if done.returncode or not summary.get("val_bpb"):
         row["error"] = (parsed.tail or ["no output"])[-1]
         return row
     seconds = summary.get("training_seconds") or 0
     row.update({"attention": summary.get("attention"), "device_name": summary.get("device_name"),
-                "steps": summary.get("num_steps"), "training_seconds": seconds, "mfu": summary.get("mfu_percent"),
+                "steps": summary.get("num_steps"), "training_seconds": seconds,
+                "mfu": summary.get("mfu_percent"),
                 "peak_vram_mb": summary.get("peak_vram_mb"), "val_bpb": summary.get("val_bpb"),
                 "tok_per_s": round(summary["total_tokens_M"] * 1e6 / seconds) if seconds else None})
     return row
@@ -196,8 +203,8 @@ def train_run(path: str, budget: int, env: dict[str, str], workdir: Path, log) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=int, default=300, help="training seconds per path (upstream: 300)")
-    parser.add_argument("--paths", default=",".join(PATHS), help="attention paths to train with, e.g. fa3,flex")
-    parser.add_argument("--corpus-chars", type=int, default=8_000_000, help="characters of text for prepare.py")
+    parser.add_argument("--paths", default=",".join(PATHS), help="attention paths to train, e.g. fa3,flex")
+    parser.add_argument("--corpus-chars", type=int, default=8_000_000, help="text characters for prepare.py")
     parser.add_argument("--skip-numerics", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--out", type=Path, help="write gpu_check.json and the training logs here")
@@ -238,14 +245,16 @@ def main() -> int:
         for r in results["numerics"]:
             figures = r.get("error") or "  ".join(f"{k} {r[k]:.2e}" for k in ("out", "dq", "dk", "dv"))
             log(f"  {r['path']:<5} {r['mode']:<8} window {r['window']:>4}: {figures}")
-        log(f"== speed, compiled forward+backward (B={SPEED_BATCH} T={SHAPE['T']} H={SHAPE['H']} D={SHAPE['D']})")
+        log(f"== speed, compiled forward+backward (B={SPEED_BATCH} T={SHAPE['T']} H={SHAPE['H']} "
+            f"D={SHAPE['D']})")
         results["speed"] = speed(available)
         for r in results["speed"]:
             figures = r.get("error") or f"{r['ms']:.2f} ms  {r['tflops']:.0f} TFLOP/s"
             log(f"  {r['path']:<5} window {r['window']:>4}: {figures}")
 
     if not args.skip_train:
-        log(f"== upstream's configuration, {args.budget} s per path, data from prepare.py --source (in {out})")
+        log(f"== upstream's configuration, {args.budget} s per path, data from prepare.py --source "
+            f"(in {out})")
         env = prepare_data(out, args.corpus_chars, log)
         results["train"] = []
         for path in paths:
@@ -254,7 +263,8 @@ def main() -> int:
             if "error" in row:
                 log(f"  {path:<5} exit {row['exit_code']}: {row['error']}")
             else:
-                log(f"  {path:<5} {row['steps']} steps in {row['training_seconds']} s, {row['tok_per_s']:,} tok/s, "
+                log(f"  {path:<5} {row['steps']} steps in {row['training_seconds']} s, "
+                    f"{row['tok_per_s']:,} tok/s, "
                     f"MFU {row['mfu']} %, peak {row['peak_vram_mb']} MB, val_bpb {row['val_bpb']} "
                     f"(attention {row['attention']}, {row['wall_s']} s wall)")
         log(UPSTREAM + "; val_bpb here is on stdlib docstrings, not comparable with climbmix")

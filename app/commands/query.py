@@ -6,10 +6,21 @@ import time
 from typing import Any
 
 from app import git
+from app.commands import (
+    CommandError,
+    add_json_flag,
+    fmt_delta,
+    fmt_val,
+    here,
+    main_or_none,
+    one_line,
+    open_ledger,
+    print_json,
+    say,
+    settings_for,
+    stream_json_list,
+)
 from app.ledger import report
-from app.commands import (CommandError, add_json_flag, fmt_delta, fmt_val, here, main_or_none,
-                          one_line, open_ledger, print_json, say, settings_for,
-                          stream_json_list)
 from app.ledger.store import Ledger, LedgerError
 from app.run.plan import agent_name, tag_name
 
@@ -138,18 +149,16 @@ def history_command(args: argparse.Namespace) -> int:
 def best_command(args: argparse.Namespace) -> int:
     filters = _filters(args, ("tag", "agent", "branch"))
     with open_ledger(args) as ledger:
-        result = {"best": report.best_overall(ledger, **filters),
-                  "by_tag": report.best_by_tag(ledger, **filters)}
+        b, by_tag = report.best_overall(ledger, **filters), report.best_by_tag(ledger, **filters)
     if args.json:
-        print_json(result)
+        print_json({"best": b, "by_tag": by_tag})
         return 0
-    if result["best"] is None:
+    if b is None:
         say("no kept experiment yet")
         return 0
-    b = result["best"]
     say(f"best: #{b['id']} {fmt_val(b['val_bpb'])} ({b['tag']}, {b['agent']}, {b['commit']}) "
           f"{one_line(b['description'], 60)}")
-    _say_bests_by_tag(result["by_tag"])
+    _say_bests_by_tag(by_tag)
     return 0
 
 

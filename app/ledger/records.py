@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from app.comparability import comparability_key
 from app.ledger import vocabulary
+from app.ledger.schema import SUMMARY_COLUMNS
 from app.ledger.vocabulary import LIVE_STATUSES
 
 __all__ = ["AGENT_COLUMNS", "EXPERIMENT_COLUMNS", "LIVE_STATUSES", "Agent", "Event", "Experiment",
-           "Note", "StepRow"]
+           "Note", "StepRow", "finite", "summary_columns"]
 
 
 @dataclass
@@ -143,3 +146,23 @@ class StepRow:
 
 EXPERIMENT_COLUMNS = tuple(f.name for f in fields(Experiment))
 AGENT_COLUMNS = tuple(f.name for f in fields(Agent))
+
+
+def finite(value: Any) -> float | None:
+    """`value` as a float if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary keys that have their own experiment column (numeric columns take finite
+    numbers only), plus the full summary as JSON."""
+    values = {key: summary[key] for key in SUMMARY_COLUMNS
+              if key in summary and finite(summary[key]) is not None}
+    values["summary_json"] = json.dumps(summary, default=str)
+    if "device" in summary:
+        values["device"] = str(summary["device"])
+    if comparability_key(summary) is not None:
+        values["compare_key"] = comparability_key(summary)
+    return values

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from app.policy import comparability_key
+from app.comparability import comparability_key
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -19,7 +20,7 @@ SUMMARY_COLUMNS = (
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["experiments"].create({
+    db.table("experiments").create({
         "id": int, "tag": str, "agent": str, "worktree": str, "branch": str,
         "parent_sha": str, "commit_sha": str, "description": str, "hypothesis": str,
         "category": str, "backend": str, "status": str, "decision": str, "review": str,
@@ -44,36 +45,36 @@ def _v1(db: sqlite_utils.Database) -> None:
                   "needs_rerun": 0, "log_path": "", "modal_call_id": "", "crash_tail": "",
                   "adopted_sha": ""})
     db.execute("CREATE UNIQUE INDEX idx_experiments_import_key ON experiments(import_key)")
-    db["experiments"].create_index(["tag"])
-    db["experiments"].create_index(["agent"])
-    db["experiments"].create_index(["branch", "decision"])
-    db["experiments"].create_index(["status"])
+    db.table("experiments").create_index(["tag"])
+    db.table("experiments").create_index(["agent"])
+    db.table("experiments").create_index(["branch", "decision"])
+    db.table("experiments").create_index(["status"])
 
-    db["steps"].create({
+    db.table("steps").create({
         "id": int, "experiment_id": int, "step": int, "t": float, "progress_pct": float,
         "loss": float, "lrm": float, "dt_ms": float, "tok_per_sec": float, "mfu_pct": float,
         "remaining_s": float,
     }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")], not_null={"experiment_id"})
-    db["steps"].create_index(["experiment_id", "step"])
+    db.table("steps").create_index(["experiment_id", "step"])
 
-    db["events"].create({
+    db.table("events").create({
         "id": int, "at": float, "kind": str, "experiment_id": int, "agent": str, "actor": str,
         "detail": str,
     }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")],
         not_null={"at", "kind"}, defaults={"agent": "", "actor": "", "detail": "{}"})
-    db["events"].create_index(["experiment_id"])
+    db.table("events").create_index(["experiment_id"])
     db.execute("CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events "
                "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
     db.execute("CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events "
                "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
 
-    db["notes"].create({
+    db.table("notes").create({
         "id": int, "at": float, "text": str, "experiment_id": int, "agent": str, "author": str,
     }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")], not_null={"at", "text"},
         defaults={"agent": "", "author": ""})
-    db["notes"].create_index(["experiment_id"])
+    db.table("notes").create_index(["experiment_id"])
 
-    db["agents"].create({
+    db.table("agents").create({
         "name": str, "tag": str, "branch": str, "worktree": str, "command": str, "kind": str,
         "state": str, "pane_id": str, "tmux_socket": str, "pid": int, "pid_start": float,
         "created_at": float, "updated_at": float,

@@ -8,8 +8,6 @@ Usage:
         parser.last_step                   # latest step record, at any time
     result = parser.finish()               # summary, failed, tail, problems
 
-    result = parse_log(Path("run.log"))    # the same, streamed from a file
-
 Memory stays constant whatever the input: a segment (text between `\\r`/`\\n` separators) longer
 than MAX_SEGMENT_CHARS is cut to that length and reported, never buffered whole.
 """
@@ -23,18 +21,15 @@ import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from app.logs.crashtail import TAIL_LINES, TRACEBACK, Traceback, start_of_traceback
 from app.logs.textsafe import sanitize
 
 # ---------------------------------------------------------------------------
 # Limits and the output contract
 
 MAX_SEGMENT_CHARS = 64 * 1024  # longest segment kept; the rest of a longer one is dropped
-TAIL_LINES = 50  # logical lines in the crash tail
-AFTER_EXCEPTION_LINES = 8  # lines after the exception line kept (its message may go on)
-TRACEBACK = "Traceback (most recent call last):"
-SUMMARY_VALUE_COLUMN = 18  # train.py pads `key:` so values start here; a text value further left ends the block
+SUMMARY_VALUE_COLUMN = 18  # train.py pads `key:` so values start here; text further left ends the block
 TAIL_LINE_CHARS = 1000  # each tail line is cut to this many characters
 MAX_SUMMARY_KEYS = 1000  # summary keys kept; more are dropped and reported
 MAX_SUMMARY_VALUE_CHARS = 4096  # a longer summary value is cut to this many characters
@@ -132,7 +127,11 @@ def _step_record(text: str, head: re.Match[str]) -> StepRecord:
         else:
             values[known[0]] = known[1](raw)
     pct = head.group(2)
-    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), *values, extra)
+    loss, lrm, dt_ms, tok_per_sec, mfu_pct, epoch, remaining_s = values
+    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), loss=loss, lrm=lrm,
+                      dt_ms=dt_ms, tok_per_sec=tok_per_sec, mfu_pct=mfu_pct,
+                      epoch=None if epoch is None else int(epoch), remaining_s=remaining_s,
+                      extra=extra)
 
 
 def _split_fail(segment: str) -> tuple[str, bool]:
@@ -189,40 +188,6 @@ def summary_pair(line: str) -> tuple[str, float | int | str] | None:
     return match.group(1), value
 
 
-class _Traceback:
-    """The last traceback of a log, however long: its header, last frames, exception line and what follows."""
-
-    def __init__(self, header: str) -> None:
-        self.header = header
-        self.frames: deque[str] = deque(maxlen=TAIL_LINES)
-        self.skipped = 0  # frame lines that fell out of `frames`
-        self.exception: str | None = None
-        self.after: list[str] = []
-
-    def add(self, line: str) -> None:
-        if self.exception is None and line[:1] in (" ", "\t"):
-            self.skipped += len(self.frames) == self.frames.maxlen
-            self.frames.append(line)
-        elif self.exception is None:
-            self.exception = line  # the first unindented line after the frames
-        elif len(self.after) < AFTER_EXCEPTION_LINES:
-            self.after.append(line)
-
-    def lines(self) -> list[str]:
-        exception = [] if self.exception is None else [self.exception]
-        frames = list(self.frames)
-        room = TAIL_LINES - 1 - len(exception) - len(self.after)
-        if self.skipped or len(frames) > room:
-            keep = room - 1
-            frames = [f"  ... {self.skipped + len(frames) - keep} traceback lines left out ..."] + frames[len(frames) - keep:]
-        return [self.header, *frames, *exception, *self.after]
-
-
-def _start_of_traceback(line: str) -> _Traceback | None:
-    """A traceback header, cut loose from the `\\r` step line it may be glued to."""
-    return _Traceback(line[line.index(TRACEBACK):]) if TRACEBACK in line else None
-
-
 # ---------------------------------------------------------------------------
 # Streaming parser
 
@@ -255,7 +220,7 @@ class StreamParser:
         self._line_segments = 0  # non-blank segments seen on the current physical line
         self._line_last = ""  # the last non-blank segment of the current physical line
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._traceback: _Traceback | None = None
+        self._traceback: Traceback | None = None
         self._summary: dict[str, float | int | str] | None = None
         self._in_summary = False
         self._truncated = 0
@@ -276,11 +241,6 @@ class StreamParser:
             raise RuntimeError("StreamParser.feed() after finish()")
         self.bytes_seen += len(data)
         return self._consume(self._decoder.decode(data))
-
-    @property
-    def buffered_chars(self) -> int:
-        """Characters held for the still-open segment; never more than MAX_SEGMENT_CHARS."""
-        return self._pending_kept
 
     @property
     def last_step(self) -> StepRecord | None:
@@ -316,7 +276,7 @@ class StreamParser:
         if open_line:
             lines = (lines + [open_line])[-TAIL_LINES:]
             if TRACEBACK in open_line or traceback is None:
-                traceback = _start_of_traceback(open_line)
+                traceback = start_of_traceback(open_line)
             else:
                 traceback = copy.deepcopy(traceback)
                 traceback.add(open_line)
@@ -403,7 +363,7 @@ class StreamParser:
             return
         self._tail.append(line[: 4 * TAIL_LINE_CHARS])  # room for escapes that sanitize() removes
         if TRACEBACK in line:
-            self._traceback = _start_of_traceback(line[: 4 * TAIL_LINE_CHARS])
+            self._traceback = start_of_traceback(line[: 4 * TAIL_LINE_CHARS])
         elif self._traceback is not None:
             self._traceback.add(line[: 4 * TAIL_LINE_CHARS])
         line = line.lstrip()
@@ -435,12 +395,3 @@ class StreamParser:
         if self._summary_overflow:
             problems.append(f"summary has more than {MAX_SUMMARY_KEYS} keys: the rest were dropped")
         return problems + summary_problems(self._summary)
-
-
-def parse_log(path: Path, chunk_size: int = 1 << 20) -> ParseResult:
-    """Parse a whole log file, streaming it in chunks of `chunk_size` bytes."""
-    parser = StreamParser(keep_records=False)
-    with open(path, "rb") as log:
-        while chunk := log.read(chunk_size):
-            parser.feed(chunk)
-    return parser.finish()

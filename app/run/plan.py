@@ -8,23 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from app import git
-from app.run.backends import BackendUnavailable, check_backend
 from app.config import Settings
+from app.errors import InfraError, UsageError
 from app.ledger.store import Experiment, Ledger
 from app.policy import PolicySettings, hard_timeout_s
-from app.run.procs import process_identity, same_process
+from app.run.backends import BackendUnavailable, check_backend
 from app.run.context import repeat_original
+from app.run.procs import process_identity, same_process
 
 DEFAULT_TIME_BUDGET_S = 300.0
 MODAL_GPU_ENV = "AUTORESEARCH_MODAL_GPU"  # read by modal_train.py when it is loaded
 CHILD_ENV_PREFIX = "AUTORESEARCH_"  # passed on to the training process, also on Modal
 
 
-class RunRefused(Exception):
+class RunRefused(UsageError):
     """The run cannot start as asked; the message says why and what to do (exit status 2)."""
 
 
-class RunInfraError(Exception):
+class RunInfraError(InfraError):
     """The machinery needed for the run is unavailable (exit status 3)."""
 
 
@@ -66,13 +67,13 @@ class Plan:
     repeat_of: Experiment | None
 
     def register_fields(self) -> dict[str, Any]:
-        return dict(tag=self.tag, agent=self.agent, worktree=str(self.worktree),
-                    branch=self.branch, parent_sha=self.parent_sha, commit_sha=self.commit_sha,
-                    description=self.description, hypothesis=self.hypothesis,
-                    category=self.category, backend=self.backend, status="registered",
-                    integrity=int(bool(self.integrity_reasons)),
-                    repeat_of=self.repeat_of.id if self.repeat_of else None,
-                    runner_pid=os.getpid(), runner_start=process_identity(os.getpid()))
+        return {"tag": self.tag, "agent": self.agent, "worktree": str(self.worktree),
+                "branch": self.branch, "parent_sha": self.parent_sha, "commit_sha": self.commit_sha,
+                "description": self.description, "hypothesis": self.hypothesis,
+                "category": self.category, "backend": self.backend, "status": "registered",
+                "integrity": int(bool(self.integrity_reasons)),
+                "repeat_of": self.repeat_of.id if self.repeat_of else None,
+                "runner_pid": os.getpid(), "runner_start": process_identity(os.getpid())}
 
 
 def locate(path: Path) -> tuple[Path, Path]:

@@ -11,15 +11,16 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from app.run.backends import Run, start_run
+from app.comparability import comparability_key, comparability_problem
 from app.ledger.store import Ledger, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
-from app.policy import (Outcome, RunFacts, Verdict, adjust, comparability_key, comparability_problem,
-                        decide, integrity_reasons, is_contended, run_flags)
+from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
+from app.run.backends import Run, start_run
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
@@ -215,12 +216,12 @@ class Runner:
         review = None
         if self._gated(verdict):
             decision, review = "pending", "pending"
-        values: dict[str, Any] = dict(
-            status="finished", decision=decision, review=review, reason=verdict.reason,
-            exit_code=supervised.exit_code, finished_at=time.time(), delta=verdict.delta,
-            margin=verdict.margin, near_miss=int(verdict.near_miss),
-            contended=int(flags["contended"]), integrity=int(flags["integrity"]),
-            not_comparable=int(flags["not_comparable"]))
+        values: dict[str, Any] = {
+            "status": "finished", "decision": decision, "review": review, "reason": verdict.reason,
+            "exit_code": supervised.exit_code, "finished_at": time.time(), "delta": verdict.delta,
+            "margin": verdict.margin, "near_miss": int(verdict.near_miss),
+            "contended": int(flags["contended"]), "integrity": int(flags["integrity"]),
+            "not_comparable": int(flags["not_comparable"])}
         if summary:
             values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
@@ -239,9 +240,9 @@ class Runner:
                 context: Context, failed: bool) -> Verdict:
         """The policy's rules on top of decide(), with what this run observed."""
         plan, baseline = self.plan, context.tag_baseline
-        signalled = supervised.stop_reason == "signal" and self.signal_received
+        received = self.signal_received if supervised.stop_reason == "signal" else None
         facts = RunFacts(
-            signal_name=signal.Signals(self.signal_received).name if signalled else None,
+            signal_name=signal.Signals(received).name if received else None,
             timeout_s=plan.timeout_s, stream_error=supervised.stream_error, failed=failed,
             exit_code=supervised.exit_code,
             summary_problems=summary_problems(summary) if summary is not None else [],
@@ -299,7 +300,7 @@ class Runner:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous

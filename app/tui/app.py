@@ -7,21 +7,22 @@ Usage:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
 from app.corefiles import styles_dir
 from app.logs.textsafe import sanitize
 from app.tui import agent_flows, experiment_flows
-from app.tui.palette import CockpitCommands
 from app.tui.messages import ActionFinished
+from app.tui.palette import CockpitCommands
 from app.tui.screens.dashboard import DashboardScreen
-from app.tui.screens.help import HelpScreen
+from app.tui.screens.help import HelpScreen, HelpSection
 from app.tui.widgets.experiments_table import one_line
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class CockpitApp(App[None]):
         self.clock = clock or time.time
         self.reap_lost = not read_only and clock is None
         self.tmux_socket = tmux_socket
-        self.watch = clock is None if watch is None else watch
+        self.watch_worktrees = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
         if read_only:
             self.sub_title = "read-only"
@@ -68,7 +69,7 @@ class CockpitApp(App[None]):
     def get_default_screen(self) -> DashboardScreen:
         self.dashboard = DashboardScreen(self.ledger_path, read_only=self.read_only,
                                          poll_interval=self.poll_interval, clock=self.clock,
-                                         watch=self.watch)
+                                         watch=self.watch_worktrees)
         return self.dashboard
 
     def on_mount(self) -> None:
@@ -131,7 +132,8 @@ class CockpitApp(App[None]):
         self.push_screen(QuitModal(self.quit_question), answered)
 
     def _quit_after(self, stop: bool) -> None:
-        self.on_quit(stop)
+        if self.on_quit is not None:
+            self.on_quit(stop)
         self.call_from_thread(self.exit)
 
     def action_help(self) -> None:
@@ -139,17 +141,18 @@ class CockpitApp(App[None]):
         from app.tui.screens.detail import DetailScreen
         from app.tui.widgets.log_viewer import LogView, LogViewer
 
-        sections = [("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
-                    ("Everywhere", self._global_bindings()),
-                    ("Experiment detail", DetailScreen.BINDINGS),
-                    ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
-                    ("Compare", CompareScreen.BINDINGS)]
+        sections: list[HelpSection] = [
+            ("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
+            ("Everywhere", self._global_bindings()),
+            ("Experiment detail", DetailScreen.BINDINGS),
+            ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
+            ("Compare", CompareScreen.BINDINGS)]
         hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
         self.push_screen(HelpScreen(sections, hidden=hidden,
                                     footer="Every action is also in the command palette (ctrl+p), "
                                            "e.g. \"experiment: kill #12\"."))
 
-    def _global_bindings(self) -> list[Binding]:
+    def _global_bindings(self) -> list[BindingType]:
         return [*self.BINDINGS,
                 Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")]
 

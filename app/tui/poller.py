@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from app.ledger.dashboard import (TableFilter, best_per_tag, change_signature,
-                                  experiment_agents, experiment_count, last_finished, live_rows,
-                                  registered_agents, steps_after, table_row, table_window, tag_runs,
-                                  tags_newest_first)
+from app.ledger.dashboard import (
+    TableFilter,
+    best_per_tag,
+    change_signature,
+    experiment_agents,
+    experiment_count,
+    last_finished,
+    live_rows,
+    registered_agents,
+    steps_after,
+    table_row,
+    table_window,
+    tag_runs,
+    tags_newest_first,
+)
 from app.ledger.records import Experiment
 from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.ledger.vocabulary import is_kept, state_of

@@ -10,16 +10,26 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from app.agents.mutations import (
+    SEARCHED,
+    MutationError,
+    SearchState,
+    apply_changes,
+    config_key,
+    format_value,
+    next_move,
+    propose_moves,
+    read_constants,
+    values_of,
+)
 from app.corefiles import core_file
-from app.ledger.store import Ledger
-from app.agents.mutations import (SEARCHED, MutationError, SearchState, apply_changes, config_key,
-                           format_value, next_move, propose_moves, read_constants, values_of)
+from app.ledger.store import Experiment, Ledger
+from waiting import wait_for
 
 REAL_TRAIN = core_file("train.py").read_text()
 BANNER_START = "# Hyperparameters (edit these directly, no CLI flags needed)"
@@ -122,6 +132,7 @@ def test_reads_every_searched_constant_of_the_real_train_py() -> None:
     assert "DEVICE_TYPE" not in constants, "a call is not a literal constant"
 
 
+@pytest.mark.slow
 def test_every_proposed_edit_is_a_small_valid_diff_keeping_comments() -> None:
     smoke = apply_changes(REAL_TRAIN, {"DEPTH": 2, "TOTAL_BATCH_SIZE": 2048, "DEVICE_BATCH_SIZE": 8})
     for source, max_seq_len in ((REAL_TRAIN, 2048), (smoke, 256)):
@@ -231,6 +242,7 @@ def test_crashed_moves_are_avoided_and_careful_steps_are_small() -> None:
 # ---------------------------------------------------------------------------
 # Real runs: `python -m app.agents.search` in a worktree, `cockpit run` on a stand-in train.py
 
+@pytest.mark.slow
 def test_search_run_records_resets_and_notes(repo: Path) -> None:
     worktree = add_agent_worktree(repo, "ada")
     base_sha = git(repo, "rev-parse", "HEAD").strip()
@@ -261,14 +273,15 @@ def test_sigterm_stops_the_run_and_leaves_the_worktree_clean(repo: Path) -> None
     base_sha = git(repo, "rev-parse", "HEAD").strip()
     agent = start_agent(worktree, "--seed", "1", STANDIN_SLEEP="120")
     ledger_path = repo / ".autoresearch" / "ledger.db"
-    deadline = time.time() + 120
-    running = None
-    while time.time() < deadline and running is None:
-        time.sleep(0.3)
-        if ledger_path.exists():
-            with Ledger(ledger_path) as ledger:
-                running = next((e for e in ledger.live() if e.status == "running" and e.id > 1), None)
-    assert running is not None, "the second experiment never started"
+
+    def second_running() -> Experiment | None:
+        if not ledger_path.exists():
+            return None
+        with Ledger(ledger_path) as ledger:
+            return next((e for e in ledger.live() if e.status == "running" and e.id > 1), None)
+
+    running = wait_for(second_running, timeout=120, interval=0.3,
+                       message="the second experiment never started")
     train_pid = running.pid
     agent.send_signal(signal.SIGTERM)
     out, _ = agent.communicate(timeout=60)
@@ -280,6 +293,7 @@ def test_sigterm_stops_the_run_and_leaves_the_worktree_clean(repo: Path) -> None
     assert not psutil.pid_exists(train_pid) or psutil.Process(train_pid).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.slow
 def test_three_crashes_back_off_to_the_last_keep(repo: Path) -> None:
     worktree = add_agent_worktree(repo, "cy")
     base_sha = git(repo, "rev-parse", "HEAD").strip()

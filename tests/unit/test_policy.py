@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import math
 import statistics
-import subprocess
-import sys
 
 import pytest
 
-from app import policy
 from app.policy import (
     ADVICE,
     CATEGORIES,
@@ -321,12 +318,6 @@ def test_every_strategy_has_advice():
     assert all(len(text.split()) > 15 for text in ADVICE.values())
 
 
-def test_policy_imports_no_textual():
-    code = "import sys, app.policy, app.observe.tsv; print('textual' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 # ---------------------------------------------------------------------------
 # The runner's rules on top of decide(): adjust, integrity reasons, flags
 
@@ -385,8 +376,10 @@ def test_integrity_reasons(plan, baseline_id, mismatch, reasons):
 
 
 @pytest.mark.parametrize("verdict, contended, plan_integrity, flags", [
-    (KEEP, False, False, {"contended": False, "integrity": False, "not_comparable": False, "near_miss": False}),
-    (KEEP, True, True, {"contended": True, "integrity": True, "not_comparable": False, "near_miss": False}),
+    (KEEP, False, False,
+     {"contended": False, "integrity": False, "not_comparable": False, "near_miss": False}),
+    (KEEP, True, True,
+     {"contended": True, "integrity": True, "not_comparable": False, "near_miss": False}),
     (Verdict("discard", NOT_COMPARED + "x"), False, False,
      {"contended": False, "integrity": True, "not_comparable": False, "near_miss": False}),
     (Verdict("discard", NOT_COMPARABLE + "x"), False, False,
@@ -396,44 +389,3 @@ def test_integrity_reasons(plan, baseline_id, mismatch, reasons):
 ])
 def test_run_flags(verdict, contended, plan_integrity, flags):
     assert run_flags(verdict, contended=contended, plan_integrity=plan_integrity) == flags
-
-
-# ---------------------------------------------------------------------------
-# Comparability key
-
-CPU_RUN = {"val_bpb": 1.2, "time_budget": 300, "max_seq_len": 2048, "eval_tokens": 20971520, "vocab_size": 8192,
-           "device": "cpu", "device_name": "AMD EPYC 7763 64-Core Processor", "attention": "sdpa"}
-H100_RUN = {**CPU_RUN, "device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "attention": "fa3"}
-
-
-def test_comparability_key_is_eval_constants_device_class_and_attention() -> None:
-    assert policy.comparability_key(CPU_RUN) == (
-        "time_budget=300 max_seq_len=2048 eval_tokens=20971520 vocab_size=8192 | cpu | sdpa")
-    assert policy.comparability_key(H100_RUN) == (
-        "time_budget=300 max_seq_len=2048 eval_tokens=20971520 vocab_size=8192 | NVIDIA H100 80GB HBM3 | fa3")
-    assert policy.comparability_key({**CPU_RUN, "device_name": "another CPU"}) == policy.comparability_key(CPU_RUN)
-    assert policy.comparability_key({**H100_RUN, "time_budget": 300.0}) == policy.comparability_key(H100_RUN)
-    assert policy.comparability_key({**H100_RUN, "device_name": "a | b"}).split(" | ")[1] == "a / b"
-
-
-@pytest.mark.parametrize("broken", [
-    {"attention": None}, {"attention": ""}, {"device": None}, {"device_name": None, "device": "cuda"},
-    {"time_budget": None}, {"eval_tokens": "many"}, {"vocab_size": float("nan")}, {"max_seq_len": True},
-])
-def test_a_summary_without_every_key_has_no_comparability_key(broken: dict) -> None:
-    summary = {**H100_RUN, **broken}
-    summary = {k: v for k, v in summary.items() if v is not None}
-    assert policy.comparability_key(summary) is None
-    assert "lacks the comparability keys" in policy.comparability_problem(None, "x", 1)
-
-
-def test_comparability_problem_names_what_differs() -> None:
-    h100 = policy.comparability_key(H100_RUN)
-    a100 = policy.comparability_key({**H100_RUN, "device_name": "NVIDIA A100-SXM4-80GB", "attention": "flex"})
-    short = policy.comparability_key({**H100_RUN, "eval_tokens": 1024})
-    assert policy.comparability_problem(h100, h100, 3) is None
-    assert policy.comparability_problem(h100, None, 3) is None  # a best from before keys were recorded
-    assert policy.comparability_problem(a100, h100, 3) == (
-        "measured unlike #3 (device NVIDIA A100-SXM4-80GB != NVIDIA H100 80GB HBM3; attention flex != fa3): "
-        "a new tag starts its own series")
-    assert policy.key_difference(short, h100) == "eval_tokens=1024 != 20971520"

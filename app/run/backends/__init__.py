@@ -7,23 +7,29 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Protocol
 
+from app.errors import InfraError
 from app.run.backends.local import LocalRun
 
 BACKENDS = ("local", "modal")
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(InfraError):
     """The backend cannot run anything here (Modal not set up, SDK missing)."""
 
 
 class Run(Protocol):
-    backend: str
-    ident: str
-    pid: int | None
-    pid_start: float | None
+    @property
+    def backend(self) -> str: ...
+    @property
+    def ident(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...  # the local process (a group leader); None on Modal
+    @property
+    def pid_start(self) -> float | None: ...
 
     def chunks(self) -> Iterator[bytes]: ...
     def exited(self) -> bool: ...

@@ -2,9 +2,10 @@
 view of a running experiment, kept current by a thread worker polling the ledger."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -20,12 +21,12 @@ from app.ledger.records import Experiment
 from app.ledger.vocabulary import EXPERIMENT_ACTIONS, STATES, actions_for
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
+from app.tui.experiment_flows import WRITE_ACTIONS
 from app.tui.messages import LedgerChanged, LedgerUnavailable
-from app.tui.poller import DashboardData, DashboardQuery, LedgerPoller
+from app.tui.poller import DashboardData, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from app.tui.experiment_flows import WRITE_ACTIONS
 
 if TYPE_CHECKING:
     from app.tui.app import CockpitApp
@@ -90,7 +91,7 @@ class DashboardScreen(Screen):
         super().__init__()
         self.ledger_path = ledger_path
         self.read_only = read_only
-        self.watch = watch
+        self.watch_worktrees = watch
         self.clock = clock
         self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval)
         self.data: DashboardData | None = None
@@ -109,7 +110,7 @@ class DashboardScreen(Screen):
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
                 yield AgentsPanel(clock=self.clock, ledger_path=self.ledger_path, read_only=self.read_only,
-                                  watch=self.watch, id="agents-panel", classes="-empty")
+                                  watch=self.watch_worktrees, id="agents-panel", classes="-empty")
                 yield Container(id="progression")  # the plot is mounted after the first paint
             yield Input(placeholder="search description, hypothesis, agent (enter: back to "
                                     "the table, escape: clear)", id="search")
