@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "app.commands.tsvio",
     "app.commands.agent",
     "app.commands.demo",
+    "app.commands.gpus",
 )
 
 _OTHER_INFRA_ERRORS: tuple[type[Exception], ...] = (*LEDGER_ERRORS, OSError)  # SQLite, files, processes

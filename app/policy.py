@@ -24,7 +24,7 @@ NOT_COMPARABLE = "not comparable: "  # the reason of a run measured unlike its r
 
 _TOLERANCE = 1e-9  # val_bpb is printed with 6 decimals: values closer than this are equal
 _STREAK_COUNTS = frozenset({"crash", "timeout"})  # the agent's own failures
-_STREAK_NEUTRAL = frozenset({"killed", "lost", "running", "registered"})  # not the agent's doing
+_STREAK_NEUTRAL = frozenset({"killed", "lost", "running", "registered", "queued"})  # not the agent's doing
 _AS_KEEP = frozenset({"keep", "approved"})
 _AS_DISCARD = frozenset({"discard", "rejected"})
 _AS_CRASH = frozenset({"crash", "timeout"})

@@ -52,6 +52,17 @@ if os.environ.get("STANDIN_IGNORE_TERM"):
 if os.environ.get("STANDIN_PIDFILE"):
     with open(os.environ["STANDIN_PIDFILE"], "w") as f:
         f.write(str(os.getpid()))
+
+
+def record(event):
+    """One line per start/end to STANDIN_RECORD: pid, CUDA_VISIBLE_DEVICES, event, time."""
+    if os.environ.get("STANDIN_RECORD"):
+        with open(os.environ["STANDIN_RECORD"], "a") as f:
+            f.write(f"{os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {event} "
+                    f"{time.time():.6f}\n")
+
+
+record("start")
 budget = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", 300))
 if os.environ.get("STANDIN_EXIT_NOISE"):  # what triton's nanobind prints at interpreter exit
     import atexit
@@ -102,6 +113,7 @@ if SUMMARY != "none":
         print(f"device_name:      {os.environ.get('STANDIN_DEVICE_NAME', 'cpu model')}")
     if os.environ.get("STANDIN_ATTENTION", "sdpa"):
         print(f"attention:        {os.environ.get('STANDIN_ATTENTION', 'sdpa')}")
+record("end")
 sys.exit(EXIT_CODE)
 '''
 

@@ -72,6 +72,8 @@ class Experiment:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    gpu_ids: str = ""  # the leased devices, as handed to CUDA_VISIBLE_DEVICES ("0", "0,1", "modal:2")
+    gpu_model: str = ""  # their model as NVML names it ("" when declared without NVML)
     compare_key: str | None = None  # eval constants | device class | attention path (None: unknown)
     not_comparable: int = 0
 

@@ -82,6 +82,26 @@ def _v1(db: sqlite_utils.Database) -> None:
                             "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """The GPU pool: leases of devices (or Modal slots) to runs, and the devices a pool has."""
+    db.table("experiments").add_column("gpu_ids", str, not_null_default="")
+    db.table("experiments").add_column("gpu_model", str, not_null_default="")
+    leases = db.table("leases")
+    leases.create({
+        "id": int, "pool": str, "slots": str, "experiment_id": int, "agent": str,
+        "holder_pid": int, "holder_start": float, "state": str, "reason": str,
+        "requested_at": float, "acquired_at": float, "released_at": float,
+    }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")],
+        not_null={"pool", "state", "requested_at"},
+        defaults={"slots": "", "agent": "", "reason": ""})
+    leases.create_index(["pool", "state"])
+    leases.create_index(["released_at"])
+    db.table("gpu_devices").create({
+        "pool": str, "slot": str, "model": str, "util_pct": float, "mem_used_mb": float,
+        "mem_total_mb": float, "temp_c": float, "sampled_at": float, "seen_at": float,
+    }, pk=("pool", "slot"), not_null={"pool", "slot"}, defaults={"model": ""})
+
+
 def _v6(db: sqlite_utils.Database) -> None:
     """Comparability: each run's key (eval constants + device class + attention path) and the
     not-comparable flag; existing runs get the key their stored summary gives (NULL: unknown)."""
@@ -100,5 +120,5 @@ def _v6(db: sqlite_utils.Database) -> None:
 
 # MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction
 # (versions without an entry are skipped: other branches number theirs in between).
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 6: _v6}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 6: _v6}
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -22,6 +22,7 @@ from app.logs.parse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
 from app.run.backends import Run, start_run
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
+from app.run.lease import RunLease
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
 
@@ -31,6 +32,7 @@ LEFTOVER_WAIT_S = 2.0  # train.py exited but its output stays open this long: ki
 GIVE_UP_S = 15.0  # after a stop, stop waiting for the output to close after this long
 REVIEW_POLL_S = 0.5
 _EOF = object()
+INF = float("inf")
 
 
 @dataclass
@@ -73,17 +75,24 @@ class Runner:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{self.exp_id}.log"
         previous = self._install_signal_handlers()
+        lease = RunLease(self.ledger, plan.pool, self.exp_id, plan.agent, self.announce)
         try:
             with open(log_path, "wb") as log, open(plan.worktree / "run.log", "wb") as runlog:
-                supervised = self._launch_and_supervise(log_path, (log, runlog))
+                try:  # the time budget starts once the devices are ours, never while queued
+                    stopped = lease.acquire(lambda poll: self._stop_reason(0.0, INF, poll))
+                    supervised = Supervised(None, stopped) if stopped else \
+                        self._launch_and_supervise(log_path, (log, runlog), lease.env)
+                finally:
+                    lease.release()
             return self._finish(supervised, log_path)
         finally:
             self._restore_signal_handlers(previous)
 
-    def _launch_and_supervise(self, log_path: Path, sinks: tuple) -> Supervised:
+    def _launch_and_supervise(self, log_path: Path, sinks: tuple,
+                              lease_env: dict[str, str]) -> Supervised:
         plan = self.plan
         try:
-            run = start_run(plan.backend, plan.worktree, plan.env, plan.timeout_s)
+            run = start_run(plan.backend, plan.worktree, {**plan.env, **lease_env}, plan.timeout_s)
         except Exception as exc:
             self.ledger.update(self.exp_id, event="decide", detail={"decision": "lost"},
                                status="finished", decision="lost", finished_at=time.time(),
