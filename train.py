@@ -44,7 +44,8 @@ FA3_HUB = [  # (repo, get_kernel arguments) in order of preference; kernels >= 0
     ("kernels-community/flash-attn3", dict(version=1)),  # sm80 and sm90
 ]
 
-if DEVICE_TYPE == "cpu" and os.path.exists("/proc/driver/nvidia/version") and torch.version.cuda:
+GPUS_HIDDEN = os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1")  # CPU on purpose
+if DEVICE_TYPE == "cpu" and os.path.exists("/proc/driver/nvidia/version") and torch.version.cuda and not GPUS_HIDDEN:
     try:
         torch.cuda.init()
         reason = "torch.cuda.is_available() is False"
