@@ -455,17 +455,17 @@ class Tokenizer:
         return self.bos_token_id
 
     def encode(self, text, prepend=None, num_threads=8):
-        if prepend is not None and not isinstance(prepend, int):
-            raise TypeError(f"prepend must be an int token id, got {type(prepend)}")
+        if prepend is not None:
+            prepend_id = prepend if isinstance(prepend, int) else self.enc.encode_single_token(prepend)
         if isinstance(text, str):
             ids = self.enc.encode_ordinary(text)
             if prepend is not None:
-                ids.insert(0, prepend)
+                ids.insert(0, prepend_id)
         elif isinstance(text, list):
             ids = self.enc.encode_ordinary_batch(text, num_threads=num_threads)
             if prepend is not None:
                 for row in ids:
-                    row.insert(0, prepend)
+                    row.insert(0, prepend_id)
         else:
             raise ValueError(f"Invalid input type: {type(text)}")
         return ids
@@ -538,11 +538,11 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None):
     # Pre-allocate buffers: [inputs (B*T) | targets (B*T)]
     row_buffer = torch.empty((B, row_capacity), dtype=torch.long)
     cpu_buffer = torch.empty(2 * B * T, dtype=torch.long, pin_memory=pin)
-    device_buffer = cpu_buffer if device.type == "cpu" else torch.empty(2 * B * T, dtype=torch.long, device=device)
+    gpu_buffer = cpu_buffer if device.type == "cpu" else torch.empty(2 * B * T, dtype=torch.long, device=device)  # the device's buffer
     cpu_inputs = cpu_buffer[:B * T].view(B, T)
     cpu_targets = cpu_buffer[B * T:].view(B, T)
-    inputs = device_buffer[:B * T].view(B, T)
-    targets = device_buffer[B * T:].view(B, T)
+    inputs = gpu_buffer[:B * T].view(B, T)
+    targets = gpu_buffer[B * T:].view(B, T)
 
     while True:
         for row_idx in range(B):
@@ -575,8 +575,8 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None):
 
         cpu_inputs.copy_(row_buffer[:, :-1])
         cpu_targets.copy_(row_buffer[:, 1:])
-        if device_buffer is not cpu_buffer:
-            device_buffer.copy_(cpu_buffer, non_blocking=pin)
+        if gpu_buffer is not cpu_buffer:
+            gpu_buffer.copy_(cpu_buffer, non_blocking=pin)
         yield inputs, targets, epoch
 
 # ---------------------------------------------------------------------------
