@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from app.comparability import comparability_key
+from app.ledger import chain
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -102,6 +104,15 @@ def _v2(db: sqlite_utils.Database) -> None:
     }, pk=("pool", "slot"), not_null={"pool", "slot"}, defaults={"model": ""})
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Trust: the implausible flag; events chained by hash, each recording the state of its
+    experiment (chain.py); an existing ledger gets its chain computed and its rows sealed."""
+    db.table("experiments").add_column("implausible", int, not_null_default=0)
+    db.table("events").add_column("state", str, not_null_default="")
+    db.table("events").add_column("hash", str, not_null_default="")
+    chain.seal_existing(db.conn, time.time())
+
+
 def _v6(db: sqlite_utils.Database) -> None:
     """Comparability: each run's key (eval constants + device class + attention path) and the
     not-comparable flag; existing runs get the key their stored summary gives (NULL: unknown)."""
@@ -118,7 +129,7 @@ def _v6(db: sqlite_utils.Database) -> None:
             db.execute("UPDATE experiments SET compare_key = ? WHERE id = ?", (key, exp_id))
 
 
-# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction
-# (versions without an entry are skipped: other branches number theirs in between).
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 6: _v6}
+# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
+# may have gaps (each branch numbers its own; missing ones are skipped).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 6: _v6}
 SCHEMA_VERSION = max(MIGRATIONS)

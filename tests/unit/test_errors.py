@@ -15,8 +15,8 @@ from app.errors import EXIT_INFRA, EXIT_USAGE, CockpitError, InfraError, UsageEr
 CONTROL_FLOW = {"AgentStopped", "_Stop"}  # raised to unwind a loop on a signal, never shown
 USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError", "DeviceError",
          "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "PoolError",
-         "RunRefused", "TsvFormatError"}
-INFRA = {"BackendUnavailable", "CorpusError", "LedgerConflict", "LedgerError", "ModalNotReady",
+         "RoleError", "RunRefused", "TsvFormatError"}
+INFRA = {"BackendUnavailable", "CorpusError", "LedgerBusy", "LedgerConflict", "LedgerError", "ModalNotReady",
          "PaneError", "RunInfraError"}
 
 

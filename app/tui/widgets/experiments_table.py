@@ -41,8 +41,9 @@ def state_label(exp: Experiment, place: int | None = None) -> str:
         word = "starting"
     elif state == "queued" and place is not None:
         word = f"queued #{place}"
-    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "≠" if exp.not_comparable
-            else "⇣" if exp.contended else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
+    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "?" if exp.implausible
+            else "≠" if exp.not_comparable else "⇣" if exp.contended
+            else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
     return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
 
 
