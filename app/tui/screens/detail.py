@@ -43,7 +43,8 @@ TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-pare
 ACTIONS = (("k", "kill", "Kill"), ("a", "approve", "Approve"), ("r", "reject", "Reject"),
            ("O", "adopt", "Adopt"), ("N", "note", "Note"))  # key, flow, label (o is the Overview tab)
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
-         ("implausible", "? implausible"), ("needs_rerun", "↻ needs rerun"))
+         ("implausible", "‽ implausible"), ("not_comparable", "≠ not comparable (see reason)"),
+         ("needs_rerun", "↻ needs rerun"))
 
 
 # ---------------------------------------------------------------------------

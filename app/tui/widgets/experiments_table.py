@@ -21,7 +21,8 @@ from app.tui.widgets.row_table import RowTable
 FLAGS = (  # flag symbol after the decision, and what it means (one flag per row, in this priority)
     ("★", "adopted into main"),
     ("!", "integrity problem (prepare.py or eval constants differ): never compared"),
-    ("?", "implausible val_bpb: never kept without a human"),
+    ("‽", "implausible val_bpb: never kept without a human"),
+    ("≠", "not comparable: measured on other hardware, attention path or eval constants"),
     ("⇣", "contended: far fewer steps or tok/s than its baseline, an unfair comparison"),
     ("≈", "near-miss: a discard within 0.002 of the best"),
     ("↻", "needs rerun: a 3-way merge nobody has measured"),
@@ -67,8 +68,8 @@ def state_label(exp: Experiment, place: int | None = None) -> str:
         word = "starting"
     elif state == "queued" and place is not None:
         word = f"queued #{place}"
-    present = (exp.adopted_sha, exp.integrity, exp.implausible, exp.contended, exp.near_miss,
-               exp.needs_rerun)
+    present = (exp.adopted_sha, exp.integrity, exp.implausible, exp.not_comparable,
+               exp.contended, exp.near_miss, exp.needs_rerun)
     flag = next((mark for (mark, _), on in zip(FLAGS, present) if on), "")
     return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
 
