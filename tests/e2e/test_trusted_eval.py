@@ -201,9 +201,8 @@ def test_shrinking_eval_tokens_from_the_environment_is_measured_at_mains(lab: La
 def test_a_model_that_peeks_at_the_next_token_is_not_kept(lab: Lab) -> None:
     best = branch_best(lab)
     exp = attack(lab, "a head that reads the next token", (
-        "        logits = self.lm_head(x).float()\n",
-        "        logits = self.lm_head(x).float()"
-        " + 30 * F.one_hot(idx.roll(-1, dims=1), self.config.vocab_size)\n"))
+        "        logits = logits.float()\n",
+        "        logits = logits.float() + 30 * F.one_hot(idx.roll(-1, dims=1), self.config.vocab_size)\n"))
     assert exp.reported_val_bpb is not None and exp.reported_val_bpb < best / 2, \
         "the attack fools train.py's own evaluate_bpb"
     assert exp.decision == "discard" and exp.non_causal == 1 and "looks ahead" in exp.reason

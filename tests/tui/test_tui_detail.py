@@ -143,7 +143,7 @@ async def test_overview_flags_notes_events_and_curves(fx: TuiFixture) -> None:
         screen = await open_detail(pilot, fx, near)
         flags = text(screen, "#badge-flags")
         for flag in ("≈ near-miss", "⇣ contended", "! integrity", "↻ needs rerun",
-                     "≠ metric-mismatch", "→ non-causal", "+ over-budget", "? unmeasured"):
+                     "≢ metric-mismatch", "→ non-causal", "+ over-budget", "∅ unmeasured"):
             assert flag in flags
         await pilot.press("escape")
 
