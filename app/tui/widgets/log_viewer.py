@@ -17,6 +17,7 @@ from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
 from app.logs.index import LogIndex
+from app.logs.search import find_row
 from app.tui.widgets.log_view import LogView
 
 __all__ = ["LogView", "LogViewer"]
@@ -108,11 +109,11 @@ class LogViewer(Vertical):
         line = None
         try:
             if 0 <= start < count:
-                line = index.find(pattern, start, backwards=backwards,
+                line = find_row(index, pattern, start, backwards=backwards,
                                   cancelled=lambda: worker.is_cancelled)
             wrapped = line is None
             if wrapped:
-                line = index.find(pattern, count - 1 if backwards else 0, backwards=backwards,
+                line = find_row(index, pattern, count - 1 if backwards else 0, backwards=backwards,
                                   cancelled=lambda: worker.is_cancelled)
         except OSError:
             return  # the viewer closed the log: nobody is waiting for the answer
