@@ -4,6 +4,7 @@ Usage:
     cockpit                                  # the TUI on this repository's ledger
     cockpit run -m "what I changed" --hypothesis "why" --category optimizer
     cockpit history --json | cockpit suggest | cockpit note "lesson" --exp 12
+    cockpit log run.log                      # the log viewer on any file
 
 Exit statuses: 0 ok (whatever an experiment's decision), 2 usage or refusal, 3 infrastructure.
 """
@@ -28,6 +29,7 @@ COMMAND_MODULES = (
     "app.commands.tsvio",
     "app.commands.agent",
     "app.commands.demo",
+    "app.commands.log",
 )
 
 _OTHER_INFRA_ERRORS: tuple[type[Exception], ...] = (*LEDGER_ERRORS, OSError)  # SQLite, files, processes

@@ -11,9 +11,9 @@ Usage:
 A logical line is a `\\n`-terminated line whose `\\r` segments are collapsed to the last non-blank
 one, which is what a terminal shows after a `\\r` progress line. `LogIndex(path, segments=True)`
 indexes every `\\r` segment as a row of its own instead (a lone `\\r` or a `\\n` ends a row; `\\r\\n`
-is one line end), so each progress step can be shown and found; the viewer builds it only on demand. The index keeps one number per
-64 KiB block (how many newlines precede it), so a 1 GB log costs ~128 KiB of index whatever its
-line count; a block's newline positions are found again on demand and cached.
+is one line end), so each progress step can be shown and found; the viewer builds it only on demand.
+The index keeps one number per 64 KiB block (how many newlines precede it), so a 1 GB log costs
+~128 KiB of index whatever its line count; a block's newline positions are found again on demand and cached.
 """
 from __future__ import annotations
 
