@@ -37,10 +37,11 @@ def find_log(log_path: str, ledger_path: Path) -> Path | None:
 
 def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
                      cache: dict[tuple, list[Point]]) -> list[Point]:
-    """The sampled steps from the ledger, else the log's step lines (cached per log size)."""
+    """The sampled steps from the ledger, else (none, or the single dot that observed runs recorded
+    before they kept every step) the log's step lines, cached per log size."""
     points = [(s.progress_pct, s.loss) for s in ledger.steps(exp.id)
               if s.progress_pct is not None and s.loss is not None]
-    if points or log_file is None:
+    if len(points) > 1 or log_file is None:
         return points
     try:
         key = (log_file, log_file.stat().st_size)
@@ -48,7 +49,7 @@ def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
         return []
     if key not in cache:
         cache[key] = curve_points(log_file)
-    return cache[key]
+    return cache[key] or points
 
 
 def load_detail(ledger: Ledger, exp_id: int, cache: dict[tuple, list[Point]]) -> DetailData:

@@ -10,7 +10,9 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from app.cli import main
+from app.ledger.store import Ledger, StepRow
 from app.tui.app import make_app
+from app.tui.detail_data import experiment_curve
 from app.tui.screens.log import LogScreen
 from app.tui.widgets.log_viewer import LogView, LogViewer
 from realdata import REAL_RUNS
@@ -126,3 +128,15 @@ def test_log_snapshot_80x24(snap_compare, monkeypatch: pytest.MonkeyPatch) -> No
 
     app = make_app(None, log_file=Path(LONG_LOG.name))
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_an_observed_runs_single_recorded_dot_gives_way_to_its_logs_curve(tmp_path: Path) -> None:
+    """Ledgers written before observed runs kept every step hold one dot; the log has 7000."""
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        exp_id = ledger.register(backend="observed", status="finished", description="post hoc")
+        ledger.add_steps(exp_id, [StepRow(step=6999, t=1.0, progress_pct=100.0, loss=2.429389)])
+        curve = experiment_curve(ledger, ledger.get(exp_id), LONG_LOG, {})
+        assert len(curve) == 7000 and curve[-1] == (100.0, 2.429389) and curve[0][0] == 0.0
+        sampled = ledger.register(backend="local", status="finished", description="runner")
+        ledger.add_steps(sampled, [StepRow(step=s, t=s, progress_pct=s / 10, loss=3.0) for s in (1, 2)])
+        assert experiment_curve(ledger, ledger.get(sampled), LONG_LOG, {}) == [(0.1, 3.0), (0.2, 3.0)]
