@@ -161,10 +161,11 @@ class CockpitApp(App[None]):
                 ("Everywhere", self._global_bindings()),
                 ("Experiment detail", DetailScreen.BINDINGS), log_keys,
                 ("Compare", CompareScreen.BINDINGS)]
+        example = "log: first traceback" if self.log_file else "experiment: kill #12"
         hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
         self.push_screen(HelpScreen(sections, hidden=hidden,
                                     footer="Every action is also in the command palette (ctrl+p), "
-                                           "e.g. \"experiment: kill #12\"."))
+                                           f"e.g. \"{example}\"."))
 
     def _global_bindings(self) -> list[BindingType]:
         return [*self.BINDINGS,

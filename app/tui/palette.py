@@ -24,6 +24,8 @@ from app.tui.agent_flows import can_stop
 from app.tui.widgets.experiments_table import one_line, state_label
 
 if TYPE_CHECKING:
+    from textual.screen import Screen
+
     from app.tui.app import CockpitApp
     from app.tui.screens.dashboard import DashboardScreen
 
@@ -106,11 +108,11 @@ LOG_COMMANDS = (  # (text, LogViewer or LogView action, help)
     ("log: clear search", "close_search", "Esc"))
 
 
-def log_commands(app: CockpitApp) -> Iterator[Command]:
-    """The log viewer's actions, when the current screen shows one."""
+def log_commands(screen: Screen) -> Iterator[Command]:
+    """The log viewer's actions, when the screen the palette was opened on shows one."""
     from app.tui.widgets.log_viewer import LogViewer
 
-    viewers = app.screen.query(LogViewer)
+    viewers = screen.query(LogViewer)
     if not viewers:
         return
     viewer = viewers.first()
@@ -146,7 +148,7 @@ class CockpitCommands(Provider):
         if digits is not None and not any(str(e.id) == digits for e in experiments):
             yield Command(f"experiment: open #{int(digits)}",
                           partial(self.cockpit.open_experiment, int(digits)))
-        yield from log_commands(self.cockpit)
+        yield from log_commands(self.screen)
         if self.cockpit.dashboard is not None:
             yield from agent_commands(self.cockpit, self.cockpit.dashboard)
             yield from view_commands(self.cockpit, self.cockpit.dashboard)
@@ -160,7 +162,7 @@ class CockpitCommands(Provider):
                           help=command.help or None)
 
     async def discover(self) -> Hits:
-        for command in log_commands(self.cockpit):
+        for command in log_commands(self.screen):
             yield DiscoveryHit(Text(command.text), command.run, text=command.text, help=command.help)
         experiments = self._experiments(None)[:DISCOVER_EXPERIMENTS]
         for exp in experiments:

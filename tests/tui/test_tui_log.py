@@ -41,6 +41,7 @@ def shown(view: LogView) -> list[str]:
     return [view.render_line(y).text.rstrip() for y in range(view.page_height)]
 
 
+@pytest.mark.slow
 async def test_end_search_a_progress_step_next_prev_goto_and_esc() -> None:
     app = make_app(None, log_file=LONG_LOG)
     async with app.run_test(size=SIZE) as pilot:
@@ -79,7 +80,6 @@ async def test_end_search_a_progress_step_next_prev_goto_and_esc() -> None:
         assert view.match_line == 108
 
 
-@pytest.mark.slow
 async def test_traceback_jump_wrap_and_a_log_without_one() -> None:
     app = make_app(None, log_file=OOM_LOG)
     async with app.run_test(size=SIZE) as pilot:
@@ -140,3 +140,21 @@ def test_an_observed_runs_single_recorded_dot_gives_way_to_its_logs_curve(tmp_pa
         sampled = ledger.register(backend="local", status="finished", description="runner")
         ledger.add_steps(sampled, [StepRow(step=s, t=s, progress_pct=s / 10, loss=3.0) for s in (1, 2)])
         assert experiment_curve(ledger, ledger.get(sampled), LONG_LOG, {}) == [(0.1, 3.0), (0.2, 3.0)]
+
+
+@pytest.mark.slow
+async def test_palette_and_help_offer_the_log_keys() -> None:
+    async with make_app(None, log_file=OOM_LOG).run_test(size=SIZE) as pilot:
+        viewer, view = await opened(pilot)
+        await pilot.press("ctrl+p", *"first traceback")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "traceback at" in status(viewer))
+        await pilot.press("ctrl+p", *"toggle wrap")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: view.wrap)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "HelpScreen")
+        titles = [str(getattr(s.content, "title", "")) for s in pilot.app.screen.query("Static")]
+        assert titles[1].startswith("Log viewer") and "Dashboard" not in titles
