@@ -103,7 +103,7 @@ LOG_COMMANDS = (  # (text, LogViewer or LogView action, help)
     ("log: previous match", "find(-1)", "N"), ("log: go to line", "go_to_line", ":"),
     ("log: first traceback", "traceback", "t"),
     ("log: toggle every \\r step", "view.toggle_steps", "x: each progress step as a row"),
-    ("log: toggle wrap", "view.toggle_wrap", "w"), ("log: toggle follow", "view.toggle_follow", "f"),
+    ("log: toggle wrap", "view.toggle('wrap')", "w"), ("log: toggle follow", "view.toggle_follow", "f"),
     ("log: end", "view.scroll_end", "G / End"), ("log: top", "view.scroll_home", "g / Home"),
     ("log: clear search", "close_search", "Esc"))
 

@@ -158,3 +158,21 @@ async def test_palette_and_help_offer_the_log_keys() -> None:
         await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "HelpScreen")
         titles = [str(getattr(s.content, "title", "")) for s in pilot.app.screen.query("Static")]
         assert titles[1].startswith("Log viewer") and "Dashboard" not in titles
+
+
+async def test_search_finds_the_last_line_before_the_indexer_gets_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LogView, "_index_worker", lambda view, index: None)  # first screen only
+    monkeypatch.setattr("app.tui.widgets.log_view.FIRST_SCREEN_LINES", 50)
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"row {i:06d} " + "x" * 60 + "\n" for i in range(30_000)) + "the needle\n")
+    async with make_app(None, log_file=log).run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, LogScreen))
+        viewer = pilot.app.screen.query_one(LogViewer)
+        view = viewer.view
+        await wait_until(pilot, lambda: view.line_count and view.page_height)
+        assert not view.index.complete
+        await pilot.press("slash", *"needle", "enter")
+        await wait_until(pilot, lambda: "match 1 of 1" in status(viewer))
+        await pilot.pause()
+        assert view.match_line == 30_000 and any(row.endswith("30001 the needle") for row in shown(view))

@@ -59,7 +59,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("f", "toggle_follow", "Follow", id="log.follow", tooltip="Keep showing new lines"),
         Binding("x", "toggle_steps", "\\r steps", id="log.steps",
                 tooltip="Show every \\r progress step as a row, or only the last one of each line"),
-        Binding("w", "toggle_wrap", "Wrap", id="log.wrap", tooltip="Wrap long lines"),
+        Binding("w", "toggle('wrap')", "Wrap", id="log.wrap", tooltip="Wrap long lines"),
     ]
 
     follow: reactive[bool] = reactive(False)
@@ -366,9 +366,7 @@ class LogView(ScrollView, can_focus=True):
         self.index = self.indexes[expanded]
         self._leave_tail()
         self._texts.clear()
-        self._widest = 0
-        self.match_line = None
-        self.line_count = 0
+        self._widest, self.match_line, self.line_count = 0, None, 0
         self._anchor = anchor
         self._indexed()
         self._index_worker(self.index)
@@ -378,9 +376,6 @@ class LogView(ScrollView, can_focus=True):
         self._resize()
         self.refresh()
         self.post_message(self.Changed())
-
-    def action_toggle_wrap(self) -> None:
-        self.wrap = not self.wrap
 
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow
@@ -394,7 +389,11 @@ class LogView(ScrollView, can_focus=True):
     def go_to_line(self, line: int) -> None:
         """Highlight `line` and scroll it into the middle of the view."""
         self._leave_tail()
+        if self.index is not None and self.index.line_count > self.line_count:
+            self._indexed()  # a search indexed past what the worker has reported
         self.match_line = line
         self.follow = False
-        self.scroll_to(y=max(0, line - self.page_height // 2), animate=False, force=True)
+        top = max(0, line - self.page_height // 2)
+        self.scroll_to(y=top, animate=False, force=True)  # again once the new height is laid out:
+        self.call_after_refresh(self.scroll_to, y=top, animate=False, force=True)
         self.refresh()
