@@ -32,28 +32,35 @@ def needle_of(pattern: str) -> tuple[bytes, bool]:
     return (pattern.lower() if fold else pattern).encode("utf-8"), fold
 
 
-def _hits(index: LogIndex, pattern: str, start: int, end: int,
-          cancelled: Cancelled = _never) -> Iterator[int]:
-    """Offsets of every hit starting in [start, end), ascending."""
-    needle, fold = needle_of(pattern)
-    if not needle:
-        return
+def _windows(index: LogIndex, needle: bytes, fold: bool, start: int, end: int,
+             cancelled: Cancelled) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, window, limit): the file in SCAN_WINDOW reads that overlap by len(needle) - 1;
+    a hit belongs to a window when it starts before `limit`, so none is seen twice."""
     overlap = len(needle) - 1
     pos = max(0, start)
     while pos < end and not cancelled():
         window = index.read(min(SCAN_WINDOW, end - pos + overlap), pos)
         if not window:
             return
-        if fold:
-            window = window.lower()
-        limit = min(len(window), end - pos)  # hits must start before `end`
+        last = len(window) < SCAN_WINDOW
+        limit = min(len(window), end - pos) if last else min(len(window) - overlap, end - pos)
+        yield pos, window.lower() if fold else window, max(1, limit)
+        if last:
+            return
+        pos += max(1, len(window) - overlap)
+
+
+def _hits(index: LogIndex, pattern: str, start: int, end: int,
+          cancelled: Cancelled = _never) -> Iterator[int]:
+    """Offsets of every hit starting in [start, end), ascending."""
+    needle, fold = needle_of(pattern)
+    if not needle:
+        return
+    for pos, window, limit in _windows(index, needle, fold, start, end, cancelled):
         hit = window.find(needle)
         while 0 <= hit < limit:
             yield pos + hit
             hit = window.find(needle, hit + 1)
-        if len(window) < SCAN_WINDOW:
-            return
-        pos += max(1, len(window) - overlap)
 
 
 def find_hit(index: LogIndex, pattern: str, offset: int, backwards: bool = False,
@@ -110,10 +117,19 @@ class Counted:
 def count_hits(index: LogIndex, pattern: str, cancelled: Cancelled = _never) -> Counted | None:
     """Every hit in the file; None when cancelled."""
     counted = Counted(pattern)
-    for offset in _hits(index, pattern, 0, index.size, cancelled):
-        if len(counted.offsets) < MAX_KEPT_HITS:
-            counted.offsets.append(offset)
-        counted.total += 1
+    needle, fold = needle_of(pattern)
+    if not needle:
+        return counted
+    for pos, window, limit in _windows(index, needle, fold, 0, index.size, cancelled):
+        if len(counted.offsets) >= MAX_KEPT_HITS:  # beyond the cap: counted at C speed
+            counted.total += window.count(needle, 0, limit + len(needle) - 1)
+            continue
+        hit = window.find(needle)
+        while 0 <= hit < limit:
+            if len(counted.offsets) < MAX_KEPT_HITS:
+                counted.offsets.append(pos + hit)
+            counted.total += 1
+            hit = window.find(needle, hit + 1)
     return None if cancelled() else counted
 
 

@@ -70,3 +70,14 @@ def test_hits_both_ways_across_windows_and_counted(tmp_path: Path, monkeypatch: 
     assert counted.next_after(expected[-1], backwards=False) == expected[0]  # wraps
     assert counted.next_after(expected[0], backwards=True) == expected[-1]
     assert count_hits(index, "needle", cancelled=lambda: True) is None
+
+
+def test_hits_past_the_kept_cap_are_still_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.logs.search.SCAN_WINDOW", 64)
+    monkeypatch.setattr("app.logs.search.MAX_KEPT_HITS", 5)
+    path = tmp_path / "run.log"
+    path.write_bytes(b"loss 1\r" * 500)
+    index = built(path, 16)
+    counted = count_hits(index, "loss")
+    assert counted is not None and counted.total == 500 and len(counted.offsets) == 5
+    assert not counted.complete and counted.ordinal(counted.offsets[2]) == 3
