@@ -31,16 +31,66 @@ class Settings:
     crash_streak: int = 3             # consecutive crashes of one agent -> stop and rethink
     timeout_factor: float = 2.0       # hard timeout = factor x the effective time budget
     kill_grace_s: float = 5.0         # TERM, then KILL after this long
+    implausible_ratio: float = 0.8    # val_bpb below ratio x the series baseline waits for a human
     agent_command: str = "claude"     # what `cockpit agent new` starts in a pane
     modal_gpu: str = "H100"
     tag: str = ""                     # default run tag; empty -> derived from the branch
     train_env: dict[str, str] = field(default_factory=dict)  # AUTORESEARCH_* for every train.py run
+    gpus: str | tuple[str, ...] = "auto"  # "auto" (NVML) | ["0", "1"] (indices/UUIDs) | [] (no pool)
+    gpus_per_run: int = 1             # devices leased to each local run
+    modal_max_concurrent: int = 0     # Modal runs of this repository in flight at once; 0 = no cap
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
 _CHOICES = {"backend": ("local", "modal"), "review": ("auto", "gate")}
+_MINIMUM = {"gpus_per_run": 1, "modal_max_concurrent": 0}
+
+
+def _gpus(value: Any) -> str | tuple[str, ...]:
+    """`"auto"`, or a list of distinct device indices / UUIDs (numbers or strings)."""
+    if value == "auto":
+        return "auto"
+    if not isinstance(value, list):
+        raise TypeError('gpus must be "auto" or a list of device indices or UUIDs')
+    out: list[str] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise TypeError(f"{item!r} is not a device index or UUID")
+        text = str(item).strip()
+        if not text or (isinstance(item, int) and item < 0) or "," in text or not text.isprintable():
+            raise TypeError(f"{item!r} is not a device index or UUID")
+        if text in out:
+            raise TypeError(f"device {text!r} is listed twice")
+        out.append(text)
+    return tuple(out)
+
+
+_DAY = 86400.0
+# Numbers that must lie in [low, high] (finite): a duration of `inf` or `nan` (valid TOML) would
+# make a wait endless or a comparison always false.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "review_timeout_s": (0.0, 7 * _DAY),
+    "kill_grace_s": (0.0, 600.0),
+    "timeout_factor": (0.01, 100.0),
+    "min_delta": (0.0, 10.0),
+    "k_sigma": (0.0, 100.0),
+    "near_miss": (0.0, 10.0),
+    "contended_frac": (0.0, 1.0),
+    "crash_streak": (1, 1000),
+    "implausible_ratio": (0.01, 1.0),
+}
+
+
+def check_bounds(name: str, value: Any, source: object = "settings") -> None:
+    """ConfigError unless `value` is finite and within BOUNDS[name] (if it has bounds)."""
+    if name not in BOUNDS:
+        return
+    low, high = BOUNDS[name]
+    if not isinstance(value, (int, float)) or not (low <= value <= high):  # NaN fails too
+        raise ConfigError(f"{source}: {name} = {value!r} must be a finite number "
+                          f"between {low:g} and {high:g}")
 
 
 def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Settings:
@@ -51,12 +101,15 @@ def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Se
         if name not in types:
             raise ConfigError(f"{source}: unknown setting {key!r} in [tool.cockpit]")
         try:
-            values[name] = _typed(types[name], value)
+            values[name] = _gpus(value) if name == "gpus" else _typed(types[name], value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: setting {key!r} = {value!r} is not a valid "
-                              f"{types[name].__name__}") from exc
+            why = f"invalid: {exc}" if name == "gpus" else f"not a valid {types[name].__name__}"
+            raise ConfigError(f"{source}: setting {key!r} = {value!r} is {why}") from exc
+        if name in _MINIMUM and values[name] < _MINIMUM[name]:
+            raise ConfigError(f"{source}: {key} must be at least {_MINIMUM[name]}")
         if name in _CHOICES and values[name] not in _CHOICES[name]:
             raise ConfigError(f"{source}: {key} must be one of {', '.join(_CHOICES[name])}")
+        check_bounds(name, values[name], source)
     return replace(settings, **values)
 
 

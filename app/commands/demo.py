@@ -188,9 +188,9 @@ def summarize(ledger_path: Path, tag: str, since: float) -> Summary:
     finished = [e for e in runs if e.status == "finished" and e.decision not in NOT_FINISHED]
     first_keep: dict[str, int] = {}
     for e in finished:
-        if e.decision == "keep":
+        if is_kept(e):
             first_keep.setdefault(e.branch, e.id)
-    beyond = [e for e in finished if e.decision == "keep" and first_keep.get(e.branch) != e.id]
+    beyond = [e for e in finished if is_kept(e) and first_keep.get(e.branch) != e.id]
     return Summary(finished, beyond, since)
 
 

@@ -22,6 +22,7 @@ from app.commands import (
 )
 from app.ledger import report
 from app.ledger.store import Ledger, LedgerError
+from app.ledger.vocabulary import outcome
 from app.run.plan import agent_name, tag_name
 
 FILTERS = ("tag", "agent", "branch", "status", "decision", "category")
@@ -102,13 +103,13 @@ def status_command(args: argparse.Namespace) -> int:
     if state["recent"]:
         say("recent:")
     for e in state["recent"]:
-        say(f"  #{e['id']} {e['decision'] or e['status']:<8} {fmt_val(e['val_bpb'])}  "
+        say(f"  #{e['id']} {outcome(e['decision'], e['status']):<8} {fmt_val(e['val_bpb'])}  "
               f"{e['agent']:<12} {one_line(e['description'], 50)}")
     return 0
 
 
 def _print_detail(d: dict[str, Any]) -> None:
-    say(f"#{d['id']} {d['decision'] or d['status']}"
+    say(f"#{d['id']} {outcome(d['decision'], d['status'])}"
           + (f" (review {d['review']})" if d["review"] else "") + f": {d['description']}")
     for key in ("reason", "hypothesis", "category", "tag", "agent", "branch", "commit_sha",
                 "backend", "val_bpb", "delta", "margin", "exit_code", "training_seconds",
@@ -138,7 +139,7 @@ def history_command(args: argparse.Namespace) -> int:
             count += 1
             flags = "".join(mark for key, mark in (("near_miss", " ~"), ("contended", " !c"),
                                                    ("integrity", " !i")) if r[key])
-            say(f"#{r['id']:<5} {(r['decision'] or r['status']):<8} {fmt_val(r['val_bpb']):>9} "
+            say(f"#{r['id']:<5} {outcome(r['decision'], r['status']):<8} {fmt_val(r['val_bpb']):>9} "
                   f"{fmt_delta(r['delta']):>10}  {(r['category'] or '-'):<12.12} "
                   f"{r['agent']:<12.12} {one_line(r['description'], 60)}{flags}")
     if not count:

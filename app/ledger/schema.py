@@ -1,13 +1,15 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from app.ledger import chain
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 1
 
 # Summary keys that get a column of their own (everything is also kept in summary_json).
 SUMMARY_COLUMNS = (
@@ -80,5 +82,36 @@ def _v1(db: sqlite_utils.Database) -> None:
                             "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
 
 
-# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
+def _v2(db: sqlite_utils.Database) -> None:
+    """The GPU pool: leases of devices (or Modal slots) to runs, and the devices a pool has."""
+    db.table("experiments").add_column("gpu_ids", str, not_null_default="")
+    db.table("experiments").add_column("gpu_model", str, not_null_default="")
+    leases = db.table("leases")
+    leases.create({
+        "id": int, "pool": str, "slots": str, "experiment_id": int, "agent": str,
+        "holder_pid": int, "holder_start": float, "state": str, "reason": str,
+        "requested_at": float, "acquired_at": float, "released_at": float,
+    }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")],
+        not_null={"pool", "state", "requested_at"},
+        defaults={"slots": "", "agent": "", "reason": ""})
+    leases.create_index(["pool", "state"])
+    leases.create_index(["released_at"])
+    db.table("gpu_devices").create({
+        "pool": str, "slot": str, "model": str, "util_pct": float, "mem_used_mb": float,
+        "mem_total_mb": float, "temp_c": float, "sampled_at": float, "seen_at": float,
+    }, pk=("pool", "slot"), not_null={"pool", "slot"}, defaults={"model": ""})
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    """Trust: the implausible flag; events chained by hash, each recording the state of its
+    experiment (chain.py); an existing ledger gets its chain computed and its rows sealed."""
+    db.table("experiments").add_column("implausible", int, not_null_default=0)
+    db.table("events").add_column("state", str, not_null_default="")
+    db.table("events").add_column("hash", str, not_null_default="")
+    chain.seal_existing(db.conn, time.time())
+
+
+# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
+# may have gaps (each branch numbers its own; missing ones are skipped).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3}
+SCHEMA_VERSION = max(MIGRATIONS)

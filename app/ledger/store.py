@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InfraError
+from app.ledger import chain
+from app.ledger.limits import capped, cut
 from app.ledger.records import (
     AGENT_COLUMNS,
     EXPERIMENT_COLUMNS,
@@ -31,10 +33,10 @@ from app.ledger.records import (
     summary_columns,
 )
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
-from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
+from app.ledger.vocabulary import COMPARABLE_SQL, KEPT_SQL, LIVE_SQL
 
 __all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
-           "LedgerConflict", "LedgerError", "Note", "StepRow", "finite", "find_ledger_path",
+           "LedgerBusy", "LedgerConflict", "LedgerError", "Note", "StepRow", "finite", "find_ledger_path",
            "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
@@ -43,6 +45,10 @@ BUSY_TIMEOUT_S = 30.0
 
 class LedgerError(InfraError):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
+
+
+class LedgerBusy(LedgerError):
+    """Another writer held the write lock past the busy timeout; nothing was written."""
 
 
 class LedgerConflict(LedgerError):
@@ -137,7 +143,7 @@ class Ledger:
             return
         with self.write():
             version = self._schema_version()
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            for target in sorted(v for v in MIGRATIONS if v > version):
                 MIGRATIONS[target](self.db)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -155,8 +161,8 @@ class Ledger:
         """A BEGIN IMMEDIATE transaction: the write lock is taken before the first read."""
         if self.read_only:
             raise LedgerError("the ledger is open read-only")
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
+            self.conn.execute("BEGIN IMMEDIATE")  # a lock held past the busy timeout: LedgerBusy
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException as exc:
@@ -164,6 +170,8 @@ class Ledger:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.IntegrityError):
                 raise LedgerConflict(str(exc)) from exc
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise LedgerBusy(f"the ledger stayed locked by another writer ({exc})") from exc
             raise
 
     def _insert(self, table: str, values: dict[str, Any]) -> int:
@@ -186,7 +194,7 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
-        values.setdefault("created_at", time.time())
+        values = {"created_at": time.time(), **capped(values)}
         with self.write():
             if guard is not None:
                 guard(self)
@@ -201,6 +209,7 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        event, values = event or chain.implicit_event(values), capped(values)
         with self.write():
             agent = self._agent_of(exp_id)
             if values:
@@ -216,6 +225,7 @@ class Ledger:
         unknown = (set(values) | set(expect)) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        event, values = event or chain.implicit_event(values), capped(values)
         with self.write():
             row = self.conn.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
             if row is None:
@@ -273,9 +283,12 @@ class Ledger:
         return [_row_to(Experiment, r) for r in rows]
 
     def best(self, *, tag: str | None = None, branch: str | None = None,
-             exclude_id: int | None = None) -> Experiment | None:
-        """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch."""
+             exclude_id: int | None = None, comparable: bool = True) -> Experiment | None:
+        """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch;
+        rows from a results.tsv only once a human approved them (unless `comparable=False`)."""
         where = [KEPT_SQL]
+        if comparable:
+            where.append(COMPARABLE_SQL)
         args: list[Any] = []
         if tag is not None:
             where.append("tag = ?")
@@ -309,10 +322,9 @@ class Ledger:
     # --- events and notes --------------------------------------------------------------------
 
     def _event(self, kind: str, exp_id: int | None, agent: str, actor: str,
-               detail: dict[str, Any]) -> None:
-        self._insert("events", {"at": time.time(), "kind": kind, "experiment_id": exp_id,
-                                "agent": agent, "actor": actor,
-                                "detail": json.dumps(detail, default=str)})
+               detail: dict[str, Any], batch: Sequence[int] = ()) -> None:
+        chain.append(self.conn, at=time.time(), kind=kind, experiment_id=exp_id, agent=agent,
+                     actor=actor, detail=json.dumps(detail, default=str), batch=batch)
 
     def event(self, kind: str, *, experiment_id: int | None = None, agent: str = "",
               actor: str = "cli", **detail: Any) -> None:
@@ -332,6 +344,7 @@ class Ledger:
 
     def add_note(self, text: str, *, experiment_id: int | None = None, agent: str = "",
                  author: str = "human") -> int:
+        text = cut(text)
         with self.write():
             if experiment_id is not None:
                 agent = agent or self._agent_of(experiment_id)

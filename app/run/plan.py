@@ -10,10 +10,12 @@ from typing import Any
 from app import git
 from app.config import Settings
 from app.errors import InfraError, UsageError
+from app.ledger.limits import TEXT_CAP, over_cap
 from app.ledger.store import Experiment, Ledger
 from app.policy import PolicySettings, hard_timeout_s
 from app.run.backends import BackendUnavailable, check_backend
-from app.run.context import repeat_original
+from app.run.context import is_kept_commit, repeat_original
+from app.run.lease import PoolError, PoolSpec, pool_spec
 from app.run.procs import process_identity, same_process
 
 DEFAULT_TIME_BUDGET_S = 300.0
@@ -65,6 +67,7 @@ class Plan:
     env: dict[str, str]
     integrity_reasons: list[str]
     repeat_of: Experiment | None
+    pool: PoolSpec | None = None  # the GPU pool (or Modal slots) this run leases from
 
     def register_fields(self) -> dict[str, Any]:
         return {"tag": self.tag, "agent": self.agent, "worktree": str(self.worktree),
@@ -120,7 +123,8 @@ def policy_settings(settings: Settings) -> PolicySettings:
     return PolicySettings(min_delta=settings.min_delta, k_sigma=settings.k_sigma,
                           near_miss=settings.near_miss, contended_frac=settings.contended_frac,
                           crash_streak_limit=settings.crash_streak,
-                          timeout_factor=settings.timeout_factor)
+                          timeout_factor=settings.timeout_factor,
+                          implausible_ratio=settings.implausible_ratio)
 
 
 def effective_time_budget(env: dict[str, str]) -> float:
@@ -153,6 +157,11 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
     settings = settings.with_overrides(backend=request.backend, review=request.review)
     if not request.description.strip():
         raise RunRefused("say what this experiment changes: cockpit run -m \"...\"")
+    for what, text in (("-m/--description", request.description),
+                       ("--hypothesis", request.hypothesis)):
+        if over_cap(text.strip()):
+            raise RunRefused(f"{what} is {len(text.strip().encode())} bytes; at most {TEXT_CAP} "
+                             "are stored: say it shorter (details belong in the commit message)")
     try:
         policy = policy_settings(settings)
     except ValueError as exc:
@@ -188,12 +197,12 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
         raise RunRefused(str(exc)) from exc
     refuse_if_running_in(ledger, worktree)
     agent = agent_name(request.agent, worktree)
-    repeat_of = None
-    if request.repeat:
-        repeat_of = repeat_original(ledger, branch, commit)
-        if repeat_of is None:
-            raise RunRefused(f"nothing to repeat: HEAD {commit[:7]} has no finished run on "
-                             f"{branch}; run it once with `cockpit run` first")
+    repeat_of = repeat_original(ledger, branch, commit)
+    if request.repeat and repeat_of is None:
+        raise RunRefused(f"nothing to repeat: HEAD {commit[:7]} has no finished run on "
+                         f"{branch}; run it once with `cockpit run` first")
+    if not request.repeat and not is_kept_commit(ledger, branch, commit):
+        repeat_of = None  # a kept HEAD run again is a repeat, --repeat or not
     env = {**settings.train_env,
            **{k: v for k, v in os.environ.items() if k.startswith(CHILD_ENV_PREFIX)}}
     if settings.backend == "modal":
@@ -201,10 +210,14 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
     timeout = request.timeout_s or hard_timeout_s(effective_time_budget(env), policy)
     if not math.isfinite(timeout) or timeout <= 0:
         raise RunRefused(f"--timeout must be a positive number of seconds, not {timeout}")
+    try:
+        pool = pool_spec(settings, settings.backend)
+    except PoolError as exc:
+        raise RunRefused(str(exc)) from exc
     return Plan(worktree=worktree, main=main, settings=settings, policy=policy, agent=agent,
                 tag=tag_name(request.tag, ledger, agent, branch, settings), branch=branch,
                 main_branch=main_branch, commit_sha=commit, parent_sha=parent,
                 description=request.description.strip(), hypothesis=request.hypothesis.strip(),
                 category=request.category.strip().lower(), backend=settings.backend,
                 review=settings.review, timeout_s=timeout, env=env,
-                integrity_reasons=integrity, repeat_of=repeat_of)
+                integrity_reasons=integrity, repeat_of=repeat_of, pool=pool)

@@ -13,10 +13,10 @@ from app.cli import main
 from app.errors import EXIT_INFRA, EXIT_USAGE, CockpitError, InfraError, UsageError
 
 CONTROL_FLOW = {"AgentStopped", "_Stop"}  # raised to unwind a loop on a signal, never shown
-USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError",
-         "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "RunRefused",
-         "TsvFormatError"}
-INFRA = {"BackendUnavailable", "CorpusError", "LedgerConflict", "LedgerError", "ModalNotReady",
+USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError", "DeviceError",
+         "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "PoolError",
+         "RoleError", "RunRefused", "TsvFormatError"}
+INFRA = {"BackendUnavailable", "CorpusError", "LedgerBusy", "LedgerConflict", "LedgerError", "ModalNotReady",
          "PaneError", "RunInfraError"}
 
 

@@ -26,6 +26,7 @@ from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import DashboardData, LedgerPoller
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
+from app.tui.widgets.gpu_strip import GpuStrip
 from app.tui.widgets.live_view import LiveView
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class DashboardScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-bar")
+        yield GpuStrip(id="gpu-strip")
         yield Static(id="no-ledger")
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
@@ -167,8 +169,10 @@ class DashboardScreen(Screen):
         self.data = data
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
-        self.query_one(AgentsPanel).show(data.agents)
-        self.table.show(data.rows, data.best)
+        places = data.gpus.places() if data.gpus else {}
+        self.query_one(AgentsPanel).show(data.agents, places)
+        self.query_one(GpuStrip).show(data.gpus)
+        self.table.show(data.rows, data.best, places)
         if self.plot is not None:
             self.plot.show(data.progression)
         self._update_follow()

@@ -88,6 +88,7 @@ class AgentsPanel(Vertical):
         self._agents: dict[str, AgentStatus] = {}
         self._diffs: dict[str, DiffStat | None] = {}
         self._states: dict[str, str] = {}  # read-only: refreshed states, shown instead of the ledger's
+        self._places: dict[int, tuple[int, int]] = {}  # queued experiment -> (place, queue length)
         self._watch = (AgentWatch(ledger_path, read_only=read_only, post=self.post_message)
                        if watch and ledger_path is not None else None)
 
@@ -119,7 +120,10 @@ class AgentsPanel(Vertical):
 
     # -- data in --------------------------------------------------------------------------------
 
-    def show(self, agents: Sequence[AgentStatus]) -> None:
+    def show(self, agents: Sequence[AgentStatus],
+             places: dict[int, tuple[int, int]] | None = None) -> None:
+        """`places`: queued experiments' (place, length) in the GPU queue."""
+        self._places = places or {}
         self._agents = {a.name: a for a in agents}
         for agent in agents:  # not watched any more (gone, stopped…): its last diff is stale
             if agent.state in UNWATCHED_STATES:
@@ -201,6 +205,8 @@ class AgentsPanel(Vertical):
     def _running_values(self, exp: Experiment | None) -> tuple | None:
         if exp is None:
             return None
+        if exp.status == "queued":
+            return exp.id, exp.status, self._places.get(exp.id)
         stale = None
         if exp.status == "running" and exp.heartbeat_at is not None:
             silent = self._clock() - exp.heartbeat_at
@@ -240,6 +246,11 @@ class AgentsPanel(Vertical):
     def _running_cell(self, running: tuple | None) -> Text:
         if running is None:
             return Text("—", style=self._style("muted"))
+        if running[1] == "queued":
+            exp_id, _, place = running
+            where = f": {place[0]} of {place[1]}" if place else ""
+            return Text.assemble(f"#{exp_id} ", (f"{symbol('queued')} queued for a GPU{where}",
+                                                 self._style("attention")))
         exp_id, status, pct, remaining, loss, stale = running
         if status == "registered":
             return Text.assemble(f"#{exp_id} ", ("○ starting", self._style("live")))
