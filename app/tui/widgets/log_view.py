@@ -59,7 +59,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("f", "toggle_follow", "Follow", id="log.follow", tooltip="Keep showing new lines"),
         Binding("x", "toggle_steps", "\\r steps", id="log.steps",
                 tooltip="Show every \\r progress step as a row, or only the last one of each line"),
-        Binding("w", "toggle('wrap')", "Wrap", id="log.wrap", tooltip="Wrap long lines"),
+        Binding("w", "toggle('wrap')", "Wrap", show=False, id="log.wrap", tooltip="Wrap long lines"),
     ]
 
     follow: reactive[bool] = reactive(False)

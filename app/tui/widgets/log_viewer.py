@@ -37,9 +37,10 @@ class LogViewer(Vertical):
         Binding("slash", "search", "Search", id="log.search", tooltip="Search the log"),
         Binding("n", "find(1)", "Next", id="log.next", tooltip="Next match"),
         Binding("N", "find(-1)", "Prev", id="log.previous", tooltip="Previous match"),
-        Binding("colon", "go_to_line", "Line", id="log.goto", key_display=":",
+        Binding("colon", "go_to_line", "Go to line", show=False, id="log.goto", key_display=":",
                 tooltip="Go to a line number"),
-        Binding("t", "traceback", "Traceback", id="log.traceback", tooltip="Jump to the first traceback"),
+        Binding("t", "traceback", "Traceback", show=False, id="log.traceback",
+                tooltip="Jump to the first traceback"),
         Binding("escape", "close_search", "Clear search", show=False, id="log.close-search"),
     ]
 
