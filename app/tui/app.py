@@ -7,6 +7,7 @@ Usage:
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from functools import partial
@@ -25,7 +26,8 @@ from app.tui.messages import ActionFinished
 from app.tui.palette import CockpitCommands
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.screens.help import HelpScreen, HelpSection
-from app.tui.widgets.experiments_table import one_line
+from app.tui.widgets.experiments_table import LEGEND, one_line
+from app.tui.widgets.row_table import RowTable
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -47,6 +49,7 @@ class CockpitApp(App[None]):
     BINDINGS = [
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("u", "undo", "Undo", id="app.undo", tooltip="Take back an approval before it is written"),
     ]
 
     def __init__(self, ledger_path: Path | None, *, read_only: bool = False,
@@ -69,6 +72,7 @@ class CockpitApp(App[None]):
         self.tmux_socket = tmux_socket
         self.watch_worktrees = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
+        self.pending_undo: tuple[str, asyncio.Event] | None = None  # (what, set to undo it)
         if read_only:
             self.sub_title = "read-only"
 
@@ -147,6 +151,15 @@ class CockpitApp(App[None]):
             self.on_quit(stop)
         self.call_from_thread(self.exit)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "undo":
+            return self.pending_undo is not None
+        return True
+
+    def action_undo(self) -> None:
+        if self.pending_undo is not None:
+            self.pending_undo[1].set()
+
     def action_help(self) -> None:
         from app.tui.screens.compare import CompareScreen
         from app.tui.screens.detail import DetailScreen
@@ -158,12 +171,13 @@ class CockpitApp(App[None]):
         if self.log_file is None:
             sections = [
                 ("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
+                ("Both tables", RowTable.BINDINGS),
                 ("Everywhere", self._global_bindings()),
                 ("Experiment detail", DetailScreen.BINDINGS), log_keys,
                 ("Compare", CompareScreen.BINDINGS)]
         example = "log: first traceback" if self.log_file else "experiment: kill #12"
         hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
-        self.push_screen(HelpScreen(sections, hidden=hidden,
+        self.push_screen(HelpScreen(sections, hidden=hidden, legend=LEGEND,
                                     footer="Every action is also in the command palette (ctrl+p), "
                                            f"e.g. \"{example}\"."))
 
