@@ -8,6 +8,8 @@ outside: the pane is captured every few ms until the expected text shows.
 - search: from the top, search for a string that only the last line holds → that line on screen
   (cockpit: `/`, the text, Enter; toolong: `/`, the text, then ↓ to go to the next match);
 - peak RSS: VmHWM of the viewer's process (/proc/PID/status) after all of the above.
+A stage that does not show within BENCH_TIMEOUT_S (default 300 s) prints as "> N s"; the search is
+"n/a" when Home never showed the top (it would not start from there).
 
 toolong is installed by the benchmark itself into a temporary venv (`uv venv` + `uv pip install
 toolong`, from PyPI). The log is generated in /tmp (bench_big_log.generate: `\\r` progress lines of
@@ -94,18 +96,26 @@ def measure(name: str, command: str, search_keys: list[str]) -> dict[str, float]
         sent = pane.keys("End")
         end = pane.wait(lambda s: LAST_LINE in s, "the last line") - sent
         pane.keys("Home")
-        pane.wait(lambda s: FIRST_LINE in s and LAST_LINE not in s, "the top again")
+        top = pane.wait(lambda s: FIRST_LINE in s and LAST_LINE not in s, "the top again")
         pane.keys("/")
         time.sleep(0.3)  # the search bar opens (not timed)
         pane.keys(NEEDLE, literal=True)
         pane.wait(lambda s: NEEDLE in s, "the typed search text")
         sent = pane.keys(*search_keys)
         search = pane.wait(lambda s: LAST_LINE in s, "the searched last line") - sent
+        if top == float("inf"):
+            search = float("nan")  # not searched from the top: no figure
         rss = pane.peak_rss_mb()
     finally:
         pane.close()
     return {"first screen ms": first * 1000, "end ms": end * 1000, "search ms": search * 1000,
             "peak RSS MB": rss}
+
+
+def shown(figure: float) -> str:
+    if figure != figure:  # nan
+        return "n/a (no top)"
+    return f"{figure:,.0f}" if figure < float("inf") else f"> {TIMEOUT_S:.0f} s"
 
 
 def install_toolong(where: Path) -> Path:
@@ -143,8 +153,7 @@ def main() -> int:
     keys = list(next(iter(results.values())))
     print(f"{'':16}" + "".join(f"{key:>18}" for key in keys))
     for name, figures in results.items():
-        print(f"{name:16}" + "".join(f"{figures[key]:>18,.0f}" if figures[key] < float("inf")
-                                     else f"{f'> {TIMEOUT_S:.0f} s':>18}" for key in keys))
+        print(f"{name:16}" + "".join(f"{shown(figures[key]):>18}" for key in keys))
     return 0
 
 
