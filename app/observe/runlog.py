@@ -16,7 +16,8 @@ from typing import Any
 from app import git
 from app.ledger.queries import newest_in_worktree
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, StepRow, finite, summary_columns
-from app.logs.parse import StepRecord, StreamParser, summary_problems
+from app.logs.parse import StreamParser, summary_problems
+from app.logs.steps import StepRecord
 from app.run.plan import derived_tag
 from app.run.procs import process_identity, same_process
 
