@@ -18,7 +18,8 @@ from typing import Any
 
 from app.comparability import comparability_key, comparability_problem
 from app.ledger.store import Ledger, LedgerBusy, StepRow, finite, summary_columns
-from app.logs.parse import StepRecord, StreamParser, summary_problems
+from app.logs.parse import StreamParser, summary_problems
+from app.logs.steps import StepRecord
 from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
 from app.run.backends import Run, start_run
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec

@@ -255,8 +255,14 @@ async def test_real_log_jump_to_end_collapsed_step_line_and_search(fx: TuiFixtur
         assert "(wrapped)" in str(screen.query_one("#log-status", Static).content)
         await pilot.press("N")  # before the first: wraps to the last
         await wait_until(pilot, lambda: view.match_line == 95)
-        await pilot.press("slash", *"step 00100", "enter")  # only in an overwritten segment
-        await wait_until(pilot, lambda: "not found" in str(screen.query_one("#log-status", Static).content))
+        await pilot.press("slash", *"step 00100", "enter")  # only in an overwritten `\r` step
+        status = screen.query_one("#log-status", Static)
+        await wait_until(pilot, lambda: "match 1 of 1" in str(status.content))
+        assert view.expanded and view.text_at(view.match_line).startswith("step 00100 (")
+        await pilot.press("escape")  # clears the search and stays on the detail screen
+        assert pilot.app.screen is screen and not view.highlight
+        await pilot.press("escape")  # nothing left to clear: back
+        await wait_until(pilot, lambda: pilot.app.screen is not screen)
 
 
 async def test_jump_to_end_before_the_index_is_complete(fx: TuiFixture, tmp_path: Path,
