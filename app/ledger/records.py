@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from app.comparability import comparability_key
 from app.ledger import vocabulary
 from app.ledger.schema import SUMMARY_COLUMNS
 from app.ledger.vocabulary import FOREIGN_BACKENDS, LIVE_STATUSES
+from app.policy.comparability import comparability_key
 
 __all__ = ["AGENT_COLUMNS", "EXPERIMENT_COLUMNS", "LIVE_STATUSES", "Agent", "Event", "Experiment",
            "Note", "StepRow", "finite", "summary_columns"]

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app.comparability import comparability_key
 from app.ledger import chain
+from app.policy.comparability import comparability_key
 
 if TYPE_CHECKING:
     import sqlite_utils

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from app import git
 from app.ledger.store import Experiment, Ledger
 from app.policy import Verdict, should_rethink
+from app.policy.safeguards import HeadState, git_action
 from app.run.context import Context, agent_streak, branch_sigma
-from app.safeguards import HeadState, git_action
 
 if TYPE_CHECKING:
     from app.run.plan import Plan

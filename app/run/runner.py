@@ -2,7 +2,7 @@
 
 Checks the worktree, registers the run, starts train.py on a backend, tees its raw output to
 `<ledger dir>/logs/<id>.log` and the worktree's `run.log`, parses it live into step metrics and a
-heartbeat, honours kill requests, the hard timeout and signals, then decides (app/policy.py) and
+heartbeat, honours kill requests, the hard timeout and signals, then decides (app/policy/) and
 reports to the agent (app/run/report.py).
 """
 from __future__ import annotations
@@ -16,18 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.comparability import comparability_key, comparability_problem
 from app.ledger.store import Ledger, LedgerBusy, StepRow, finite, summary_columns
 from app.logs.parse import StreamParser, summary_problems
 from app.logs.steps import StepRecord
 from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
+from app.policy.comparability import comparability_key, comparability_problem
+from app.policy.safeguards import hold_implausible, plausibility
 from app.run.backends import Run, start_run
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.lease import RunLease
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
 from app.run.trusted import Trust
-from app.safeguards import hold_implausible, plausibility
 
 HEARTBEAT_S = 1.0  # step rows and heartbeat at most this often
 KILL_POLL_S = 0.5  # how often the runner looks for a kill request

@@ -24,8 +24,8 @@ import app
 from app import git
 from app.ledger.store import finite
 from app.policy import Verdict
+from app.policy.trusted import metric_mismatch, over_budget, refuse_keep, wants_measurement
 from app.run.plan import DEFAULT_TIME_BUDGET_S, Plan, RunRefused, effective_time_budget
-from app.trust_policy import metric_mismatch, over_budget, refuse_keep, wants_measurement
 
 WEIGHTS_ENV = "COCKPIT_WEIGHTS_OUT"  # train.py saves {"config", "model"} here when it is set
 EVAL_TIMEOUT_S = 900.0  # the evaluator is stopped after this long

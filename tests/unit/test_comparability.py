@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.comparability import comparability_key as key_of
-from app.comparability import comparability_problem as problem
-from app.comparability import key_difference
+from app.policy.comparability import comparability_key as key_of
+from app.policy.comparability import comparability_problem as problem
+from app.policy.comparability import key_difference
 
 CPU_RUN = {"val_bpb": 1.2, "time_budget": 300, "max_seq_len": 2048, "eval_tokens": 20971520,
            "vocab_size": 8192, "device": "cpu", "device_name": "AMD EPYC 7763 64-Core Processor",

@@ -1,4 +1,4 @@
-"""Table tests for app/policy.py: every lifecycle rule and its boundaries."""
+"""Table tests for app/policy/__init__.py: every lifecycle rule and its boundaries."""
 from __future__ import annotations
 
 import math

@@ -15,7 +15,7 @@ import pytest
 
 from app.ledger.store import Ledger
 from app.policy import RESET_COMMAND
-from app.safeguards import HeadState, git_action
+from app.policy.safeguards import HeadState, git_action
 from gitrepo import git
 from runnerhelpers import agent_worktree, cli, cockpit_env, make_project, set_constant, start_cockpit
 from waiting import wait_for

@@ -18,7 +18,7 @@ from app.ledger import chain
 from app.ledger.store import Ledger
 from app.observe.worktrees import import_results_tsv
 from app.policy import PolicySettings, Verdict
-from app.safeguards import hold_implausible, plausibility
+from app.policy.safeguards import hold_implausible, plausibility
 from gitrepo import git
 from runnerhelpers import agent_worktree, cli, cockpit_env, make_project, set_constant, start_cockpit
 from waiting import wait_for

@@ -18,9 +18,9 @@ from app.config import ConfigError, Settings, load_settings
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, TRUST_FLAGS
 from app.ledger.store import Ledger
 from app.policy import Verdict
+from app.policy.trusted import metric_mismatch, over_budget, refuse_keep, wants_measurement
 from app.run import trusted_eval
 from app.run.trusted import WEIGHTS_ENV, Trust, read_result
-from app.trust_policy import metric_mismatch, over_budget, refuse_keep, wants_measurement
 from gitrepo import commit_file
 from runnerhelpers import REPO_ROOT, agent_worktree, cli, make_project
 

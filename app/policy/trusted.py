@@ -1,7 +1,6 @@
 """Pure rules about the cockpit's own val_bpb (app/run/trusted.py measures, these decide): which
 runs are re-measured, when a printed value is a mismatch, when training ran past the budget, and
-what becomes of a keep the cockpit cannot trust. Part of the policy (app/policy.py), kept apart
-so that module stays under the size limit."""
+what becomes of a keep the cockpit cannot trust. Part of the policy package."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
-"""Pure trust rules on top of app/policy.py: is a val_bpb believable, and is the git action safe
-for the branch as it really is. Plain values in, dataclasses out (no I/O), like policy.py.
+"""Pure trust rules on top of app.policy: is a val_bpb believable, and is the git action safe for the
+branch as it really is. Plain values in, dataclasses out (no I/O), like the rest of the policy.
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Pure experiment decisions: keep/discard/crash, noise margin, contention, streaks, strategy.
 
+The package's other modules hold the rest of the rulebook: `comparability` (which runs are compared),
+`safeguards` (plausibility, git actions from the real state), `trusted` (the cockpit's own val_bpb).
+
 Plain values in, dataclasses out; no I/O, so the runner, the CLI and the TUI share one rulebook
 (DESIGN.md, "Experiment lifecycle") and the tests can table-test every rule.
 """
@@ -282,7 +285,7 @@ def hard_timeout_s(time_budget_s: float, settings: PolicySettings | None = None)
 
 
 def git_action(decision: str) -> str:
-    """What the agent does to its branch after a decision (app/safeguards.py checks it against
+    """What the agent does to its branch after a decision (app/policy/safeguards.py checks it against
     the branch's real state)."""
     try:
         return _GIT_ACTIONS[decision]

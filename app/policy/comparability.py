@@ -1,8 +1,8 @@
 """Comparability: a run is compared only with runs measured like it (DESIGN.md, "Comparability key").
 
 The key is the effective eval constants, the device class (the GPU model on CUDA, else cpu/mps) and the
-attention path, all read from train.py's summary. Pure functions; app/policy.py's adjust() applies the
-rule, the ledger stores each run's key.
+attention path, all read from train.py's summary. Pure functions; app.policy's adjust()
+applies the rule, the ledger stores each run's key.
 """
 from __future__ import annotations
 
