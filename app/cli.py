@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "app.commands.tsvio",
     "app.commands.agent",
     "app.commands.demo",
+    "app.commands.supervise",
 )
 
 _USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
@@ -64,7 +65,12 @@ def open_tui(args: argparse.Namespace) -> int:
             raise
         raise CommandError("the cockpit TUI is not available in this install (no app.tui); "
                            "see `cockpit --help` for the commands", EXIT_INFRA) from exc
-    result = launch(ledger_path(args), args.read_only, settings_for(here()))
+    path = ledger_path(args)
+    if not args.read_only:
+        from app.commands.supervise import ensure_supervisor
+
+        ensure_supervisor(path)
+    result = launch(path, args.read_only, settings_for(here()))
     return int(result or 0)
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from app.agents import lifecycle as agents
-from app.commands import (EXIT_INFRA, CommandError, add_json_flag, here, main_or_none, one_line,
-                          open_ledger, print_json, say, settings_for)
+from app.commands import (EXIT_INFRA, CommandError, add_json_flag, here, ledger_path, main_or_none,
+                          one_line, open_ledger, print_json, say, settings_for)
 from app.agents.panes import PaneError
+from app.commands.supervise import ensure_supervisor
 
 T = TypeVar("T")
 
@@ -81,6 +82,7 @@ def new_command(args: argparse.Namespace) -> int:
                        tag=args.tag, search=args.search, settings=settings_for(main),
                        worktree=args.worktree, socket=_socket())
     say("\n".join(created.describe()))
+    ensure_supervisor(ledger_path(args, main))
     return 0
 
 

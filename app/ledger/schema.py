@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 1
 
 # Summary keys that get a column of their own (everything is also kept in summary_json).
 SUMMARY_COLUMNS = (
@@ -79,5 +78,16 @@ def _v1(db: sqlite_utils.Database) -> None:
                             "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
 
 
-# MIGRATIONS[n] upgrades a ledger from version n-1 to n, inside one BEGIN IMMEDIATE transaction.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1}
+def _v4(db: sqlite_utils.Database) -> None:
+    """The supervisor's row: who runs, its heartbeat, trouble, and what it has already told."""
+    db["supervisor"].create({
+        "id": int, "pid": int, "pid_start": float, "host": str, "state": str, "message": str,
+        "started_at": float, "heartbeat_at": float, "waiting_json": str, "notified_json": str,
+    }, pk="id", defaults={"host": "", "state": "stopped", "message": "", "waiting_json": "{}",
+                          "notified_json": "[]"})
+
+
+# MIGRATIONS[n] upgrades a ledger to version n from the one before, inside one BEGIN IMMEDIATE
+# transaction (versions may skip numbers: each helper branch got its own).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 4: _v4}
+SCHEMA_VERSION = max(MIGRATIONS)

@@ -21,8 +21,8 @@ from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES
                          Experiment, Note, StepRow)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
-__all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "Note",
-           "StepRow", "finite", "find_ledger_path", "summary_columns"]
+__all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "LedgerGone",
+           "Note", "StepRow", "finite", "find_ledger_path", "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
@@ -30,6 +30,19 @@ BUSY_TIMEOUT_S = 30.0
 
 class LedgerError(Exception):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
+
+
+class LedgerGone(LedgerError):
+    """The ledger file was deleted, truncated or replaced while in use: writing on would be lost."""
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)  # SQLITE_FULL
+
+
+def marker_path(path: Path) -> Path:
+    """Beside the ledger, says one was created here: a missing ledger is then an error, not new."""
+    return path.with_name(path.name + ".created")
 
 
 def _row_to(cls: type, row: sqlite3.Row) -> Any:
@@ -56,8 +69,13 @@ class Ledger:
     def __init__(self, path: Path | str, *, read_only: bool = False, create: bool = True) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._identity: tuple[int, int, bool] | None = None  # st_dev, st_ino, was it ever full-size
         if not self.path.exists() and (read_only or not create):
             raise LedgerError(f"no ledger at {self.path}")
+        if not self.path.exists() and marker_path(self.path).exists():
+            raise LedgerGone(f"the ledger {self.path} is missing, but one was created there "
+                             f"({marker_path(self.path)}): restore it, or delete the marker to "
+                             f"start an empty ledger")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         import sqlite_utils  # ~0.5 s of imports (numpy): paid on first use, not at CLI/TUI start
@@ -68,10 +86,28 @@ class Ledger:
             self._check_and_migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
+            if _disk_full(exc):
+                raise LedgerError(f"disk full: cannot write the ledger {self.path}") from exc
             raise LedgerError(f"{self.path} is not a cockpit ledger ({exc})") from exc
         except LedgerError:
             self.conn.close()
             raise
+        st = self.path.stat()
+        self._identity = (st.st_dev, st.st_ino, st.st_size >= 512)
+        if not read_only and not marker_path(self.path).exists():
+            marker_path(self.path).write_text(f"a cockpit ledger was created here: {self.path.name}\n")
+
+    def check_identity(self) -> None:
+        """Raise LedgerGone if the file is no longer the one opened (deleted, replaced, truncated)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise LedgerGone(f"the ledger {self.path} was deleted while in use") from None
+        assert self._identity is not None
+        if (st.st_dev, st.st_ino) != self._identity[:2]:
+            raise LedgerGone(f"the ledger {self.path} was replaced by another file while in use")
+        if self._identity[2] and st.st_size < 512:
+            raise LedgerGone(f"the ledger {self.path} was truncated while in use")
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -114,7 +150,7 @@ class Ledger:
             return
         with self.write():
             version = self._schema_version()
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            for target in sorted(v for v in MIGRATIONS if v > version):
                 MIGRATIONS[target](self.db)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -132,13 +168,17 @@ class Ledger:
         """A BEGIN IMMEDIATE transaction: the write lock is taken before the first read."""
         if self.read_only:
             raise LedgerError("the ledger is open read-only")
+        if self._identity is not None:  # None while migrating in __init__
+            self.check_identity()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
             self.conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self.conn.in_transaction:  # a failed COMMIT leaves it open; some errors end it
                 self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and _disk_full(exc):
+                raise LedgerError(f"disk full: cannot write the ledger {self.path}") from exc
             raise
 
     def data_version(self) -> int:
