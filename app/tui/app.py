@@ -26,6 +26,7 @@ from app.tui.widgets.experiments_table import one_line
 
 if TYPE_CHECKING:
     from app.config import Settings
+    from app.supervisor.attention import AttentionItem
     from app.tui.poller import AgentStatus
 
 STYLES = styles_dir()  # absolute: any cwd, a checkout or an installed wheel
@@ -43,6 +44,8 @@ class CockpitApp(App[None]):
     COMMAND_PALETTE_BINDING = "ctrl+p"
     BINDINGS = [
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
+        Binding("exclamation_mark", "attention", "Attention", id="app.attention", key_display="!",
+                tooltip="What needs you: reviews, agents waiting or stuck, crashes, new bests"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
@@ -58,7 +61,6 @@ class CockpitApp(App[None]):
         self.settings = settings
         self.poll_interval = poll_interval
         self.clock = clock or time.time
-        self.reap_lost = not read_only and clock is None
         self.tmux_socket = tmux_socket
         self.watch = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
@@ -68,15 +70,33 @@ class CockpitApp(App[None]):
     def get_default_screen(self) -> DashboardScreen:
         self.dashboard = DashboardScreen(self.ledger_path, read_only=self.read_only,
                                          poll_interval=self.poll_interval, clock=self.clock,
-                                         watch=self.watch)
+                                         watch=self.watch, settings=self.settings)
         return self.dashboard
 
-    def on_mount(self) -> None:
-        if self.reap_lost:
-            self.call_after_refresh(self.run_worker, partial(workers.reap_lost_loop, self),
-                                    thread=True, group="reaper", exclusive=True, exit_on_error=False)
-
     # -- what screens and the palette call ------------------------------------------------------
+
+    def action_attention(self) -> None:
+        """List what needs the human; the chosen item opens its experiment or highlights its agent."""
+        from app.tui.screens.attention import AttentionModal
+
+        items = self.dashboard.data.attention if self.dashboard and self.dashboard.data else ()
+        if not items:
+            self.notify("nothing needs you")
+            return
+        self.push_screen(AttentionModal(items), self._go_to)
+
+    def _go_to(self, item: AttentionItem | None) -> None:
+        if item is None:
+            return
+        if item.experiment_id is not None:
+            self.open_experiment(item.experiment_id)
+        elif item.agent and self.dashboard is not None:
+            self.dashboard.agents_panel.highlight(item.agent)
+
+    def attention_grew(self) -> None:
+        """More needs the human than before: ring the terminal bell if the settings ask for it."""
+        if self.settings is not None and self.settings.bell:
+            self.bell()
 
     def run_flow(self, action: str, exp_id: int | None) -> None:
         """kill / approve / reject / adopt / note: confirm if needed, write, notify."""
@@ -177,9 +197,9 @@ def make_app(ledger_path: Path, *, read_only: bool = False, settings: Settings |
              quit_question: str = "", on_quit: Callable[[bool], None] | None = None) -> CockpitApp:
     """The one way to build the app: the CLI and every test call this.
 
-    `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off the reaper
-    that marks runs of dead runners as lost, since that compares heartbeats with real time, and
-    (unless `watch` says otherwise) the watching of the agents' worktrees. `tmux_socket` names
+    `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off (unless
+    `watch` says otherwise) the watching of the agents' worktrees. The app records nothing by
+    itself: the supervisor (app/supervisor/) does, whether or not a cockpit is open. `tmux_socket` names
     the tmux server (-L) new agents' panes open on (default: $COCKPIT_TMUX_SOCKET, else the
     cockpit's own server). `quit_question` + `on_quit(stop)`: asked on quit, e.g. by the demo,
     whether to stop what it started; `on_quit` runs in a thread before the app exits."""

@@ -6,6 +6,8 @@ experiment, a decision, a verdict: full reload of the table window, agents and p
 runner's once-a-second live columns (only the live rows and the followed curve are re-read).
 Nothing here loads all experiments: the table gets a window of `limit` rows, the plot a thinned
 series. `run()` is the loop a thread worker calls; it posts `LedgerChanged` / `LedgerUnavailable`.
+Attention (what needs a human, and whether the supervisor is alive) is re-read with every change
+and every ATTENTION_S even when nothing changes: a dead supervisor writes nothing.
 """
 from __future__ import annotations
 
@@ -16,7 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from app.config import Settings
 from app.ledger.records import Experiment
+from app.ledger.supervisor import SupervisorRow, read_supervisor
+from app.supervisor.attention import AttentionItem
+from app.supervisor.status import current_attention
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 
 if TYPE_CHECKING:
@@ -39,6 +45,7 @@ WINDOW_ROWS = 500  # rows the table holds; the status line says how many more ma
 MAX_PLOT_POINTS = 3000  # plot points kept per tag (every kept run, the others thinned)
 FULL_RELOAD_S = 5.0  # while the ledger keeps changing, reload everything at least this often
 RETRY_S = 0.5  # wait between attempts to open a missing or broken ledger
+ATTENTION_S = 2.0  # attention and the supervisor's liveness are re-read at least this often
 
 _STATE_SQL = {
     "running": ("status IN ('registered', 'running')", ()),
@@ -111,6 +118,8 @@ class DashboardData:
     live: tuple[Experiment, ...] = ()
     progression: Progression | None = None
     follow: FollowData | None = None
+    attention: tuple[AttentionItem, ...] = ()  # what needs a human, most urgent first
+    supervisor: SupervisorRow | None = None  # its heartbeat row (None: none ever ran)
 
 
 def _select(conn: sqlite3.Connection, where: str, args: tuple | list, order: str = "id",
@@ -165,8 +174,12 @@ class LedgerPoller:
     """Owns one read connection (in the worker's thread) and the last data it produced."""
 
     def __init__(self, ledger_path: Path, *, read_only: bool = False, interval: float = 0.1,
-                 query: DashboardQuery | None = None) -> None:
+                 query: DashboardQuery | None = None, settings: Settings | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.ledger_path = Path(ledger_path)
+        self.settings = settings or Settings()
+        self.clock = clock
+        self._attention_at = 0.0
         self.read_only = read_only
         self.interval = interval
         self._query = query or DashboardQuery()
@@ -226,7 +239,11 @@ class LedgerPoller:
         query = self._query
         version = self._ledger.data_version()
         if self._data is not None and version == self._version and query == self._data.query:
-            return None
+            if time.monotonic() - self._attention_at < ATTENTION_S:
+                return None
+            previous = self._data
+            self._data = self._with_attention(conn, previous)
+            return None if self._data == previous else self._data
         self._version = version
         signature = tuple(conn.execute(
             "SELECT (SELECT MAX(id) FROM events), (SELECT MAX(id) FROM experiments), "
@@ -243,7 +260,13 @@ class LedgerPoller:
         else:
             assert previous is not None
             self._data = self._load_live(conn, query, previous)
+        self._data = self._with_attention(conn, self._data)
         return self._data
+
+    def _with_attention(self, conn: sqlite3.Connection, data: DashboardData) -> DashboardData:
+        self._attention_at = time.monotonic()
+        items = tuple(current_attention(conn, self.settings, self.clock()))
+        return replace(data, attention=items, supervisor=read_supervisor(conn))
 
     # -- loading --------------------------------------------------------------------------------
 

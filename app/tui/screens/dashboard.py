@@ -19,13 +19,16 @@ from app.ledger.records import Experiment
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
 from app.tui.messages import LedgerChanged, LedgerUnavailable
+from app.supervisor.attention import agent_labels
 from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
+from app.tui.screens.attention import attention_segment
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
 from app.tui.experiment_flows import WRITE_ACTIONS
 
 if TYPE_CHECKING:
+    from app.config import Settings
     from app.tui.app import CockpitApp
     from app.tui.widgets.progression_plot import ProgressionPlot
 
@@ -83,14 +86,16 @@ class DashboardScreen(Screen):
     ]
 
     def __init__(self, ledger_path: Path, *, read_only: bool, poll_interval: float,
-                 clock: Callable[[], float], watch: bool = False) -> None:
+                 clock: Callable[[], float], watch: bool = False,
+                 settings: Settings | None = None) -> None:
         """`watch`: watch the agents' worktrees (off for fixed-clock snapshots)."""
         super().__init__()
         self.ledger_path = ledger_path
         self.read_only = read_only
         self.watch = watch
         self.clock = clock
-        self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval)
+        self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval,
+                                   settings=settings, clock=clock)
         self.data: DashboardData | None = None
         self.plot: ProgressionPlot | None = None
         self.marked_id: int | None = None
@@ -161,10 +166,12 @@ class DashboardScreen(Screen):
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
         data = message.data
+        if self.data is not None and len(data.attention) > len(self.data.attention):
+            self.cockpit.attention_grew()
         self.data = data
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
-        self.query_one(AgentsPanel).show(data.agents)
+        self.query_one(AgentsPanel).show(data.agents, agent_labels(data.attention))
         self.table.show(data.rows, data.best)
         if self.plot is not None:
             self.plot.show(data.progression)
@@ -223,10 +230,16 @@ class DashboardScreen(Screen):
     # -- status lines ---------------------------------------------------------------------------
 
     def _render_status_bar(self) -> None:
-        text = Text.assemble(("cockpit", "bold"), " · ", sanitize(display_path(self.ledger_path)))
+        text = Text.assemble(("cockpit", "bold"), " · ")
+        data = self.data
+        if data is not None:  # first: it must stay visible at 80 columns
+            theme = self.app.current_theme
+            text.append_text(attention_segment(data.attention, theme.warning or "yellow",
+                                               theme.error or "red"))
+            text.append(" · ")
+        text.append(sanitize(display_path(self.ledger_path)))
         if self.read_only:
             text.append(" · read-only", style="bold")
-        data = self.data
         if data is not None:
             text.append(f" · {data.experiment_count:,} experiments · {len(data.live)} live")
             if data.progression is not None and data.progression.tag in data.best:
