@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import sqlite3
 import sys
 from typing import Sequence
 
@@ -21,7 +20,7 @@ from app.run.backends import BackendUnavailable
 from app.commands import EXIT_INFRA, EXIT_USAGE, CommandError, here, ledger_path, settings_for
 from app.config import ConfigError
 from app.git import GitError
-from app.ledger.store import LedgerError
+from app.ledger.store import LEDGER_ERRORS
 from app.run.plan import RunInfraError, RunRefused
 from app.logs.textsafe import sanitize
 from app.observe.tsv import TsvFormatError
@@ -38,7 +37,7 @@ COMMAND_MODULES = (
 )
 
 _USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
-_INFRA_ERRORS = (LedgerError, RunInfraError, BackendUnavailable, sqlite3.Error, OSError)
+_INFRA_ERRORS = (*LEDGER_ERRORS, RunInfraError, BackendUnavailable, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ def running_supervisor(ledger_path: Path, settings: Settings | None = None, *,
         if codes:
             raise AssertionError(f"the supervisor exited ({codes[0]}): {supervisor.out.getvalue()}")
         with Ledger(ledger_path, read_only=True) as ledger:
-            row = read_supervisor(ledger.conn)
+            row = read_supervisor(ledger)
         return row is not None and row.state == "running"
 
     wait_for(started, 20)

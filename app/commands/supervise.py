@@ -105,7 +105,7 @@ def _status(ledger: Path) -> int:
         from app.ledger.supervisor import read_supervisor
 
         with Ledger(ledger, read_only=True) as db:
-            row = read_supervisor(db.conn)
+            row = read_supervisor(db)
         if row is not None and row.heartbeat_at:
             beat = f", heartbeat {time.time() - row.heartbeat_at:.0f} s ago"
     say(f"supervisor runs (pid {pid}{beat}; log {process.log_path(ledger)})")
@@ -116,7 +116,7 @@ def attention_command(args: argparse.Namespace) -> int:
     from app.supervisor.status import current_attention
 
     with Ledger(ledger_path(args), read_only=True) as ledger:
-        items = current_attention(ledger.conn, settings_for(here()), time.time())
+        items = current_attention(ledger, settings_for(here()), time.time())
     if args.json:
         print_json([item.as_dict() for item in items])
     elif not items:

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.commands import CommandError, add_json_flag, open_ledger, print_json, say
-from app.ledger.store import Ledger
+from app.ledger.queries import insert_experiments
+from app.ledger.store import Ledger, LedgerConflict
 from app.observe.runlog import IMPORTED
 from app.observe.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_fields, write_results_tsv
 
@@ -62,15 +62,7 @@ class ImportReport:
 def import_rows(ledger: Ledger, rows: list[TsvRow], tag: str, agent: str, branch: str,
                 source: str) -> tuple[int, int]:
     """Insert rows not yet in the ledger, all in one transaction: (added, already there)."""
-    added = 0
-    with ledger.write() as conn:
-        for row in rows:
-            values = _fields(row, tag, agent, branch, source)
-            columns = ", ".join(values)
-            marks = ", ".join("?" for _ in values)
-            cursor = conn.execute(f"INSERT OR IGNORE INTO experiments ({columns}) VALUES ({marks})",
-                                  list(values.values()))
-            added += cursor.rowcount
+    added = insert_experiments(ledger, [_fields(row, tag, agent, branch, source) for row in rows])
     if added:
         ledger.event("import", actor="cli", agent=agent, source=source, tag=tag, added=added)
     return added, len(rows) - added
@@ -90,7 +82,7 @@ def import_command(args: argparse.Namespace) -> int:
         try:
             added, already = import_rows(ledger, parsed.rows, tag, args.agent, args.branch,
                                          args.path.name)
-        except sqlite3.IntegrityError as exc:
+        except LedgerConflict as exc:
             raise CommandError(f"import of {args.path} failed, nothing imported: {exc}") from exc
     report = ImportReport(added, already,
                           [{"line": s.line_no, "reason": s.reason} for s in parsed.skipped],

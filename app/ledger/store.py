@@ -21,8 +21,9 @@ from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES
                          Experiment, Note, StepRow)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
 
-__all__ = ["Agent", "Event", "Experiment", "LIVE_STATUSES", "Ledger", "LedgerError", "LedgerGone",
-           "Note", "StepRow", "finite", "find_ledger_path", "summary_columns"]
+__all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
+           "LedgerConflict", "LedgerError", "LedgerGone", "Note", "StepRow", "finite",
+           "find_ledger_path", "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
@@ -30,6 +31,15 @@ BUSY_TIMEOUT_S = 30.0
 
 class LedgerError(Exception):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
+
+
+class LedgerConflict(LedgerError):
+    """A write that breaks a constraint (a duplicate import key, a missing experiment): the
+    whole transaction was rolled back."""
+
+
+# What any ledger call may raise: our refusals and SQLite's own (locked, corrupt, disk I/O).
+LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
 
 
 class LedgerGone(LedgerError):
@@ -179,6 +189,8 @@ class Ledger:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error) and _disk_full(exc):
                 raise LedgerError(f"disk full: cannot write the ledger {self.path}") from exc
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise LedgerConflict(str(exc)) from exc
             raise
 
     def data_version(self) -> int:

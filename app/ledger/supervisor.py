@@ -1,7 +1,7 @@
 """The supervisor's queries: its heartbeat row, and what attention is computed from.
 
-Reads take a plain `sqlite3.Connection` (a Ledger's `conn`, or the TUI poller's read-only one) so
-the cockpit and `cockpit attention` see exactly what the supervisor sees.
+The supervisor, the TUI's poller and `cockpit attention` all read through these, so they see the
+same thing.
 """
 from __future__ import annotations
 
@@ -55,14 +55,15 @@ def _experiment(row: sqlite3.Row) -> Experiment:
     return Experiment(**{k: row[k] for k in row.keys() if k in names})  # noqa: SIM118 (sqlite3.Row)
 
 
-def _has_table(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'supervisor'"
+def _has_table(ledger: Ledger) -> bool:
+    return ledger.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'supervisor'"
                         ).fetchone() is not None
 
 
-def read_supervisor(conn: sqlite3.Connection) -> SupervisorRow | None:
+def read_supervisor(ledger: Ledger) -> SupervisorRow | None:
     """The supervisor's row, or None when no supervisor ever ran on this ledger."""
-    if not _has_table(conn):
+    conn = ledger.conn
+    if not _has_table(ledger):
         return None
     row = conn.execute("SELECT * FROM supervisor WHERE id = ?", (SUPERVISOR_ROW,)).fetchone()
     if row is None:
@@ -94,13 +95,15 @@ def write_supervisor(ledger: Ledger, **values: Any) -> None:
         ledger.db.table("supervisor").upsert({"id": SUPERVISOR_ROW, **values}, pk="id")
 
 
-def pending_reviews(conn: sqlite3.Connection) -> list[Experiment]:
+def pending_reviews(ledger: Ledger) -> list[Experiment]:
+    conn = ledger.conn
     rows = conn.execute("SELECT * FROM experiments WHERE review = 'pending' ORDER BY id")
     return [_experiment(row) for row in rows]
 
 
-def agent_activity(conn: sqlite3.Connection, recent: int) -> list[AgentActivity]:
+def agent_activity(ledger: Ledger, recent: int) -> list[AgentActivity]:
     """Every registered agent not removed, with its newest experiment and `recent` finished ones."""
+    conn = ledger.conn
     out = []
     for name, state, created in conn.execute(
             "SELECT name, state, created_at FROM agents WHERE state != 'removed' ORDER BY name"
@@ -117,9 +120,10 @@ def agent_activity(conn: sqlite3.Connection, recent: int) -> list[AgentActivity]
     return out
 
 
-def new_bests(conn: sqlite3.Connection, since: float) -> list[NewBest]:
+def new_bests(ledger: Ledger, since: float) -> list[NewBest]:
     """Kept runs finished after `since` that beat every earlier kept run of their tag (a tag's
     first keep, its baseline, is not news)."""
+    conn = ledger.conn
     rows = conn.execute(
         f"SELECT e.*, (SELECT MIN(p.val_bpb) FROM experiments p WHERE p.tag = e.tag AND "
         f"{_KEPT.format(t='p')} AND p.id < e.id) AS previous "
@@ -129,12 +133,9 @@ def new_bests(conn: sqlite3.Connection, since: float) -> list[NewBest]:
             if row["previous"] is not None and row["val_bpb"] < row["previous"]]
 
 
-def data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def lost_with_child(conn: sqlite3.Connection, since: float) -> list[Experiment]:
+def lost_with_child(ledger: Ledger, since: float) -> list[Experiment]:
     """Runs of ours marked lost after `since` that recorded a train.py child (pid + start time)."""
+    conn = ledger.conn
     rows = conn.execute("SELECT * FROM experiments WHERE decision = 'lost' AND pid IS NOT NULL "
                         "AND pid_start IS NOT NULL AND finished_at >= ? "
                         "AND backend NOT IN ('observed', 'import') ORDER BY id", (since,))

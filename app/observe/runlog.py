@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app import git
+from app.ledger.queries import newest_in_worktree
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
 from app.run.procs import process_identity, same_process
@@ -148,10 +149,7 @@ def _start(ledger: Ledger, wt: Path, runlog: Path, st: os.stat_result,
 
 
 def _newest_logged(ledger: Ledger, wt: Path) -> Experiment | None:
-    row = ledger.conn.execute(
-        "SELECT id FROM experiments WHERE worktree = ? AND backend != ? ORDER BY id DESC LIMIT 1",
-        (str(wt), IMPORTED)).fetchone()
-    return ledger.get(row[0]) if row else None
+    return newest_in_worktree(ledger, str(wt), except_backend=IMPORTED)
 
 
 def _resume(ledger: Ledger, exp: Experiment, st: os.stat_result) -> _Tail:

@@ -21,13 +21,13 @@ a row matching nothing becomes an experiment with backend "import". Rows are imp
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import git
-from app.ledger.store import Experiment, Ledger
+from app.ledger.queries import import_key_known, unimported_by_commit
+from app.ledger.store import Experiment, Ledger, LedgerConflict
 from app.observe.runlog import (IMPORTED, OBSERVED, agent_for, check_observed, observe_run_log,
                                 quiet_git, worktree_gone)
 from app.run.plan import derived_tag
@@ -90,7 +90,7 @@ def import_results_tsv(ledger: Ledger, worktree: Path | str, agent: str | None =
     branch = quiet_git(git.current_branch, wt) or ""
     for row in parsed.rows:
         key = row_key(row)
-        if ledger.conn.execute("SELECT 1 FROM experiments WHERE import_key = ?", (key,)).fetchone():
+        if import_key_known(ledger, key):
             report.already += 1
             continue
         where = f"{report.path.name} line {row.line_no}"
@@ -113,7 +113,7 @@ def import_results_tsv(ledger: Ledger, worktree: Path | str, agent: str | None =
                 ledger.update(match.id, event="import", actor="import",
                               detail={"line": row.line_no, "linked": True}, import_key=key)
                 report.linked.append(match.id)
-        except sqlite3.IntegrityError:  # another importer got there first
+        except LedgerConflict:  # another importer got there first
             report.already += 1
     return report
 
@@ -124,11 +124,8 @@ def _match(ledger: Ledger, wt: Path, commit: str) -> Experiment | None:
     commit = commit.strip().lower()
     if len(commit) < 4 or any(c not in "0123456789abcdef" for c in commit):
         return None
-    row = ledger.conn.execute(
-        "SELECT id FROM experiments WHERE worktree = ? AND import_key IS NULL AND backend != ? "
-        "AND commit_sha LIKE ? ORDER BY backend = ? DESC, id DESC LIMIT 1",
-        (str(wt), IMPORTED, commit + "%", OBSERVED)).fetchone()
-    return ledger.get(row[0]) if row else None
+    return unimported_by_commit(ledger, str(wt), commit, except_backend=IMPORTED,
+                                prefer_backend=OBSERVED)
 
 
 def _import_reason(extra: dict[str, str], where: str, decided: bool = False) -> str:

@@ -9,10 +9,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from app.ledger.queries import (EVAL_CONSTANT_COLUMNS, best_on_main, first_keep, first_measurement,
+                                measured_commits)
 from app.ledger.store import Experiment, Ledger, finite
 from app.policy import crash_streak, noise_sigma
 
-EVAL_CONSTANTS = ("time_budget", "max_seq_len", "eval_tokens", "vocab_size")
+EVAL_CONSTANTS = EVAL_CONSTANT_COLUMNS
 MEASURED = ("keep", "discard", "repeat")  # decisions whose val_bpb is a clean measurement
 
 
@@ -39,13 +41,6 @@ def _number(value: Any) -> bool:
     return finite(value) is not None
 
 
-def _first_keep(ledger: Ledger, column: str, value: str) -> Experiment | None:
-    row = ledger.conn.execute(
-        f"SELECT id FROM experiments WHERE {column} = ? AND decision = 'keep' AND integrity = 0 "
-        "AND val_bpb IS NOT NULL ORDER BY id LIMIT 1", (value,)).fetchone()
-    return ledger.get(row[0]) if row else None
-
-
 def constants_of(exp: Experiment | dict[str, Any]) -> dict[str, Any]:
     get = exp.get if isinstance(exp, dict) else lambda k: getattr(exp, k)
     return {k: get(k) for k in EVAL_CONSTANTS if _number(get(k))}
@@ -64,26 +59,13 @@ def main_best(ledger: Ledger, main_branch: str | None, constants: dict[str, Any]
               exclude_id: int) -> Experiment | None:
     """The best kept run that is on main: run on main's branch or adopted into it, measured
     under the same eval constants."""
-    where = ["decision = 'keep'", "integrity = 0", "val_bpb IS NOT NULL", "id != ?",
-             "(branch = ? OR adopted_sha != '')"]
-    args: list[Any] = [exclude_id, main_branch or ""]
-    for key, value in constants.items():
-        where.append(f"({key} IS NULL OR {key} = ?)")
-        args.append(value)
-    row = ledger.conn.execute(f"SELECT id FROM experiments WHERE {' AND '.join(where)} "
-                              "ORDER BY val_bpb, id LIMIT 1", args).fetchone()
-    return ledger.get(row[0]) if row else None
+    return best_on_main(ledger, main_branch, constants, exclude_id)
 
 
 def branch_sigma(ledger: Ledger, branch: str, exclude_id: int | None = None) -> tuple[float | None, int]:
     """Pooled noise of repeated runs of one commit on `branch`, and how many runs it rests on."""
     values: dict[str, list[float]] = defaultdict(list)
-    placeholders = ", ".join("?" for _ in MEASURED)
-    rows = ledger.conn.execute(
-        f"SELECT commit_sha, val_bpb FROM experiments WHERE branch = ? AND integrity = 0 "
-        f"AND decision IN ({placeholders}) AND val_bpb IS NOT NULL AND commit_sha != '' "
-        "AND id != ?", (branch, *MEASURED, exclude_id or -1))
-    for sha, val in rows:
+    for sha, val in measured_commits(ledger, branch, MEASURED, exclude_id):
         values[sha].append(val)
     repeated = {sha: v for sha, v in values.items() if len(v) >= 2}
     return noise_sigma(repeated), sum(len(v) for v in repeated.values())
@@ -95,8 +77,8 @@ def gather(ledger: Ledger, *, exp_id: int, branch: str, tag: str, main_branch: s
     return Context(
         branch_best=ledger.best(branch=branch, exclude_id=exp_id),
         main_best=main_best(ledger, main_branch, constants, exp_id),
-        branch_baseline=_first_keep(ledger, "branch", branch),
-        tag_baseline=_first_keep(ledger, "tag", tag),
+        branch_baseline=first_keep(ledger, "branch", branch),
+        tag_baseline=first_keep(ledger, "tag", tag),
         sigma=sigma, noise_runs=runs)
 
 
@@ -108,8 +90,4 @@ def agent_streak(ledger: Ledger, agent: str) -> int:
 
 def repeat_original(ledger: Ledger, branch: str, commit_sha: str) -> Experiment | None:
     """The first clean measurement of `commit_sha` on `branch`: what a repeat repeats."""
-    row = ledger.conn.execute(
-        "SELECT id FROM experiments WHERE branch = ? AND commit_sha = ? AND repeat_of IS NULL "
-        "AND decision IN ('keep', 'discard') AND val_bpb IS NOT NULL ORDER BY id LIMIT 1",
-        (branch, commit_sha)).fetchone()
-    return ledger.get(row[0]) if row else None
+    return first_measurement(ledger, branch, commit_sha)

@@ -15,7 +15,6 @@ import os
 import queue
 import signal
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any, TextIO
 from app import git
 from app.config import Settings
 from app.ledger import supervisor as rows
-from app.ledger.store import Ledger, LedgerError, LedgerGone
+from app.ledger.store import LEDGER_ERRORS, Ledger, LedgerError, LedgerGone
 from app.logs.textsafe import sanitize
 from app.observe.watch import WatchEvent, WorktreeWatcher
 from app.run.procs import process_identity
@@ -97,7 +96,7 @@ class Supervisor:
         return code
 
     def _start(self, ledger: Ledger) -> None:
-        previous = rows.read_supervisor(ledger.conn)
+        previous = rows.read_supervisor(ledger)
         self._notified = set(previous.notified) if previous else set()
         rows.write_supervisor(ledger, pid=os.getpid(), pid_start=process_identity(os.getpid()),
                               host=socket.gethostname(), state="running", message="",
@@ -132,7 +131,7 @@ class Supervisor:
 
     def _tick(self, ledger: Ledger, ingest: Ingest) -> None:
         ledger.check_identity()
-        version = rows.data_version(ledger.conn)
+        version = ledger.data_version()
         changed = version != self._data_version
         self._data_version = version
         if changed or self._due_now("agents", ATTENTION_S):
@@ -168,7 +167,7 @@ class Supervisor:
     def _attend(self, ledger: Ledger) -> None:
         now = time.time()
         me = rows.SupervisorRow(state="running", heartbeat_at=now, waiting=self.panes.waiting)
-        self.items = attention_with(ledger.conn, self.settings, now, me)
+        self.items = attention_with(ledger, self.settings, now, me)
         keys = {item.key for item in self.items}
         for item in self.items:
             if item.key not in self._notified:
@@ -184,7 +183,7 @@ class Supervisor:
             return work(*args)
         except LedgerGone:
             raise
-        except (LedgerError, sqlite3.Error, git.GitError, OSError) as exc:
+        except (*LEDGER_ERRORS, git.GitError, OSError) as exc:
             self.say(f"{what}: {type(exc).__name__}: {exc}")
             return None
 
@@ -199,7 +198,7 @@ class Supervisor:
             try:
                 rows.write_supervisor(ledger, state="error" if code else "stopped",
                                       message=why if code else "", waiting={})
-            except (LedgerError, sqlite3.Error):
+            except LEDGER_ERRORS:
                 pass  # the ledger is what failed: the log and the message above say so
             ledger.close()
         lock.release()

@@ -2,10 +2,9 @@
 queries the supervisor uses; its pane observations come from its row."""
 from __future__ import annotations
 
-import sqlite3
-
 from app.config import Settings
 from app.ledger import supervisor as rows
+from app.ledger.store import Ledger
 from app.supervisor.attention import (
     NEW_BEST_WINDOW_S,
     AttentionInputs,
@@ -14,16 +13,16 @@ from app.supervisor.attention import (
 )
 
 
-def current_attention(conn: sqlite3.Connection, settings: Settings, now: float) -> list[AttentionItem]:
+def current_attention(ledger: Ledger, settings: Settings, now: float) -> list[AttentionItem]:
     """What needs a human, with the supervisor as its row says (its waiting panes only while it runs)."""
-    row = rows.read_supervisor(conn)
+    row = rows.read_supervisor(ledger)
     if row is not None and row.state != "running":
         row = rows.SupervisorRow(state=row.state, message=row.message, heartbeat_at=row.heartbeat_at)
-    return attention_with(conn, settings, now, row)
+    return attention_with(ledger, settings, now, row)
 
 
-def attention_with(conn: sqlite3.Connection, settings: Settings, now: float,
+def attention_with(ledger: Ledger, settings: Settings, now: float,
                    row: rows.SupervisorRow | None) -> list[AttentionItem]:
-    return collect(AttentionInputs(now, rows.pending_reviews(conn),
-                                   rows.agent_activity(conn, settings.crash_streak + 20),
-                                   rows.new_bests(conn, now - NEW_BEST_WINDOW_S), row), settings)
+    return collect(AttentionInputs(now, rows.pending_reviews(ledger),
+                                   rows.agent_activity(ledger, settings.crash_streak + 20),
+                                   rows.new_bests(ledger, now - NEW_BEST_WINDOW_S), row), settings)

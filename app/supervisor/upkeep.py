@@ -31,7 +31,7 @@ def reap(ledger: Ledger) -> list[str]:
     """Mark runs whose runner died as lost and stop their train.py if it still runs (identified by
     pid and start time, so a recycled pid is never signalled)."""
     said = [f"#{exp_id} marked lost: its runner is gone" for exp_id in reap_lost(ledger)]
-    for exp in lost_with_child(ledger.conn, time.time() - ORPHAN_WINDOW_S):
+    for exp in lost_with_child(ledger, time.time() - ORPHAN_WINDOW_S):
         if same_process(exp.pid, exp.pid_start) and stop_if_same(exp.pid, exp.pid_start, ORPHAN_GRACE_S):
             ledger.event("orphan-stopped", experiment_id=exp.id, actor="supervisor", pid=exp.pid)
             said.append(f"#{exp.id}: stopped its orphaned train.py (pid {exp.pid}), its runner died")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,7 +44,7 @@ async def _in_thread(app: CockpitApp, action: str, work: Callable[[], Any]) -> A
     try:
         return await asyncio.to_thread(work)
     except (core.agents.AgentError, core.panes.PaneError, core.git.GitError, core.config.ConfigError,
-            core.ledger.LedgerError, sqlite3.Error, OSError) as exc:
+            *core.ledger.LEDGER_ERRORS, OSError) as exc:
         app.post_message(ActionFinished(action, None, error=str(exc)))
         return None
 

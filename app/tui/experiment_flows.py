@@ -7,7 +7,6 @@ Read-only apps refuse every flow that writes, whatever asked for it (key, palett
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -35,7 +34,7 @@ def _core() -> SimpleNamespace:
 
 def _failures() -> tuple[type[BaseException], ...]:
     core = _core()
-    return core.actions.ActionError, core.ledger.LedgerError, sqlite3.Error, OSError
+    return core.actions.ActionError, *core.ledger.LEDGER_ERRORS, OSError
 
 
 async def _write(app: CockpitApp, action: str, exp_id: int | None,

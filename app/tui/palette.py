@@ -16,9 +16,10 @@ from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.markup import escape
 
+from app.ledger.dashboard import SORTS
 from app.ledger.records import Experiment
 from app.tui.agent_flows import can_stop
-from app.tui.poller import SORTS, STATES
+from app.tui.poller import STATES
 from app.tui.widgets.experiments_table import one_line, state_label
 
 if TYPE_CHECKING:

@@ -11,46 +11,30 @@ and every ATTENTION_S even when nothing changes: a dead supervisor writes nothin
 """
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from app.config import Settings
+from app.ledger.dashboard import (TableFilter, best_per_tag, change_signature,
+                                  experiment_agents, experiment_count, last_finished, live_rows,
+                                  registered_agents, steps_after, table_row, table_window, tag_runs,
+                                  tags_newest_first)
 from app.ledger.records import Experiment
+from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.ledger.supervisor import SupervisorRow, read_supervisor
 from app.supervisor.attention import AttentionItem
 from app.supervisor.status import current_attention
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 
-if TYPE_CHECKING:
-    from app.ledger.store import Ledger
-
-TABLE_COLUMNS = (
-    "id", "tag", "agent", "branch", "status", "decision", "review", "reason", "val_bpb",
-    "description", "hypothesis", "near_miss", "contended", "integrity", "needs_rerun",
-    "adopted_sha", "progress_pct", "remaining_s", "last_loss", "log_path", "commit_sha",
-    "parent_sha", "created_at", "started_at", "finished_at", "heartbeat_at", "kill_requested_at",
-)
-SORTS = {  # sort name -> ORDER BY; `s` cycles through them in this order
-    "newest": "id DESC",
-    "val_bpb": "val_bpb IS NULL, val_bpb, id DESC",
-    "agent": "agent, id DESC",
-    "decision": "COALESCE(review, decision, status), id DESC",
-}
 STATES = ("running", "pending", "keep", "discard", "crash", "killed", "timeout", "lost")
 WINDOW_ROWS = 500  # rows the table holds; the status line says how many more match
 MAX_PLOT_POINTS = 3000  # plot points kept per tag (every kept run, the others thinned)
 FULL_RELOAD_S = 5.0  # while the ledger keeps changing, reload everything at least this often
 RETRY_S = 0.5  # wait between attempts to open a missing or broken ledger
 ATTENTION_S = 2.0  # attention and the supervisor's liveness are re-read at least this often
-
-_STATE_SQL = {
-    "running": ("status IN ('registered', 'running')", ()),
-    "pending": ("review = 'pending'", ()),
-}
 
 
 def state_of(exp: Experiment) -> str:
@@ -122,52 +106,24 @@ class DashboardData:
     supervisor: SupervisorRow | None = None  # its heartbeat row (None: none ever ran)
 
 
-def _select(conn: sqlite3.Connection, where: str, args: tuple | list, order: str = "id",
-            limit: int | None = None) -> list[Experiment]:
-    sql = f"SELECT {', '.join(TABLE_COLUMNS)} FROM experiments WHERE {where} ORDER BY {order}"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return [Experiment(**dict(zip(TABLE_COLUMNS, row))) for row in conn.execute(sql, args)]
-
-
-def _filters(query: DashboardQuery) -> tuple[str, list[Any]]:
-    where, args = ["1"], []
-    for column, value in (("tag", query.tag), ("agent", query.agent)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if query.state in _STATE_SQL:
-        where.append(_STATE_SQL[query.state][0])
-    elif query.state:
-        where.append("decision = ? AND (review IS NULL OR review != 'pending')")
-        args.append(query.state)
-    if query.search:
-        pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append("(description LIKE ? ESCAPE '\\' OR hypothesis LIKE ? ESCAPE '\\' "
-                     "OR agent LIKE ? ESCAPE '\\')")
-        args += [pattern] * 3
-    return " AND ".join(where), args
-
-
-def load_progression(conn: sqlite3.Connection, tag: str) -> Progression:
-    rows = conn.execute("SELECT val_bpb, decision, review, status, integrity FROM experiments "
-                        "WHERE tag = ? ORDER BY id", (tag,)).fetchall()
+def load_progression(ledger: Ledger, tag: str) -> Progression:
+    runs = tag_runs(ledger, tag)
     points: list[tuple[int, float, str]] = []
     best_steps: list[tuple[int, float]] = []
-    for number, (val_bpb, decision, review, status, integrity) in enumerate(rows, start=1):
-        if val_bpb is None:
+    for number, exp in enumerate(runs, start=1):
+        if exp.val_bpb is None:
             continue
-        state = "pending" if review == "pending" else decision or status
-        points.append((number, val_bpb, state))
-        if state == "keep" and not integrity and (not best_steps or val_bpb < best_steps[-1][1]):
-            best_steps.append((number, val_bpb))
+        state = state_of(exp)
+        points.append((number, exp.val_bpb, state))
+        if state == "keep" and not exp.integrity and (not best_steps or exp.val_bpb < best_steps[-1][1]):
+            best_steps.append((number, exp.val_bpb))
     if len(points) > MAX_PLOT_POINTS:
         others = [p for p in points if p[2] != "keep"]
         stride = max(1, len(others) * 2 // MAX_PLOT_POINTS)
         points = sorted([p for p in points if p[2] == "keep"] + others[::stride])
     if best_steps:
-        best_steps.append((len(rows), best_steps[-1][1]))
-    return Progression(tag, tuple(points), tuple(best_steps), len(rows))
+        best_steps.append((len(runs), best_steps[-1][1]))
+    return Progression(tag, tuple(points), tuple(best_steps), len(runs))
 
 
 class LedgerPoller:
@@ -210,13 +166,11 @@ class LedgerPoller:
 
     def run(self, is_cancelled: Callable[[], bool], post: Callable[[Any], Any]) -> None:
         """Poll until cancelled; post LedgerChanged on change, LedgerUnavailable on trouble."""
-        from app.ledger.store import LedgerError  # sqlite_utils (+numpy): imported here, off the UI thread
-
         try:
             while not is_cancelled():
                 try:
                     data = self.poll()
-                except (LedgerError, sqlite3.Error) as exc:
+                except LEDGER_ERRORS as exc:
                     self.close()
                     post(LedgerUnavailable(str(exc)))
                     self._wake.wait(RETRY_S)
@@ -231,24 +185,19 @@ class LedgerPoller:
     def poll(self) -> DashboardData | None:
         """One step: new data if the ledger or the query changed since the last call, else None."""
         if self._ledger is None:
-            from app.ledger.store import Ledger
-
             self._ledger = Ledger(self.ledger_path, read_only=self.read_only, create=False)
             self._version = None
-        conn = self._ledger.conn
+        ledger = self._ledger
         query = self._query
         version = self._ledger.data_version()
         if self._data is not None and version == self._version and query == self._data.query:
             if time.monotonic() - self._attention_at < ATTENTION_S:
                 return None
             previous = self._data
-            self._data = self._with_attention(conn, previous)
+            self._data = self._with_attention(ledger, previous)
             return None if self._data == previous else self._data
         self._version = version
-        signature = tuple(conn.execute(
-            "SELECT (SELECT MAX(id) FROM events), (SELECT MAX(id) FROM experiments), "
-            "(SELECT MAX(id) FROM notes), (SELECT COUNT(*) FROM agents), "
-            "(SELECT MAX(updated_at) FROM agents)").fetchone())
+        signature = change_signature(ledger)
         previous = self._data
         structural = (previous is None or signature != self._signature
                       or replace(query, follow_id=None) != replace(previous.query, follow_id=None)
@@ -256,33 +205,28 @@ class LedgerPoller:
         self._signature = signature
         if structural:
             self._full_at = time.monotonic()
-            self._data = self._load_full(conn, query)
+            self._data = self._load_full(ledger, query)
         else:
             assert previous is not None
-            self._data = self._load_live(conn, query, previous)
-        self._data = self._with_attention(conn, self._data)
+            self._data = self._load_live(ledger, query, previous)
+        self._data = self._with_attention(ledger, self._data)
         return self._data
 
-    def _with_attention(self, conn: sqlite3.Connection, data: DashboardData) -> DashboardData:
+    def _with_attention(self, ledger: Ledger, data: DashboardData) -> DashboardData:
         self._attention_at = time.monotonic()
-        items = tuple(current_attention(conn, self.settings, self.clock()))
-        return replace(data, attention=items, supervisor=read_supervisor(conn))
+        items = tuple(current_attention(ledger, self.settings, self.clock()))
+        return replace(data, attention=items, supervisor=read_supervisor(ledger))
 
     # -- loading --------------------------------------------------------------------------------
 
-    def _load_full(self, conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
-        where, args = _filters(query)
-        rows = _select(conn, where, args, SORTS.get(query.sort, SORTS["newest"]), query.limit)
-        total = len(rows) if len(rows) < query.limit else conn.execute(
-            f"SELECT COUNT(*) FROM experiments WHERE {where}", args).fetchone()[0]
-        count = conn.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
-        tags = tuple(t for (t,) in conn.execute(
-            "SELECT tag FROM experiments GROUP BY tag ORDER BY MAX(id) DESC"))
-        best = {exp.tag: exp for exp in _select(conn, "id IN (SELECT id FROM (SELECT id, "
-                "MIN(val_bpb) FROM experiments WHERE decision = 'keep' AND val_bpb IS NOT NULL "
-                "AND integrity = 0 GROUP BY tag))", ())}
-        live = tuple(_select(conn, "status IN ('registered', 'running')", ()))
-        agents = self._agents(conn, live)
+    def _load_full(self, ledger: Ledger, query: DashboardQuery) -> DashboardData:
+        table = TableFilter(tag=query.tag, agent=query.agent, state=query.state, search=query.search)
+        rows, total = table_window(ledger, table, query.sort, query.limit)
+        count = experiment_count(ledger)
+        tags = tags_newest_first(ledger)
+        best = best_per_tag(ledger)
+        live = live_rows(ledger)
+        agents = self._agents(ledger, live)
         plot_tag = query.tag if query.tag is not None else (
             live[-1].tag if live else tags[0] if tags else None)
         progression = None
@@ -290,64 +234,61 @@ class LedgerPoller:
             key = (plot_tag, self._signature)
             if key != self._progression_key or self._data is None or self._data.progression is None:
                 self._progression_key = key
-                progression = load_progression(conn, plot_tag)
+                progression = load_progression(ledger, plot_tag)
             else:
                 progression = self._data.progression
         data = DashboardData(query=query, rows=tuple(rows), total=total, experiment_count=count,
                              best=best, tags=tags, agent_names=tuple(a.name for a in agents),
                              agents=agents, live=live, progression=progression)
-        return replace(data, follow=self._follow(conn, query, data))
+        return replace(data, follow=self._follow(ledger, query, data))
 
-    def _load_live(self, conn: sqlite3.Connection, query: DashboardQuery,
+    def _load_live(self, ledger: Ledger, query: DashboardQuery,
                    previous: DashboardData) -> DashboardData:
         """Only the runner's live columns moved: patch the live rows into the previous data."""
-        live = tuple(_select(conn, "status IN ('registered', 'running')", ()))
+        live = live_rows(ledger)
         by_id = {exp.id: exp for exp in live}
         rows = tuple(by_id.get(exp.id, exp) for exp in previous.rows)
         agents = tuple(replace(a, running=by_id.get(a.running.id, a.running)) if a.running else a
                        for a in previous.agents)
         data = replace(previous, query=query, rows=rows, live=live, agents=agents)
-        return replace(data, follow=self._follow(conn, query, data))
+        return replace(data, follow=self._follow(ledger, query, data))
 
-    def _agents(self, conn: sqlite3.Connection, live: tuple[Experiment, ...]) -> tuple[AgentStatus, ...]:
-        registered = {row[0]: row[1:] for row in conn.execute(
-            "SELECT name, branch, state, worktree, pane_id, tmux_socket FROM agents")}
-        names = set(registered) | {a for (a,) in conn.execute(
-            "SELECT DISTINCT agent FROM experiments WHERE agent != ''")}
+    def _agents(self, ledger: Ledger, live: tuple[Experiment, ...]) -> tuple[AgentStatus, ...]:
+        registered = {row.name: row for row in registered_agents(ledger)}
+        names = set(registered) | experiment_agents(ledger)
         running = {exp.agent: exp for exp in live}  # newest live experiment per agent
         out = []
         for name in sorted(names):
-            finished = _select(conn, "agent = ? AND status = 'finished'", (name,), "id DESC", 1)
-            last = finished[0] if finished else None
+            last = last_finished(ledger, name)
             now = running.get(name)
-            branch, state, worktree, pane_id, socket = registered.get(name, ("",) * 5)
-            if not branch:  # an agent known only from its experiments (e.g. imported)
-                branch = (now or last).branch if (now or last) else ""
+            row = registered.get(name)
+            seen = now or last  # an agent known only from its experiments (e.g. imported)
+            branch = (row.branch if row else "") or (seen.branch if seen else "")
             out.append(AgentStatus(name=name, branch=branch, running=now, last=last,
-                                   state=state or ("running" if now else "—"), worktree=worktree or "",
-                                   pane_id=pane_id or "", tmux_socket=socket or ""))
+                                   state=(row and row.state) or ("running" if now else "—"),
+                                   worktree=(row and row.worktree) or "",
+                                   pane_id=(row and row.pane_id) or "",
+                                   tmux_socket=(row and row.tmux_socket) or ""))
         return tuple(out)
 
-    def _follow(self, conn: sqlite3.Connection, query: DashboardQuery,
+    def _follow(self, ledger: Ledger, query: DashboardQuery,
                 data: DashboardData) -> FollowData | None:
         if query.follow_id is None:
             return None
         found = [e for e in data.live + data.rows if e.id == query.follow_id]
-        exp = found[0] if found else next(iter(_select(conn, "id = ?", (query.follow_id,))), None)
+        exp = found[0] if found else table_row(ledger, query.follow_id)
         if exp is None:
             return None
         best = data.best.get(exp.tag)
         best = best if best is not None and best.id != exp.id else None
         self._curves = {k: v for k, v in self._curves.items() if k in (exp.id, best and best.id)}
-        return FollowData(exp, self._curve(conn, exp.id), best,
-                          self._curve(conn, best.id) if best else ())
+        return FollowData(exp, self._curve(ledger, exp.id), best,
+                          self._curve(ledger, best.id) if best else ())
 
-    def _curve(self, conn: sqlite3.Connection, exp_id: int) -> tuple[tuple[float, float], ...]:
+    def _curve(self, ledger: Ledger, exp_id: int) -> tuple[tuple[float, float], ...]:
         """(progress %, loss) of an experiment's sampled steps, read incrementally."""
         last_step, points = self._curves.get(exp_id, (-1, []))
-        for step, pct, loss in conn.execute(
-                "SELECT step, progress_pct, loss FROM steps WHERE experiment_id = ? AND step > ? "
-                "ORDER BY step", (exp_id, last_step)):
+        for step, pct, loss in steps_after(ledger, exp_id, last_step):
             last_step = step
             if pct is not None and loss is not None:
                 points.append((pct, loss))

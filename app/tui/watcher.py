@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -229,12 +228,12 @@ class AgentWatch:
     def _guard(self, work: Callable[..., None], *args: Any) -> None:
         """Run one piece of work; git, ledger and file trouble is said once, never fatal."""
         from app import git
-        from app.ledger.store import LedgerError
+        from app.ledger.store import LEDGER_ERRORS
 
         try:
             work(*args)
-        except (git.GitError, LedgerError, sqlite3.Error, OSError) as exc:
-            if isinstance(exc, sqlite3.Error):
+        except (git.GitError, *LEDGER_ERRORS, OSError) as exc:
+            if isinstance(exc, LEDGER_ERRORS):
                 self._close()  # reopened on the next use
             self._report(f"{type(exc).__name__}: {exc}")
 

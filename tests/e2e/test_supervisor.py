@@ -47,7 +47,7 @@ def supervise(main: Path, ledger_path: Path) -> subprocess.Popen[str]:
 
 def _row(ledger_path: Path):
     with Ledger(ledger_path, read_only=True) as ledger:
-        row = read_supervisor(ledger.conn)
+        row = read_supervisor(ledger)
     return row if row is not None and row.state == "running" else None
 
 
@@ -81,7 +81,7 @@ def test_no_tui_vanilla_run_recorded_within_2_s_and_a_second_supervisor_refuses(
     assert first.wait(10) == 0
     assert cockpit("--ledger", str(ledger_path), "supervise", "--status", cwd=main).returncode == 1
     with Ledger(ledger_path, read_only=True) as ledger:
-        assert read_supervisor(ledger.conn).state == "stopped"
+        assert read_supervisor(ledger).state == "stopped"
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ledger.store import Ledger, LedgerError, StepRow, find_ledger_path, summary_columns
+from app.ledger.store import Ledger, LedgerConflict, LedgerError, StepRow, find_ledger_path, summary_columns
 from app.ledger.schema import SCHEMA_VERSION
 
 
@@ -56,7 +56,7 @@ def test_register_update_and_audit_events(tmp_path: Path) -> None:
 def test_failed_write_rolls_back_whole_transaction(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.db") as ledger:
         exp_id = ledger.register(agent="a")
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(LedgerConflict):
             ledger.add_steps(exp_id + 1, [StepRow(step=1, t=0.0)], progress_pct=1.0)
         assert ledger.steps(exp_id + 1) == []
         assert len(ledger.events()) == 1
@@ -120,7 +120,7 @@ def test_a_ledger_another_process_creates_meanwhile_is_not_foreign(tmp_path: Pat
 
 def test_a_failed_commit_rolls_back_and_the_connection_stays_usable(tmp_path: Path) -> None:
     with Ledger(tmp_path / "ledger.db") as ledger:
-        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        with pytest.raises(LedgerConflict, match="FOREIGN KEY"):
             with ledger.write() as conn:  # the foreign key is checked at COMMIT, which fails
                 conn.execute("PRAGMA defer_foreign_keys = ON")
                 conn.execute("INSERT INTO steps (experiment_id, step, t) VALUES (999, 1, 0.0)")

@@ -2,7 +2,6 @@
 symbol as well as colour), and the train.py diff between their commits."""
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from app.ledger.store import Experiment, Ledger, LedgerError
+from app.ledger.store import LEDGER_ERRORS, Experiment, Ledger
 from app.logs.textsafe import sanitize
 from app.tui.screens.detail import SYMBOLS, fmt, metrics_of, state_word, tab_label
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
@@ -108,7 +107,7 @@ class CompareScreen(Screen):
         try:
             with Ledger(self.ledger_path, read_only=True) as ledger:
                 a, b = ledger.get(self.id_a), ledger.get(self.id_b)
-        except (LedgerError, sqlite3.Error) as exc:
+        except LEDGER_ERRORS as exc:
             self.post_message(self._Failed(str(exc)))
             return
         repo = find_repo([a.worktree, b.worktree, self.ledger_path.parent.parent])

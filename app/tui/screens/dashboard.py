@@ -15,12 +15,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
+from app.ledger.dashboard import SORTS
 from app.ledger.records import Experiment
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.supervisor.attention import agent_labels
-from app.tui.poller import SORTS, STATES, DashboardData, DashboardQuery, LedgerPoller
+from app.tui.poller import STATES, DashboardData, DashboardQuery, LedgerPoller
 from app.tui.screens.attention import attention_segment
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable

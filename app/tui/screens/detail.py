@@ -6,7 +6,6 @@ log itself. Everything from agents and logs is shown literally (sanitized, never
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from app import git
-from app.ledger.store import Event, Experiment, Ledger, LedgerError, Note
+from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger, Note
 from app.logs.parse import StreamParser
 from app.ledger.schema import SUMMARY_COLUMNS
 from app.logs.textsafe import sanitize
@@ -299,7 +298,7 @@ class DetailScreen(Screen):
                     if current != version:
                         self.post_message(self._Loaded(load_detail(ledger, self.exp_id, cache)))
                         version = current
-                except (LedgerError, sqlite3.Error) as exc:
+                except LEDGER_ERRORS as exc:
                     self.post_message(self._Unavailable(str(exc)))
                     if ledger is not None:
                         ledger.close()

@@ -1,0 +1,102 @@
+"""Named queries the runner, the observers and the importers ask: each returns typed rows.
+
+Read-only unless the name says otherwise (`insert_experiments`).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from app.ledger.records import EXPERIMENT_COLUMNS, Experiment
+from app.ledger.store import Ledger
+
+EVAL_CONSTANT_COLUMNS = ("time_budget", "max_seq_len", "eval_tokens", "vocab_size")
+_FIRST_KEEP_COLUMNS = ("branch", "tag")
+
+
+def _experiment(ledger: Ledger, row: Any) -> Experiment | None:
+    return ledger.get(row[0]) if row else None
+
+
+def first_keep(ledger: Ledger, column: str, value: str) -> Experiment | None:
+    """The first clean kept run whose `column` ("branch" or "tag") is `value`."""
+    if column not in _FIRST_KEEP_COLUMNS:
+        raise ValueError(f"first_keep by {column!r}: only {_FIRST_KEEP_COLUMNS}")
+    return _experiment(ledger, ledger.conn.execute(
+        f"SELECT id FROM experiments WHERE {column} = ? AND decision = 'keep' AND integrity = 0 "
+        "AND val_bpb IS NOT NULL ORDER BY id LIMIT 1", (value,)).fetchone())
+
+
+def best_on_main(ledger: Ledger, main_branch: str | None, constants: dict[str, Any],
+                 exclude_id: int) -> Experiment | None:
+    """The best clean kept run run on `main_branch` or adopted into it, measured under the same
+    eval `constants` (a run that did not record one matches any)."""
+    where = ["decision = 'keep'", "integrity = 0", "val_bpb IS NOT NULL", "id != ?",
+             "(branch = ? OR adopted_sha != '')"]
+    args: list[Any] = [exclude_id, main_branch or ""]
+    for key, value in constants.items():
+        if key not in EVAL_CONSTANT_COLUMNS:
+            raise ValueError(f"not an eval constant: {key!r}")
+        where.append(f"({key} IS NULL OR {key} = ?)")
+        args.append(value)
+    return _experiment(ledger, ledger.conn.execute(
+        f"SELECT id FROM experiments WHERE {' AND '.join(where)} ORDER BY val_bpb, id LIMIT 1",
+        args).fetchone())
+
+
+def measured_commits(ledger: Ledger, branch: str, decisions: Sequence[str],
+                     exclude_id: int | None = None) -> list[tuple[str, float]]:
+    """(commit, val_bpb) of the clean measured runs on `branch` with one of `decisions`."""
+    placeholders = ", ".join("?" for _ in decisions)
+    rows = ledger.conn.execute(
+        f"SELECT commit_sha, val_bpb FROM experiments WHERE branch = ? AND integrity = 0 "
+        f"AND decision IN ({placeholders}) AND val_bpb IS NOT NULL AND commit_sha != '' "
+        "AND id != ?", (branch, *decisions, exclude_id or -1))
+    return [(sha, float(val)) for sha, val in rows]
+
+
+def first_measurement(ledger: Ledger, branch: str, commit_sha: str) -> Experiment | None:
+    """The first clean keep/discard measurement of `commit_sha` on `branch` (not a repeat)."""
+    return _experiment(ledger, ledger.conn.execute(
+        "SELECT id FROM experiments WHERE branch = ? AND commit_sha = ? AND repeat_of IS NULL "
+        "AND decision IN ('keep', 'discard') AND val_bpb IS NOT NULL ORDER BY id LIMIT 1",
+        (branch, commit_sha)).fetchone())
+
+
+def newest_in_worktree(ledger: Ledger, worktree: str, *, except_backend: str) -> Experiment | None:
+    """The newest experiment of `worktree` whose backend is not `except_backend`."""
+    return _experiment(ledger, ledger.conn.execute(
+        "SELECT id FROM experiments WHERE worktree = ? AND backend != ? ORDER BY id DESC LIMIT 1",
+        (worktree, except_backend)).fetchone())
+
+
+def import_key_known(ledger: Ledger, key: str) -> bool:
+    """Whether a row with this import key (a results.tsv line) is in the ledger already."""
+    return ledger.conn.execute("SELECT 1 FROM experiments WHERE import_key = ?",
+                               (key,)).fetchone() is not None
+
+
+def unimported_by_commit(ledger: Ledger, worktree: str, commit_prefix: str, *,
+                         except_backend: str, prefer_backend: str) -> Experiment | None:
+    """The run of `worktree` whose commit starts with `commit_prefix` (hex) and that no
+    results.tsv line claimed yet: `prefer_backend` first, then the newest."""
+    return _experiment(ledger, ledger.conn.execute(
+        "SELECT id FROM experiments WHERE worktree = ? AND import_key IS NULL AND backend != ? "
+        "AND commit_sha LIKE ? ORDER BY backend = ? DESC, id DESC LIMIT 1",
+        (worktree, except_backend, commit_prefix + "%", prefer_backend)).fetchone())
+
+
+def insert_experiments(ledger: Ledger, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert finished experiments in one transaction, skipping any whose import key is there
+    already; how many were added. Raises LedgerConflict (nothing added) on any other conflict."""
+    added = 0
+    with ledger.write() as conn:
+        for values in rows:
+            unknown = set(values) - set(EXPERIMENT_COLUMNS)
+            if unknown:
+                raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+            columns = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            cursor = conn.execute(f"INSERT OR IGNORE INTO experiments ({columns}) VALUES ({marks})",
+                                  list(values.values()))
+            added += cursor.rowcount
+    return added
