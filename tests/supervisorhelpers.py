@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from runnerhelpers import wait_for
+
 from app.config import Settings
 from app.supervisor.daemon import Supervisor
 from app.supervisor.notify import Notifier
-from runnerhelpers import wait_for
 
 
 @contextmanager

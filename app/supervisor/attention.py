@@ -48,6 +48,7 @@ class AttentionItem:
     val_bpb: float | None = None
     delta: float | None = None
     since: float = 0.0
+    detail: str = ""  # the experiment's description: untrusted, sanitized wherever it is shown
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +84,7 @@ def _review(exp: Experiment) -> AttentionItem:
     return AttentionItem("review", f"review:{exp.id}", f"#{exp.id} awaits review "
                          f"(val_bpb {exp.val_bpb_text}, {exp.agent or '?'})", agent=exp.agent,
                          experiment_id=exp.id, val_bpb=exp.val_bpb, delta=exp.delta,
-                         since=exp.finished_at or exp.created_at)
+                         since=exp.finished_at or exp.created_at, detail=exp.description)
 
 
 def _waiting(row: SupervisorRow | None) -> list[AttentionItem]:
@@ -106,7 +107,8 @@ def _agent_items(agent: AgentActivity, now: float, settings: Settings) -> list[A
         out.append(AttentionItem("crash-streak", f"crash-streak:{agent.name}:{newest.id}",
                                  f"agent {agent.name}: {streak} crashes in a row (stop and rethink)",
                                  agent=agent.name, experiment_id=newest.id,
-                                 since=newest.finished_at or newest.created_at))
+                                 since=newest.finished_at or newest.created_at,
+                                 detail=newest.description))
     if agent.state == "running" and not agent.live:
         last = agent.last_started or agent.created_at
         limit = settings.stuck_factor * (agent.time_budget or DEFAULT_BUDGET_S)
@@ -124,7 +126,7 @@ def _best(best: NewBest) -> AttentionItem:
                          f"new best of {exp.tag or 'untagged'}: #{exp.id} val_bpb "
                          f"{exp.val_bpb_text} ({delta:+.6f}, {exp.agent or '?'})", agent=exp.agent,
                          experiment_id=exp.id, val_bpb=exp.val_bpb, delta=delta,
-                         since=exp.finished_at or exp.created_at)
+                         since=exp.finished_at or exp.created_at, detail=exp.description)
 
 
 def _supervisor(row: SupervisorRow | None, now: float) -> list[AttentionItem]:

@@ -40,8 +40,9 @@ def describe(item: AttentionItem, repo: str) -> str:
     exp = f"#{item.experiment_id}" if item.experiment_id is not None else "—"
     val = "—" if item.val_bpb is None else f"{item.val_bpb:.6f}"
     delta = "—" if item.delta is None else f"{item.delta:+.6f}"
+    about = f" | {clean(item.detail, 160)}" if item.detail else ""
     return clean(f"{item.title} | repository {repo} | experiment {exp} | agent {item.agent or '—'} "
-                 f"| val_bpb {val} | delta {delta}", 600)
+                 f"| val_bpb {val} | delta {delta}{about}", 800)
 
 
 def apprise_sender(urls: Sequence[str]) -> Sender:

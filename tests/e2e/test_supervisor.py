@@ -10,13 +10,20 @@ import time
 from pathlib import Path
 
 import pytest
+from runnerhelpers import (
+    cockpit,
+    cockpit_env,
+    make_project,
+    pid_alive,
+    start_cockpit,
+    wait_for,
+)
+from tuiagents import register_agent
 
 from app.ledger.store import Ledger
 from app.ledger.supervisor import read_supervisor
 from app.run.procs import process_identity
 from app.supervisor import process
-from runnerhelpers import cockpit, cockpit_env, make_project, pid_alive, start_cockpit, wait_for
-from tuiagents import register_agent
 
 STEP = ("\rstep {s:05d} ({p:.1f}%) | loss: 3.500000 | lrm: 1.00 | dt: 312ms | tok/sec: 52,480 | "
         "mfu: 0.0% | epoch: 1 | remaining: 259s    ")
@@ -98,10 +105,11 @@ def test_sigkilled_supervisor_is_restarted_and_records_nothing_twice(project) ->
     with open(runlog, "a") as out:  # written while no supervisor runs
         out.write("".join(STEP.format(s=s, p=s / 10) for s in range(10, 20)) + SUMMARY)
     env = cockpit_env(COCKPIT_SUPERVISOR="on")  # what `cockpit` does when it starts
-    started = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                              "from app.commands.supervise import ensure_supervisor; "
-                              "ensure_supervisor(Path(sys.argv[1]))", str(ledger_path)],
-                             cwd=main, env=env, capture_output=True, text=True, timeout=60)
+    start = ("import sys; from pathlib import Path; "
+             "from app.commands.supervise import ensure_supervisor; "
+             "ensure_supervisor(Path(sys.argv[1]))")
+    started = subprocess.run([sys.executable, "-c", start, str(ledger_path)], cwd=main, env=env,
+                             capture_output=True, text=True, timeout=60, check=True)
     assert "supervisor started in the background" in started.stderr
     second = wait_for(lambda: process.running_pid(ledger_path), 20)
     assert second != first.pid
