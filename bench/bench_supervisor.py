@@ -35,11 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from app.agents import lifecycle as agents  # noqa: E402
-from app.agents import panes  # noqa: E402
-from app.ledger.store import Ledger  # noqa: E402
-from app.supervisor import process  # noqa: E402
-from gitrepo import make_repo  # noqa: E402
+from gitrepo import make_repo
+
+from app.agents import lifecycle as agents
+from app.agents import panes
+from app.ledger.store import Ledger
+from app.supervisor import process
 
 TARGET_PCT = 2.0  # % of one core the idle supervisor must stay under
 STEP = ("\rstep {s:05d} ({p:.1f}%) | loss: 3.500000 | lrm: 1.00 | dt: 312ms | tok/sec: 52,480 | "
@@ -57,7 +58,7 @@ class Inbox(ThreadingHTTPServer):
         inbox = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 inbox.arrived.append((time.monotonic(), json.loads(body)))
                 self.send_response(200)
@@ -160,8 +161,7 @@ def main() -> int:
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             supervisor = subprocess.Popen([sys.executable, "-m", "app.cli", "--ledger", str(ledger_path),
                                            "supervise"], cwd=main_wt, env=env,
-                                          stdout=open(os.environ.get("BENCH_LOG", os.devnull), "w"),
-                                          stderr=subprocess.STDOUT)
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if wait(lambda: process.running_pid(ledger_path) == supervisor.pid, 30) is None:
                 print("the supervisor did not start")
                 return 1
