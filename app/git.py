@@ -1,4 +1,4 @@
-"""Git for the cockpit: worktrees, branches, diffs and adopt-into-main.
+"""Git for the cockpit: every git command it runs (worktrees, branches, diffs, adopt-into-main).
 
 Every function shells out to the `git` CLI (never a library) and raises GitError with a one-line
 message. Adoption follows DESIGN.md "Protocols": main's train.py becomes exactly the experiment's,
@@ -6,11 +6,16 @@ or a 3-way merge marked "needs rerun"; a conflict or a dirty main aborts with ma
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from app.git_records import AdoptPlan as AdoptPlan
+from app.git_records import AdoptResult as AdoptResult
+from app.git_records import DiffStat as DiffStat
+from app.git_records import Worktree as Worktree
 
 TRAIN_PY = "train.py"  # the one file an adoption carries into main
 ADOPT_MODES = ("exact", "merge")  # what adopt() can do
@@ -36,79 +41,25 @@ class MergeConflict(AdoptAborted):
         self.conflicts = conflicts
 
 
-@dataclass(frozen=True)
-class Worktree:
-    path: Path
-    head: str | None  # None for a bare entry
-    branch: str | None  # short branch name; None when detached
-    is_main: bool
-    prunable: bool  # registered, but its directory is gone
-    locked: bool
-
-
-@dataclass(frozen=True)
-class DiffStat:
-    files_changed: int
-    insertions: int
-    deletions: int
-    paths: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class AdoptPlan:
-    main: Path
-    branch: str
-    main_head: str
-    exp_commit: str
-    parent_commit: str
-    dirty_files: tuple[str, ...]  # tracked files with uncommitted changes in main
-    main_moved: bool  # main's train.py differs from the experiment parent's
-    identical: bool  # main's train.py already equals the experiment's
-
-    @property
-    def main_dirty(self) -> bool:
-        return bool(self.dirty_files)
-
-    @property
-    def summary(self) -> str:
-        """One line for a confirmation dialog or the CLI."""
-        exp = self.exp_commit[:7]
-        if self.main_dirty:
-            return f"main has uncommitted changes ({', '.join(self.dirty_files)}): commit or stash them first"
-        if self.identical:
-            return f"main's {TRAIN_PY} already equals experiment {exp}'s: nothing to adopt"
-        if self.main_moved:
-            return (f"main's {TRAIN_PY} changed since the experiment's parent {self.parent_commit[:7]}: "
-                    "adopt anyway, 3-way merge (needs rerun), or cancel")
-        return f"main's {TRAIN_PY} becomes experiment {exp}'s"
-
-
-@dataclass(frozen=True)
-class AdoptResult:
-    main_sha: str  # main's new head
-    previous_sha: str
-    branch: str
-    mode: str
-    exp_commit: str
-    main_moved: bool
-    needs_rerun: bool  # the committed train.py is a merge nobody has measured
-
-
 # ---------------------------------------------------------------------------
 # Running git
 
-def _run(cwd: Path | str, *args: str) -> subprocess.CompletedProcess[bytes]:
+def _run(cwd: Path | str, *args: str, env: Mapping[str, str] | None = None,
+         ) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, check=False)
+        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, check=False,
+                              env={**os.environ, **env} if env else None)
     except FileNotFoundError as exc:
         raise GitError("git is not installed (no `git` on PATH)") from exc
 
 
-def _git(cwd: Path | str, *args: str) -> str:
-    """Run git and return stdout without its trailing newline; GitError on failure."""
-    proc = _run(cwd, *args)
+def run(cwd: Path | str, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """Any git command (`env` added to ours): stdout without its trailing newline; GitError with
+    git's explaining line on failure."""
+    proc = _run(cwd, *args, env=env)
     if proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed in {cwd}: {_error_line(proc.stderr)}")
+        command = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+        raise GitError(f"git {command} failed in {cwd}: {_error_line(proc.stderr)}")
     return proc.stdout.decode("utf-8", "replace").rstrip("\n")
 
 
@@ -128,17 +79,43 @@ def main_worktree(path: Path | str) -> Path:
     start = start.parent if start.is_file() else start
     if not start.is_dir():
         raise GitError(f"{path} does not exist, so it is not inside a git repository")
-    proc = _run(start, "rev-parse", "--git-common-dir")
-    if proc.returncode != 0:
+    common = common_dir(start)
+    if common is None:
         raise GitError(f"{path} is not inside a git repository")
-    common = Path(proc.stdout.decode().strip())
-    common = (common if common.is_absolute() else start / common).resolve()
     if common.name == ".git":
         return common.parent
-    first = _parse_worktrees(_git(start, "worktree", "list", "--porcelain"))[0]
+    first = _parse_worktrees(run(start, "worktree", "list", "--porcelain"))[0]
     if first.head is None:
         raise GitError(f"{path} belongs to a bare repository, which has no main worktree")
     return first.path
+
+
+def _answer(path: Path | str, *args: str) -> str:
+    """git's stdout, stripped; "" when it fails."""
+    proc = _run(path, *args)
+    return proc.stdout.decode("utf-8", "replace").strip() if proc.returncode == 0 else ""
+
+
+def common_dir(path: Path | str) -> Path | None:
+    """The repository's shared git folder (absolute), or None outside a repository."""
+    found = _answer(path, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return Path(found).resolve() if found else None
+
+
+def toplevel(path: Path | str) -> Path | None:
+    """The root of the worktree that contains `path`, or None outside one."""
+    found = _answer(path, "rev-parse", "--show-toplevel")
+    return Path(found).resolve() if found else None
+
+
+def commit_subject(path: Path | str) -> str:
+    """HEAD's commit subject, "" when there is no commit."""
+    return _answer(path, "log", "-1", "--format=%s")
+
+
+def config_value(repo: Path | str, key: str) -> str | None:
+    """A git config value as git resolves it (repository, then global); None when unset."""
+    return _answer(repo, "config", key) or None
 
 
 def current_branch(path: Path | str) -> str | None:
@@ -166,7 +143,7 @@ def head_sha(path: Path | str, short: bool = False) -> str:
 def dirty_files(path: Path | str, paths: Sequence[str] | None = None, untracked: bool = False) -> list[str]:
     """Files with uncommitted changes (staged or not); untracked files only when asked."""
     args = ["status", "--porcelain=v1", "-z", f"--untracked-files={'all' if untracked else 'no'}"]
-    entries = _git(path, *args, "--", *(paths or [])).split("\0")
+    entries = run(path, *args, "--", *(paths or [])).split("\0")
     files, skip_next = [], False
     for entry in entries:
         if skip_next or not entry:
@@ -195,10 +172,8 @@ def file_at(path: Path | str, rev: str, relpath: str) -> str | None:
 
 
 def files_differ(worktree: Path | str, relpath: str, other: Path | str) -> bool:
-    """Whether `relpath` on disk in `worktree` differs from `other`.
-
-    `other` is a worktree when it is a Path or an absolute path, else a revision.
-    """
+    """Whether `relpath` on disk in `worktree` differs from `other`: a worktree when it is a Path
+    or an absolute path, else a revision."""
     mine = Path(worktree) / relpath
     own = mine.read_bytes() if mine.is_file() else None
     if isinstance(other, Path) or Path(other).is_absolute():
@@ -213,6 +188,12 @@ def files_differ(worktree: Path | str, relpath: str, other: Path | str) -> bool:
 
 def branch_exists(repo: Path | str, branch: str) -> bool:
     return _run(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}").returncode == 0
+
+
+def delete_branch(repo: Path | str, branch: str) -> str:
+    """`git branch -D`: git's complaint, or "" when the branch is gone."""
+    proc = _run(repo, "branch", "-D", branch)
+    return "" if proc.returncode == 0 else _error_line(proc.stderr)
 
 
 def merge_base(repo: Path | str, rev_a: str, rev_b: str) -> str:
@@ -234,28 +215,21 @@ def _parse_worktrees(porcelain: str) -> list[Worktree]:
             fields[key] = value
         branch = fields.get("branch")
         worktrees.append(Worktree(
-            path=Path(fields["worktree"]),
-            head=None if "bare" in fields else fields.get("HEAD"),
-            branch=branch.removeprefix("refs/heads/") if branch else None,
-            is_main=i == 0,
-            prunable="prunable" in fields,
-            locked="locked" in fields,
-        ))
+            path=Path(fields["worktree"]), head=None if "bare" in fields else fields.get("HEAD"),
+            branch=branch.removeprefix("refs/heads/") if branch else None, is_main=i == 0,
+            prunable="prunable" in fields, locked="locked" in fields))
     return worktrees
 
 
 def list_worktrees(main: Path | str) -> list[Worktree]:
     """All worktrees of the repository, the main one first."""
-    return _parse_worktrees(_git(main, "worktree", "list", "--porcelain"))
+    return _parse_worktrees(run(main, "worktree", "list", "--porcelain"))
 
 
 def add_worktree(main: Path | str, path: Path | str, branch: str, start: str | None = None,
                  reuse_branch: bool = False) -> Worktree:
-    """Create a worktree at `path` (relative paths are under main) on a new `branch` from `start`.
-
-    `start` defaults to the main worktree's HEAD. An existing branch is an error unless
-    `reuse_branch`, which checks it out as it is.
-    """
+    """A worktree at `path` (relative: under main) on a new `branch` from `start` (default: main's
+    HEAD); an existing branch is an error unless `reuse_branch`, which checks it out as it is."""
     main = main_worktree(main)
     target = Path(path) if Path(path).is_absolute() else main / path
     if target.exists() and any(target.iterdir()):
@@ -263,10 +237,10 @@ def add_worktree(main: Path | str, path: Path | str, branch: str, start: str | N
     if branch_exists(main, branch):
         if not reuse_branch:
             raise GitError(f"branch {branch!r} already exists; pick another name or reuse it")
-        _git(main, "worktree", "add", "--quiet", str(target), branch)
+        run(main, "worktree", "add", "--quiet", str(target), branch)
     else:
         start_sha = rev_parse(main, start or "HEAD")
-        _git(main, "worktree", "add", "--quiet", "-b", branch, str(target), start_sha)
+        run(main, "worktree", "add", "--quiet", "-b", branch, str(target), start_sha)
     return next(w for w in list_worktrees(main) if w.path.resolve() == target.resolve())
 
 
@@ -280,14 +254,14 @@ def remove_worktree(main: Path | str, path: Path | str, force: bool = False) -> 
     if match[0].is_main:
         raise GitError(f"{target} is the main worktree; it cannot be removed")
     if match[0].prunable or not target.is_dir():
-        _git(main, "worktree", "prune")
+        run(main, "worktree", "prune")
         return
     if not force:
         pending = dirty_files(target, untracked=True)
         if pending:
             shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
             raise GitError(f"worktree {target} has uncommitted work ({shown}); commit it or force removal")
-    _git(main, "worktree", "remove", *(["--force", "--force"] if force else []), str(target))
+    run(main, "worktree", "remove", *(["--force", "--force"] if force else []), str(target))
 
 
 # ---------------------------------------------------------------------------
@@ -295,7 +269,7 @@ def remove_worktree(main: Path | str, path: Path | str, force: bool = False) -> 
 
 def diff_stat(worktree: Path | str, base: str = "HEAD", paths: Sequence[str] = (TRAIN_PY,)) -> DiffStat:
     """What the working tree (staged or not) changes against `base` in `paths`."""
-    out = _git(worktree, "diff", "--numstat", base, "--", *paths)
+    out = run(worktree, "diff", "--numstat", base, "--", *paths)
     insertions = deletions = 0
     changed = []  # "-" counts below are binary files
     for line in out.splitlines():
@@ -309,12 +283,12 @@ def diff_stat(worktree: Path | str, base: str = "HEAD", paths: Sequence[str] = (
 def diff_text(worktree: Path | str, base: str = "HEAD", paths: Sequence[str] = (TRAIN_PY,),
               context: int = 3) -> str:
     """Unified diff of the working tree against `base`, no colour."""
-    return _git(worktree, "diff", "--no-color", "--no-ext-diff", f"-U{context}", base, "--", *paths)
+    return run(worktree, "diff", "--no-color", "--no-ext-diff", f"-U{context}", base, "--", *paths)
 
 
 def diff_between(repo: Path | str, rev_a: str, rev_b: str, path: str = TRAIN_PY, context: int = 3) -> str:
     """Unified diff of `path` between two revisions, no colour."""
-    return _git(repo, "diff", "--no-color", "--no-ext-diff", f"-U{context}", rev_a, rev_b, "--", path)
+    return run(repo, "diff", "--no-color", "--no-ext-diff", f"-U{context}", rev_a, rev_b, "--", path)
 
 
 # ---------------------------------------------------------------------------

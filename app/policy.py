@@ -19,6 +19,7 @@ CATEGORIES = (  # the experiment categories agents pick from; suggest() reports 
 )
 STRATEGIES = ("explore", "exploit", "combine", "ablation")
 RESET_COMMAND = "git reset --hard HEAD~1"  # undo the experiment's commit on the agent's branch
+NOT_COMPARED = "not compared (integrity): "  # the reason of a run measured but not compared
 
 _TOLERANCE = 1e-9  # val_bpb is printed with 6 decimals: values closer than this are equal
 _STREAK_COUNTS = frozenset({"crash", "timeout"})  # the agent's own failures
@@ -162,6 +163,68 @@ def _crash_reason(outcome: Outcome) -> str:
     if outcome.val_bpb is None or not math.isfinite(outcome.val_bpb):
         return f"val_bpb is {outcome.val_bpb!r}"
     return ""
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the runner knows beyond the Outcome, for the rules applied on top of decide()."""
+
+    signal_name: str | None = None  # the run stopped because the runner received this signal
+    timeout_s: float = 0.0  # the hard limit it ran under
+    stream_error: str = ""  # its output stream broke (e.g. a Modal connection)
+    failed: bool = False  # train.py printed FAIL
+    exit_code: int | None = None
+    summary_problems: Sequence[str] = ()  # why the summary block is unusable (none: usable)
+    integrity: Sequence[str] = ()  # why the run must not be compared (none: compare it)
+    repeat_of: tuple[int, float] | None = None  # (id, val_bpb) of the measurement it repeats
+    val_bpb: float = 0.0  # the summary's
+
+
+def adjust(verdict: Verdict, facts: RunFacts) -> Verdict:
+    """The runner's rules on top of decide(): clearer crash reasons, unusable summaries,
+    integrity (measured but not compared), repeats."""
+    margin = verdict.margin
+    if facts.signal_name:
+        return Verdict("killed", f"the runner received {facts.signal_name}", margin=margin)
+    if verdict.decision == "timeout":
+        return Verdict("timeout", f"ran past the hard limit of {facts.timeout_s:g} s", margin=margin)
+    unusable = "summary unusable: " + "; ".join(facts.summary_problems)
+    if verdict.decision == "crash":
+        if facts.stream_error:
+            return Verdict("crash", facts.stream_error, margin=margin)
+        if facts.failed and "FAIL" not in verdict.reason:
+            return Verdict("crash", f"train.py reported FAIL (loss NaN or > 100), {verdict.reason}",
+                           margin=margin)
+        if facts.exit_code == 0 and facts.summary_problems:
+            return Verdict("crash", unusable, margin=margin)
+    if verdict.decision not in ("keep", "discard"):
+        return verdict
+    if facts.summary_problems:
+        return Verdict("crash", unusable, margin=margin)
+    if facts.integrity:
+        return Verdict("discard", NOT_COMPARED + "; ".join(facts.integrity), margin=margin)
+    if facts.repeat_of is not None:
+        original_id, original_val = facts.repeat_of
+        return Verdict("repeat", f"repeat of #{original_id} ({original_val:.6f}): "
+                       f"{facts.val_bpb - original_val:+.6f}", delta=verdict.delta, margin=margin)
+    return verdict
+
+
+def integrity_reasons(plan_reasons: Sequence[str], tag: str, baseline_id: int | None,
+                      mismatch: Sequence[str]) -> list[str]:
+    """Why a run is not compared: the plan's reasons, and eval constants that differ from the
+    tag baseline's (`mismatch`: `name a != b` texts)."""
+    if not mismatch or baseline_id is None:
+        return list(plan_reasons)
+    return [*plan_reasons, f"eval constants differ from tag {tag!r} baseline #{baseline_id} "
+            f"({', '.join(mismatch)}): use another --tag"]
+
+
+def run_flags(verdict: Verdict, *, contended: bool, plan_integrity: bool) -> dict[str, bool]:
+    """The flags stored with a finished run: contended, integrity, near-miss."""
+    return {"contended": contended,
+            "integrity": verdict.reason.startswith(NOT_COMPARED) or plan_integrity,
+            "near_miss": verdict.near_miss}
 
 
 # ---------------------------------------------------------------------------

@@ -13,10 +13,11 @@ import importlib.util
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from app import git
 
 KICKOFF_FILE = ".cockpit-kickoff.md"  # the kickoff prompt, in the agent's worktree
 PROMPT_ARG_AGENTS = ("claude", "codex")  # CLIs whose first positional argument is a prompt
@@ -71,11 +72,10 @@ def write_kickoff(worktree: Path, text: str) -> Path:
 
 def exclude_from_git(worktree: Path) -> None:
     """Add EXCLUDED to the repository's shared info/exclude (a local, uncommitted ignore list)."""
-    proc = subprocess.run(["git", "-C", str(worktree), "rev-parse", "--path-format=absolute",
-                           "--git-common-dir"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
+    common = git.common_dir(worktree)
+    if common is None:
         return
-    exclude = Path(proc.stdout.strip()) / "info" / "exclude"
+    exclude = common / "info" / "exclude"
     current = exclude.read_text(encoding="utf-8", errors="replace") if exclude.is_file() else ""
     missing = [line for line in EXCLUDED if line not in current.splitlines()]
     if missing:

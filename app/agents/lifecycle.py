@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -233,14 +232,7 @@ def _undo_worktree(main: Path, worktree: Path, branch: str | None) -> None:
     except git.GitError:
         pass
     if branch:
-        _delete_branch(main, branch)
-
-
-def _delete_branch(main: Path, branch: str) -> str:
-    """`git branch -D`; returns git's complaint, or "" when the branch is gone."""
-    proc = subprocess.run(["git", "-C", str(main), "branch", "-D", branch], capture_output=True,
-                          text=True, check=False)
-    return "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        git.delete_branch(main, branch)
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +355,7 @@ def remove_agent(ledger: Ledger, name: str, *, delete_branch: bool = False, acto
         lines.append(f"worktree {worktree} was already gone")
     branch_deleted = False
     if delete_branch and main is not None:
-        problem = _delete_branch(main, agent.branch)
+        problem = git.delete_branch(main, agent.branch)
         branch_deleted = not problem
         lines.append(f"branch {agent.branch} deleted" if branch_deleted
                      else f"branch {agent.branch} kept: {problem}")

@@ -29,6 +29,7 @@ from app import git
 from app.actions import add_note
 from app.config import load_settings
 from app.ledger.store import Ledger, find_ledger_path
+from app.ledger.vocabulary import is_kept
 from app.agents.mutations import (MutationError, Move, SearchState, apply_changes, changes_between,
                            config_key, next_move, read_constants, values_of)
 from app.policy import RESET_COMMAND
@@ -64,15 +65,6 @@ def say(name: str, text: str) -> None:
         print(f"[{name}] {text}", flush=True)
     except OSError:
         pass
-
-
-def _git(worktree: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(["git", "-C", str(worktree), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, check=False)
-    if proc.returncode != 0:
-        what = next(a for a in args if not a.startswith("-") and "=" not in a)
-        raise git.GitError(f"git {what} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
 
 
 def _echo(stream: Any) -> None:
@@ -243,7 +235,7 @@ class SearchAgent:
         try:
             env = {**COMMIT_IDENTITY, "GIT_AUTHOR_NAME": f"search agent {s.name}",
                    "GIT_COMMITTER_NAME": f"search agent {s.name}"}
-            _git(s.worktree, "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify",
+            git.run(s.worktree, "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify",
                  "-m", move.description, "--", "train.py", env=env)
         except git.GitError:
             path.write_text(original)
@@ -253,7 +245,7 @@ class SearchAgent:
     def _undo(self, commit: str) -> None:
         """Reset our own commit, and only ours: never a commit we did not make."""
         if commit and git.head_sha(self.s.worktree) == commit:
-            _git(self.s.worktree, "reset", "--quiet", "--hard", "HEAD~1")
+            git.run(self.s.worktree, "reset", "--quiet", "--hard", "HEAD~1")
 
     def _cockpit_run(self, description: str, hypothesis: str, category: str) -> dict[str, Any] | None:
         s = self.s
@@ -322,13 +314,13 @@ class SearchAgent:
         """A crash streak: go back to the branch's last kept commit and take small steps."""
         s = self.s
         kept = [e for e in ledger.experiments(branch=s.branch, newest_first=True)
-                if e.decision in ("keep", "approved") and e.commit_sha]
+                if is_kept(e) and e.commit_sha]
         self.careful = CAREFUL_RUNS
         self.momentum = ()
         if kept and git.head_sha(s.worktree) != kept[0].commit_sha:
-            authors = _git(s.worktree, "log", "--format=%ae", f"{kept[0].commit_sha}..HEAD").split()
+            authors = git.run(s.worktree, "log", "--format=%ae", f"{kept[0].commit_sha}..HEAD").split()
             if authors and set(authors) == {COMMIT_IDENTITY["GIT_AUTHOR_EMAIL"]}:  # only our commits
-                _git(s.worktree, "reset", "--quiet", "--hard", kept[0].commit_sha)
+                git.run(s.worktree, "reset", "--quiet", "--hard", kept[0].commit_sha)
         target = f"#{kept[0].id}" if kept else "the branch head"
         say(s.name, f"crash streak: backing off to the last kept config ({target}), small steps next")
         add_note(ledger, f"{s.name}: crash streak, backed off to the last kept config ({target}); "
@@ -339,15 +331,15 @@ class SearchAgent:
         s = self.s
         try:
             if git.is_dirty(s.worktree, ["train.py"]):
-                _git(s.worktree, "checkout", "--", "train.py")
+                git.run(s.worktree, "checkout", "--", "train.py")
             with Ledger(s.ledger_path) as ledger:
                 head = git.head_sha(s.worktree)
                 measured = any(e.commit_sha == head and e.decision in MEASURED
                                for e in ledger.experiments(branch=s.branch))
-                author = _git(s.worktree, "log", "-1", "--format=%ae").strip()
+                author = git.run(s.worktree, "log", "-1", "--format=%ae").strip()
             mine = author == COMMIT_IDENTITY["GIT_AUTHOR_EMAIL"]
             if mine and not measured:
-                _git(s.worktree, "reset", "--quiet", "--hard", "HEAD~1")
+                git.run(s.worktree, "reset", "--quiet", "--hard", "HEAD~1")
         except Exception as exc:
             say(s.name, f"could not tidy the worktree: {exc}")
 
@@ -381,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the agent's worktree (default: the current folder)")
     args = parser.parse_args(argv)
     try:
-        top = _git(args.worktree, "rev-parse", "--show-toplevel").strip()
+        top = git.run(args.worktree, "rev-parse", "--show-toplevel").strip()
         setup = resolve_setup(Path(top))
     except Exception as exc:
         print(f"search agent: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from app.commands import CommandError
 from app.commands.supervise import ensure_supervisor
 from app.supervisor import process as supervisor
 from app.ledger.store import Experiment, Ledger
+from app.ledger.vocabulary import is_kept
 
 POLL_S = 1.0
 NOT_FINISHED = ("killed", "lost", None)
@@ -176,7 +177,7 @@ class Summary:
             per_agent[e.agent] = per_agent.get(e.agent, 0) + 1
         agents = ", ".join(f"{a} {n}" for a, n in sorted(per_agent.items())) or "none"
         first = self.first_finished_at
-        kept = [e for e in self.finished if e.decision == "keep" and e.val_bpb is not None]
+        kept = [e for e in self.finished if is_kept(e)]
         best = min(kept, key=lambda e: e.val_bpb, default=None)
         out = [f"{len(self.finished)} experiments finished ({agents}) in {time.time() - t0:.0f} s"
                + ("" if first is None else f"; the first after {first - t0:.0f} s"),

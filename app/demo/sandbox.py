@@ -26,7 +26,7 @@ import zlib
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import psutil
 
@@ -39,7 +39,7 @@ from app.corefiles import core_file
 from app.agents.kickoff import agent_env, kickoff_text, plain_shell, write_kickoff
 from app.ledger.store import Agent, Ledger
 from app.agents.mutations import apply_changes
-from app.run.procs import process_identity
+from app.run.procs import process_identity, term_then_kill
 
 STATE_FILE = Path(".autoresearch") / "demo.json"
 CACHE_DIR = Path(".autoresearch") / "cache"
@@ -137,11 +137,10 @@ def pyproject_text(root: Path, budget: int) -> str:
 
 
 def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                          env={**os.environ, **IDENTITY}, check=False)
-    if proc.returncode != 0:
-        raise DemoError(f"git {' '.join(args[:3])} in {root} failed: {proc.stderr.strip()}")
-    return proc.stdout
+    try:
+        return git.run(root, *args, env=IDENTITY)
+    except git.GitError as exc:
+        raise DemoError(str(exc)) from exc
 
 
 def build_sandbox(root: Path, budget: int | None, say: Say) -> Sandbox:
@@ -166,8 +165,7 @@ def build_sandbox(root: Path, budget: int | None, say: Say) -> Sandbox:
     (root / "README.md").write_text(README.format(root=root))
     (root / ".gitignore").write_text(".autoresearch/\nrun.log\nresults.tsv\n__pycache__/\n")
     _git(root, "init", "--quiet", "--initial-branch=main")
-    if subprocess.run(["git", "-C", str(root), "config", "user.email"], capture_output=True,
-                      check=False).returncode != 0:  # adopting into main commits as someone
+    if git.config_value(root, "user.email") is None:  # adopting into main commits as someone
         _git(root, "config", "user.name", IDENTITY["GIT_AUTHOR_NAME"])
         _git(root, "config", "user.email", IDENTITY["GIT_AUTHOR_EMAIL"])
     _git(root, "add", "prepare.py", "train.py", "program.md", "pyproject.toml", "README.md", ".gitignore")
@@ -369,6 +367,16 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _signal_all(procs: Iterable[psutil.Process], send: Callable[[psutil.Process], None]) -> bool:
+    """`send` (terminate or kill) to each of `procs` still there; True if any was."""
+    sent = False
+    for proc in procs:
+        with suppress(psutil.Error):
+            send(proc)
+            sent = True
+    return sent
+
+
 def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
     """Stop every agent of the demo in `root`, their runs and training, and its tmux servers;
     then make sure nothing of it is left running."""
@@ -397,12 +405,9 @@ def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
             report.tmux_servers.append(socket)
     leftovers = {p.pid: p for p in [*watched, *sandbox_processes(root, sockets)] if _alive(p)}
     report.killed = sorted(leftovers)
-    for proc in leftovers.values():
-        with suppress(psutil.Error):
-            proc.terminate()
-    for proc in psutil.wait_procs(list(leftovers.values()), timeout=grace_s)[1]:
-        with suppress(psutil.Error):
-            proc.kill()
+    term_then_kill(lambda: _signal_all(leftovers.values(), psutil.Process.terminate),
+                   lambda: _signal_all([p for p in leftovers.values() if _alive(p)], psutil.Process.kill),
+                   lambda: not any(_alive(p) for p in leftovers.values()), grace_s)
     psutil.wait_procs(list(leftovers.values()), timeout=3)
     if ledger_path.is_file():
         with Ledger(ledger_path) as ledger:

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.ledger.records import Experiment
 from app.ledger.store import Ledger
+from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
 
 TABLE_COLUMNS = (
     "id", "tag", "agent", "branch", "status", "decision", "review", "reason", "val_bpb",
@@ -24,7 +25,7 @@ SORTS = {  # sort name -> ORDER BY; `s` cycles through them in this order
     "decision": "COALESCE(review, decision, status), id DESC",
 }
 _STATE_SQL = {
-    "running": "status IN ('registered', 'running')",
+    "running": LIVE_SQL,
     "pending": "review = 'pending'",
 }
 
@@ -110,12 +111,12 @@ def best_per_tag(ledger: Ledger) -> dict[str, Experiment]:
     """The best kept run of every tag (table columns only)."""
     return {exp.tag: exp for exp in _select(
         ledger, "id IN (SELECT id FROM (SELECT id, MIN(val_bpb) FROM experiments "
-        "WHERE decision = 'keep' AND val_bpb IS NOT NULL AND integrity = 0 GROUP BY tag))", ())}
+        f"WHERE {KEPT_SQL} GROUP BY tag))", ())}
 
 
 def live_rows(ledger: Ledger) -> tuple[Experiment, ...]:
     """Registered and running experiments (table columns only), oldest first."""
-    return tuple(_select(ledger, "status IN ('registered', 'running')", ()))
+    return tuple(_select(ledger, LIVE_SQL, ()))
 
 
 def table_row(ledger: Ledger, exp_id: int) -> Experiment | None:

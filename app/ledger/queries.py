@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from app.ledger.records import EXPERIMENT_COLUMNS, Experiment
 from app.ledger.store import Ledger
+from app.ledger.vocabulary import KEPT_SQL
 
 EVAL_CONSTANT_COLUMNS = ("time_budget", "max_seq_len", "eval_tokens", "vocab_size")
 _FIRST_KEEP_COLUMNS = ("branch", "tag")
@@ -22,15 +23,15 @@ def first_keep(ledger: Ledger, column: str, value: str) -> Experiment | None:
     if column not in _FIRST_KEEP_COLUMNS:
         raise ValueError(f"first_keep by {column!r}: only {_FIRST_KEEP_COLUMNS}")
     return _experiment(ledger, ledger.conn.execute(
-        f"SELECT id FROM experiments WHERE {column} = ? AND decision = 'keep' AND integrity = 0 "
-        "AND val_bpb IS NOT NULL ORDER BY id LIMIT 1", (value,)).fetchone())
+        f"SELECT id FROM experiments WHERE {column} = ? AND {KEPT_SQL} ORDER BY id LIMIT 1",
+        (value,)).fetchone())
 
 
 def best_on_main(ledger: Ledger, main_branch: str | None, constants: dict[str, Any],
                  exclude_id: int) -> Experiment | None:
     """The best clean kept run run on `main_branch` or adopted into it, measured under the same
     eval `constants` (a run that did not record one matches any)."""
-    where = ["decision = 'keep'", "integrity = 0", "val_bpb IS NOT NULL", "id != ?",
+    where = [KEPT_SQL, "id != ?",
              "(branch = ? OR adopted_sha != '')"]
     args: list[Any] = [exclude_id, main_branch or ""]
     for key, value in constants.items():

@@ -5,7 +5,11 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-LIVE_STATUSES = ("registered", "running")
+from app.ledger import vocabulary
+from app.ledger.vocabulary import LIVE_STATUSES
+
+__all__ = ["AGENT_COLUMNS", "EXPERIMENT_COLUMNS", "LIVE_STATUSES", "Agent", "Event", "Experiment",
+           "Note", "StepRow"]
 
 
 @dataclass
@@ -76,12 +80,12 @@ class Experiment:
 
     @property
     def is_live(self) -> bool:
-        return self.status in LIVE_STATUSES
+        return vocabulary.is_live(self)
 
     @property
     def effective_decision(self) -> str:
         """What a human sees: the decision, or the lifecycle status while there is none."""
-        return self.decision or self.status
+        return vocabulary.state_of(self)
 
 
 @dataclass

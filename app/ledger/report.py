@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from app.ledger.store import Experiment, Ledger
+from app.ledger.vocabulary import KEPT_SQL
 from app.policy import PastExperiment, suggest
 
 HISTORY_COLUMNS = (
@@ -19,7 +20,6 @@ HISTORY_COLUMNS = (
     "progress_pct", "last_loss", "remaining_s", "log_path", "adopted_sha",
     "created_at", "started_at", "finished_at",
 )
-KEPT = "decision = 'keep' AND integrity = 0 AND val_bpb IS NOT NULL"
 
 
 def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -98,7 +98,7 @@ def best_by_tag(ledger: Ledger, **filters: Any) -> dict[str, dict[str, Any]]:
     where, args = _where(filters)
     best: dict[str, dict[str, Any]] = {}
     rows = ledger.conn.execute(
-        f"SELECT id, tag, val_bpb FROM experiments WHERE {KEPT} AND {where} "
+        f"SELECT id, tag, val_bpb FROM experiments WHERE {KEPT_SQL} AND {where} "
         "ORDER BY val_bpb DESC, id DESC", args)
     for exp_id, tag, _ in rows:  # ascending quality: the last one written per tag wins
         best[tag] = exp_id
@@ -107,7 +107,7 @@ def best_by_tag(ledger: Ledger, **filters: Any) -> dict[str, dict[str, Any]]:
 
 def best_overall(ledger: Ledger, **filters: Any) -> dict[str, Any] | None:
     where, args = _where(filters)
-    row = ledger.conn.execute(f"SELECT id FROM experiments WHERE {KEPT} AND {where} "
+    row = ledger.conn.execute(f"SELECT id FROM experiments WHERE {KEPT_SQL} AND {where} "
                               "ORDER BY val_bpb, id LIMIT 1", args).fetchone()
     return brief(ledger.get(row[0])) if row else None
 
@@ -146,7 +146,7 @@ def progression(ledger: Ledger, **filters: Any) -> list[dict[str, Any]]:
     bests: dict[str, float] = {}
     steps = []
     for exp_id, tag, val, description in ledger.conn.execute(
-            f"SELECT id, tag, val_bpb, description FROM experiments WHERE {KEPT} AND {where} "
+            f"SELECT id, tag, val_bpb, description FROM experiments WHERE {KEPT_SQL} AND {where} "
             "ORDER BY id", args):
         previous = bests.get(tag)
         if previous is None or val < previous:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
                          Experiment, Note, StepRow)
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
 
 __all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
            "LedgerConflict", "LedgerError", "LedgerGone", "Note", "StepRow", "finite",
@@ -289,14 +290,13 @@ class Ledger:
         return self.conn.execute(sql, args)
 
     def live(self) -> list[Experiment]:
-        rows = self.conn.execute(
-            "SELECT * FROM experiments WHERE status IN ('registered', 'running') ORDER BY id")
+        rows = self.conn.execute(f"SELECT * FROM experiments WHERE {LIVE_SQL} ORDER BY id")
         return [_row_to(Experiment, r) for r in rows]
 
     def best(self, *, tag: str | None = None, branch: str | None = None,
              exclude_id: int | None = None) -> Experiment | None:
         """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch."""
-        where = ["decision = 'keep'", "val_bpb IS NOT NULL", "integrity = 0"]
+        where = [KEPT_SQL]
         args: list[Any] = []
         if tag is not None:
             where.append("tag = ?")

@@ -7,7 +7,6 @@ Per process, a _Tail remembers how far each run.log was read; the copy in
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -174,7 +173,7 @@ def _register(ledger: Ledger, wt: Path, runlog: Path, st: os.stat_result,
         actor="observer", tag=derived_tag(ledger, name, branch), agent=name, worktree=str(wt),
         branch=branch, commit_sha=quiet_git(git.head_sha, wt) or "",
         parent_sha=quiet_git(git.rev_parse, wt, "HEAD~1") or "",
-        description=commit_subject(wt) or "observed run.log", backend=OBSERVED, status="running",
+        description=git.commit_subject(wt) or "observed run.log", backend=OBSERVED, status="running",
         reason="observed: started by the agent itself, not with `cockpit run`",
         runner_pid=writer, runner_start=writer_start, started_at=now, heartbeat_at=now)
     logs = ledger.path.parent / "logs"
@@ -365,12 +364,6 @@ def worktree_gone(ledger: Ledger, worktree: Path, agent: str | None = None) -> N
 def agent_for(ledger: Ledger, wt: Path) -> str:
     """The agent working in `wt`, else the worktree's folder name (as `cockpit run` does)."""
     return next((a.name for a in ledger.agents() if a.worktree == str(wt)), wt.name)
-
-
-def commit_subject(wt: Path) -> str:
-    proc = subprocess.run(["git", "-C", str(wt), "log", "-1", "--format=%s"], capture_output=True,
-                          text=True, errors="replace", check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 def quiet_git(fn: Any, *args: Any) -> Any:

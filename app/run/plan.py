@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,14 +78,12 @@ class Plan:
 def locate(path: Path) -> tuple[Path, Path]:
     """(the worktree containing `path`, the repository's main worktree)."""
     try:
-        top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise RunInfraError("git is not installed (no `git` on PATH)") from exc
-    if top.returncode != 0 or not top.stdout.strip():
+        worktree = git.toplevel(path)
+    except git.GitError as exc:  # git is not installed
+        raise RunInfraError(str(exc)) from exc
+    if worktree is None:
         raise RunRefused(f"{path} is not inside a git worktree: run `cockpit run` in an agent's "
                          "worktree (the commit is what is measured)")
-    worktree = Path(top.stdout.strip()).resolve()
     try:
         return worktree, git.main_worktree(worktree)
     except git.GitError as exc:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import psutil
 
 # create_time comes from /proc/<pid>/stat in clock ticks: two reads of one process agree exactly,
 # two different processes sharing a pid are at least a tick apart.
 START_TOLERANCE_S = 0.005
+STOP_POLL_S = 0.05  # how often a stop looks whether TERM was enough
 
 
 def process_identity(pid: int | None) -> float | None:
@@ -53,14 +55,22 @@ def signal_group_if_same(pid: int | None, start: float | None, sig: int) -> bool
     return True
 
 
+def term_then_kill(term: Callable[[], bool], kill: Callable[[], object], gone: Callable[[], bool],
+                   grace_s: float) -> bool:
+    """The one way the cockpit stops processes: `term()` sends TERM (False: nothing to signal, no
+    wait), then up to `grace_s` for `gone()`, then `kill()` sends KILL to whatever is left (it
+    must spare what is gone). True if TERM was sent."""
+    sent = term()
+    if sent:
+        deadline = time.monotonic() + grace_s
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(STOP_POLL_S)
+    kill()
+    return sent
+
+
 def stop_if_same(pid: int | None, start: float | None, grace_s: float) -> bool:
     """TERM the group of a process we did not start, KILL it after `grace_s`; True if signalled."""
-    if not signal_group_if_same(pid, start, signal.SIGTERM):
-        return False
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not same_process(pid, start):
-            return True
-        time.sleep(0.05)
-    signal_group_if_same(pid, start, signal.SIGKILL)
-    return True
+    return term_then_kill(lambda: signal_group_if_same(pid, start, signal.SIGTERM),
+                          lambda: signal_group_if_same(pid, start, signal.SIGKILL),
+                          lambda: not same_process(pid, start), grace_s)

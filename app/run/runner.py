@@ -18,7 +18,8 @@ from typing import Any, Callable
 from app.run.backends import Run, start_run
 from app.ledger.store import Ledger, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
-from app.policy import Outcome, Verdict, decide, is_contended
+from app.policy import (Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended,
+                        run_flags)
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
@@ -233,52 +234,29 @@ class Runner:
 
     def _adjust(self, verdict: Verdict, supervised: Supervised, summary: dict | None,
                 context: Context, failed: bool) -> Verdict:
-        """Our rules on top of the policy: clearer crash reasons, unusable summaries,
-        integrity, repeats."""
-        problems = summary_problems(summary) if summary is not None else []
-        if supervised.stop_reason == "signal" and self.signal_received:
-            name = signal.Signals(self.signal_received).name
-            return Verdict("killed", f"the runner received {name}", margin=verdict.margin)
-        if verdict.decision == "timeout":
-            return Verdict("timeout", f"ran past the hard limit of {self.plan.timeout_s:g} s",
-                           margin=verdict.margin)
-        if verdict.decision == "crash":
-            if supervised.stream_error:
-                return Verdict("crash", supervised.stream_error, margin=verdict.margin)
-            if failed and "FAIL" not in verdict.reason:
-                return Verdict("crash", f"train.py reported FAIL (loss NaN or > 100), "
-                               f"{verdict.reason}", margin=verdict.margin)
-            if supervised.exit_code == 0 and problems:
-                return Verdict("crash", "summary unusable: " + "; ".join(problems),
-                               margin=verdict.margin)
-        if verdict.decision not in ("keep", "discard"):
-            return verdict
-        if problems:
-            return Verdict("crash", "summary unusable: " + "; ".join(problems), margin=verdict.margin)
-        mismatch = constants_mismatch(summary or {}, context.tag_baseline)
-        integrity = self.plan.integrity_reasons + (
-            [f"eval constants differ from tag {self.plan.tag!r} baseline "
-             f"#{context.tag_baseline.id} ({', '.join(mismatch)}): use another --tag"]
-            if mismatch and context.tag_baseline else [])
-        if integrity:
-            return Verdict("discard", "not compared (integrity): " + "; ".join(integrity),
-                           margin=verdict.margin)
-        if self.plan.repeat_of is not None:
-            original = self.plan.repeat_of
-            diff = (summary or {}).get("val_bpb", 0) - (original.val_bpb or 0)
-            return Verdict("repeat", f"repeat of #{original.id} ({original.val_bpb:.6f}): "
-                           f"{diff:+.6f}", delta=verdict.delta, margin=verdict.margin)
-        return verdict
+        """The policy's rules on top of decide(), with what this run observed."""
+        plan, baseline = self.plan, context.tag_baseline
+        signalled = supervised.stop_reason == "signal" and self.signal_received
+        facts = RunFacts(
+            signal_name=signal.Signals(self.signal_received).name if signalled else None,
+            timeout_s=plan.timeout_s, stream_error=supervised.stream_error, failed=failed,
+            exit_code=supervised.exit_code,
+            summary_problems=summary_problems(summary) if summary is not None else [],
+            integrity=integrity_reasons(plan.integrity_reasons, plan.tag,
+                                        baseline.id if baseline else None,
+                                        constants_mismatch(summary or {}, baseline)),
+            repeat_of=((plan.repeat_of.id, plan.repeat_of.val_bpb or 0.0)
+                       if plan.repeat_of is not None else None),
+            val_bpb=(summary or {}).get("val_bpb", 0))
+        return adjust(verdict, facts)
 
     def _flags(self, verdict: Verdict, summary: dict | None, context: Context) -> dict[str, Any]:
         base = context.branch_baseline
         contended = bool(summary and base and base.id != self.exp_id and is_contended(
             finite(summary.get("num_steps")), tok_per_sec(summary), base.num_steps,
             tok_per_sec(base), self.plan.policy.contended_frac))
-        return {"contended": contended,
-                "integrity": verdict.reason.startswith("not compared") or bool(
-                    self.plan.integrity_reasons),
-                "near_miss": verdict.near_miss}
+        return run_flags(verdict, contended=contended,
+                         plan_integrity=bool(self.plan.integrity_reasons))
 
     def _gated(self, verdict: Verdict) -> bool:
         return (self.plan.review == "gate" and verdict.decision == "keep"

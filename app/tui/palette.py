@@ -18,8 +18,8 @@ from textual.markup import escape
 
 from app.ledger.dashboard import SORTS
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import EXPERIMENT_ACTIONS, STATES, actions_for
 from app.tui.agent_flows import can_stop
-from app.tui.poller import STATES
 from app.tui.widgets.experiments_table import one_line, state_label
 
 if TYPE_CHECKING:
@@ -43,18 +43,12 @@ def _experiment_help(exp: Experiment) -> str:
 def experiment_commands(app: CockpitApp, exp: Experiment) -> Iterator[Command]:
     """What can be done to one experiment, as palette commands."""
     about = _experiment_help(exp)
-    yield Command(f"experiment: open #{exp.id}", partial(app.open_experiment, exp.id), about)
-    if app.read_only:
-        return
-    flow = app.run_flow
-    if exp.is_live:
-        yield Command(f"experiment: kill #{exp.id}", partial(flow, "kill", exp.id), about)
-    if exp.review == "pending":
-        yield Command(f"experiment: approve #{exp.id}", partial(flow, "approve", exp.id), about)
-        yield Command(f"experiment: reject #{exp.id}", partial(flow, "reject", exp.id), about)
-    if exp.decision == "keep" and not exp.adopted_sha:
-        yield Command(f"experiment: adopt #{exp.id}", partial(flow, "adopt", exp.id), about)
-    yield Command(f"experiment: note #{exp.id}", partial(flow, "note", exp.id), about)
+    applies = actions_for(exp, read_only=app.read_only)
+    for action in EXPERIMENT_ACTIONS:
+        if action in applies:
+            run = (partial(app.open_experiment, exp.id) if action == "open"
+                   else partial(app.run_flow, action, exp.id))
+            yield Command(f"experiment: {action} #{exp.id}", run, about)
 
 
 def agent_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Command]:

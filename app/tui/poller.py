@@ -25,23 +25,16 @@ from app.ledger.dashboard import (TableFilter, best_per_tag, change_signature,
 from app.ledger.records import Experiment
 from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.ledger.supervisor import SupervisorRow, read_supervisor
+from app.ledger.vocabulary import is_kept, state_of
 from app.supervisor.attention import AttentionItem
 from app.supervisor.status import current_attention
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 
-STATES = ("running", "pending", "keep", "discard", "crash", "killed", "timeout", "lost")
 WINDOW_ROWS = 500  # rows the table holds; the status line says how many more match
 MAX_PLOT_POINTS = 3000  # plot points kept per tag (every kept run, the others thinned)
 FULL_RELOAD_S = 5.0  # while the ledger keeps changing, reload everything at least this often
 RETRY_S = 0.5  # wait between attempts to open a missing or broken ledger
 ATTENTION_S = 2.0  # attention and the supervisor's liveness are re-read at least this often
-
-
-def state_of(exp: Experiment) -> str:
-    """What a human sees for an experiment: pending review first, then the decision or status."""
-    if exp.review == "pending":
-        return "pending"
-    return exp.decision or exp.status
 
 
 @dataclass(frozen=True)
@@ -115,7 +108,7 @@ def load_progression(ledger: Ledger, tag: str) -> Progression:
             continue
         state = state_of(exp)
         points.append((number, exp.val_bpb, state))
-        if state == "keep" and not exp.integrity and (not best_steps or exp.val_bpb < best_steps[-1][1]):
+        if is_kept(exp) and (not best_steps or exp.val_bpb < best_steps[-1][1]):
             best_steps.append((number, exp.val_bpb))
     if len(points) > MAX_PLOT_POINTS:
         others = [p for p in points if p[2] != "keep"]

@@ -19,7 +19,8 @@ from app.tui.app import make_app
 from app.tui.poller import DashboardQuery, LedgerPoller
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.widgets.agents_panel import AgentsPanel
-from app.tui.widgets.experiments_table import SYMBOLS, ExperimentsTable
+from app.ledger.vocabulary import SYMBOLS
+from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
 from tuifixtures import EXPERIMENTS, MARKUP_DESCRIPTION, build_ledger, step_line, wait_until
 

@@ -202,7 +202,7 @@ def test_adopt_main_moved_exact_takes_experiment_verbatim(repo: Path, agent: Pat
     exp = commit_edit(agent, "train.py", "DEPTH = 8", "DEPTH = 12", "deeper")
     commit_edit(repo, "train.py", "WARMUP = 0.0", "WARMUP = 0.1", "another adoption")
     plan = g.adopt_check(repo, exp, parent)
-    assert plan.main_moved and "changed since" in plan.summary
+    assert plan.main_moved and not plan.identical
     result = g.adopt(repo, exp, parent, "adopt anyway", "exact")
     assert result.main_moved and not result.needs_rerun
     assert (repo / "train.py").read_text() == g.file_at(repo, exp, "train.py")
@@ -292,3 +292,24 @@ def test_adopt_onto_master_from_a_worktree_path(tmp_path: Path) -> None:
     assert result.branch == "master"
     assert git(repo, "rev-parse", "master") == result.main_sha
     assert "HEADS = 8" in (repo / "train.py").read_text()
+
+
+def test_small_repository_facts(repo: Path, agent: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert g.common_dir(agent) == g.common_dir(repo) == (repo / ".git").resolve()
+    assert g.toplevel(agent) == agent.resolve() and g.toplevel(repo) == repo.resolve()
+    assert g.common_dir(outside) is None and g.toplevel(outside) is None
+    commit_edit(agent, "train.py", "DEPTH = 8", "DEPTH = 9", "a subject line")
+    assert g.commit_subject(agent) == "a subject line" and g.commit_subject(outside) == ""
+    assert g.config_value(repo, "cockpit.nothing") is None
+    g.run(repo, "config", "cockpit.test", "yes")
+    assert g.config_value(repo, "cockpit.test") == "yes"
+    with pytest.raises(g.GitError, match="git log failed"):
+        g.run(outside, "log")
+
+
+def test_delete_branch_says_why_not(repo: Path) -> None:
+    g.run(repo, "branch", "spare")
+    assert g.delete_branch(repo, "spare") == "" and not g.branch_exists(repo, "spare")
+    assert "not found" in g.delete_branch(repo, "spare")

@@ -1,4 +1,5 @@
-"""The architecture's one-place rules, checked on the source: SQL only in app/ledger/."""
+"""The architecture's one-place rules, checked on the source: SQL only in app/ledger/, git
+commands only in app/git.py."""
 from __future__ import annotations
 
 import ast
@@ -43,4 +44,23 @@ def test_the_scanner_finds_sql() -> None:
 def test_no_sql_outside_the_ledger_package() -> None:
     offenders = {str(p.relative_to(APP.parent)): uses for p in _modules_outside("ledger")
                  if (uses := sql_uses(p.read_text(encoding="utf-8")))}
+    assert offenders == {}
+
+
+def git_commands(source: str) -> list[int]:
+    """Lines where `source` builds a command line starting with "git" (for subprocess)."""
+    return sorted(node.lineno for node in ast.walk(ast.parse(source))
+                  if isinstance(node, (ast.List, ast.Tuple)) and node.elts
+                  and isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "git")
+
+
+def test_the_scanner_finds_git_commands() -> None:
+    source = 'import subprocess\nsubprocess.run(["git", "-C", ".", "status"])\nx = ("git", "log")\n'
+    assert git_commands(source) == [2, 3]
+    assert git_commands('say("git is not installed")\nargs = ["gitk"]\n') == []
+
+
+def test_git_runs_only_through_app_git() -> None:
+    offenders = {str(p.relative_to(APP.parent)): lines
+                 for p in _modules_outside("git.py") if (lines := git_commands(p.read_text(encoding="utf-8")))}
     assert offenders == {}

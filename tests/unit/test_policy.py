@@ -11,18 +11,24 @@ import pytest
 from app.policy import (
     ADVICE,
     CATEGORIES,
+    NOT_COMPARED,
     RESET_COMMAND,
     STRATEGIES,
     Outcome,
     PastExperiment,
     PolicySettings,
+    RunFacts,
+    Verdict,
+    adjust,
     crash_streak,
     decide,
     git_action,
     hard_timeout_s,
+    integrity_reasons,
     is_contended,
     keep_margin,
     noise_sigma,
+    run_flags,
     should_rethink,
     suggest,
 )
@@ -317,3 +323,67 @@ def test_policy_imports_no_textual():
     code = "import sys, app.policy, app.observe.tsv; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------
+# The runner's rules on top of decide(): adjust, integrity reasons, flags
+
+KEEP = Verdict("keep", "improves the branch best by 0.01", delta=-0.01, margin=0.002)
+DISCARD = Verdict("discard", "0.01 worse than the branch best", delta=0.01, margin=0.002)
+CRASH = Verdict("crash", "exit code 1", margin=0.002)
+TIMEOUT = Verdict("timeout", "ran past the hard time limit", margin=0.002)
+KILLED = Verdict("killed", "stopped on request", margin=0.002)
+
+
+@pytest.mark.parametrize("verdict, facts, decision, reason", [
+    (KEEP, RunFacts(), "keep", KEEP.reason),
+    (DISCARD, RunFacts(), "discard", DISCARD.reason),
+    (KILLED, RunFacts(), "killed", KILLED.reason),
+    (KEEP, RunFacts(signal_name="SIGTERM"), "killed", "the runner received SIGTERM"),
+    (TIMEOUT, RunFacts(timeout_s=600), "timeout", "ran past the hard limit of 600 s"),
+    (CRASH, RunFacts(stream_error="modal stream broke"), "crash", "modal stream broke"),
+    (CRASH, RunFacts(failed=True), "crash", "train.py reported FAIL (loss NaN or > 100), exit code 1"),
+    (Verdict("crash", "train.py reported FAIL"), RunFacts(failed=True), "crash", "train.py reported FAIL"),
+    (CRASH, RunFacts(exit_code=0, summary_problems=["val_bpb missing"]), "crash",
+     "summary unusable: val_bpb missing"),
+    (CRASH, RunFacts(exit_code=1, summary_problems=["val_bpb missing"]), "crash", "exit code 1"),
+    (KEEP, RunFacts(summary_problems=["a", "b"]), "crash", "summary unusable: a; b"),
+    (DISCARD, RunFacts(integrity=["dirty tree"]), "discard", NOT_COMPARED + "dirty tree"),
+    (KEEP, RunFacts(integrity=["x", "y"]), "discard", NOT_COMPARED + "x; y"),
+    (KEEP, RunFacts(repeat_of=(7, 1.0), val_bpb=0.99), "repeat", "repeat of #7 (1.000000): -0.010000"),
+    (KEEP, RunFacts(summary_problems=["bad"], integrity=["x"], repeat_of=(7, 1.0)), "crash",
+     "summary unusable: bad"),
+    (KEEP, RunFacts(integrity=["x"], repeat_of=(7, 1.0)), "discard", NOT_COMPARED + "x"),
+    (CRASH, RunFacts(integrity=["x"], repeat_of=(7, 1.0)), "crash", "exit code 1"),
+])
+def test_adjust_rules(verdict, facts, decision, reason):
+    adjusted = adjust(verdict, facts)
+    assert (adjusted.decision, adjusted.reason) == (decision, reason)
+    assert adjusted.margin == verdict.margin
+
+
+def test_adjust_repeat_keeps_the_delta():
+    assert adjust(KEEP, RunFacts(repeat_of=(3, 1.0), val_bpb=1.0)).delta == KEEP.delta
+
+
+@pytest.mark.parametrize("plan, baseline_id, mismatch, reasons", [
+    ([], None, [], []),
+    (["dirty"], None, ["vocab_size 1 != 2"], ["dirty"]),
+    ([], 4, [], []),
+    (["dirty"], 4, ["vocab_size 1 != 2"],
+     ["dirty", "eval constants differ from tag 't' baseline #4 (vocab_size 1 != 2): use another --tag"]),
+])
+def test_integrity_reasons(plan, baseline_id, mismatch, reasons):
+    assert integrity_reasons(plan, "t", baseline_id, mismatch) == reasons
+
+
+@pytest.mark.parametrize("verdict, contended, plan_integrity, flags", [
+    (KEEP, False, False, {"contended": False, "integrity": False, "near_miss": False}),
+    (KEEP, True, True, {"contended": True, "integrity": True, "near_miss": False}),
+    (Verdict("discard", NOT_COMPARED + "x"), False, False,
+     {"contended": False, "integrity": True, "near_miss": False}),
+    (Verdict("discard", "close", near_miss=True), False, False,
+     {"contended": False, "integrity": False, "near_miss": True}),
+])
+def test_run_flags(verdict, contended, plan_integrity, flags):
+    assert run_flags(verdict, contended=contended, plan_integrity=plan_integrity) == flags

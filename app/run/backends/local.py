@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from app.run.procs import process_identity
+from app.run.procs import process_identity, term_then_kill
 
 READ_SIZE = 64 * 1024
 
@@ -56,19 +55,17 @@ class LocalRun:
             self._signal_group(signal.SIGKILL)
         return self.proc.wait()
 
-    def _signal_group(self, sig: int) -> None:
+    def _signal_group(self, sig: int) -> bool:
         if self.proc.returncode is not None:
-            return  # reaped: the group id may name someone else's processes by now
+            return False  # reaped: the group id may name someone else's processes by now
         try:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
-            pass
+            return False
+        return True
 
     def stop(self, grace_s: float) -> None:
-        """TERM the whole process group, then KILL what is left after `grace_s`."""
-        if not self.exited():
-            self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and not self.exited():
-                time.sleep(0.05)
-        self._signal_group(signal.SIGKILL)
+        """TERM the whole process group, then KILL what is left after `grace_s` (also what
+        train.py left behind in its group when it has exited already)."""
+        term_then_kill(lambda: not self.exited() and self._signal_group(signal.SIGTERM),
+                       lambda: self._signal_group(signal.SIGKILL), self.exited, grace_s)

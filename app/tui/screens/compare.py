@@ -15,8 +15,9 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from app.ledger.store import LEDGER_ERRORS, Experiment, Ledger
+from app.ledger.vocabulary import labelled, verdict_of
 from app.logs.textsafe import sanitize
-from app.tui.screens.detail import SYMBOLS, fmt, metrics_of, state_word, tab_label
+from app.tui.screens.detail import fmt, metrics_of, tab_label
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.metrics_table import MetricsTable
 
@@ -143,8 +144,7 @@ class CompareScreen(Screen):
 
         rows: list[list[Text]] = []
         for label, va, vb in (
-            ("agent", a.agent, b.agent), ("state", f"{SYMBOLS.get(state_word(a), '·')} {state_word(a)}",
-                                          f"{SYMBOLS.get(state_word(b), '·')} {state_word(b)}"),
+            ("agent", a.agent, b.agent), ("state", labelled(verdict_of(a)), labelled(verdict_of(b))),
             ("description", a.description, b.description), ("branch", a.branch, b.branch),
             ("commit", a.commit_sha[:10], b.commit_sha[:10]),
         ):

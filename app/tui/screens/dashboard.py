@@ -17,11 +17,12 @@ from textual.worker import get_current_worker
 
 from app.ledger.dashboard import SORTS
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import EXPERIMENT_ACTIONS, STATES, actions_for
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.supervisor.attention import agent_labels
-from app.tui.poller import STATES, DashboardData, DashboardQuery, LedgerPoller
+from app.tui.poller import DashboardData, DashboardQuery, LedgerPoller
 from app.tui.screens.attention import attention_segment
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
@@ -185,7 +186,7 @@ class DashboardScreen(Screen):
     def _refresh_bindings_if_changed(self) -> None:
         """Refresh the Footer only when what applies to the highlighted row changed (it recomposes)."""
         exp, agent = self.selected, self.agents_panel.selected
-        state = (exp and (exp.id, exp.is_live, exp.review, exp.decision, exp.adopted_sha),
+        state = (exp and (exp.id, actions_for(exp)),
                  self.marked_id, agent and (can_stop(agent), bool(agent.worktree)))
         if state != self._bindings_state:
             self._bindings_state = state
@@ -323,13 +324,9 @@ class DashboardScreen(Screen):
         if action in WRITE_ACTIONS and self.read_only:
             return False
         exp = self.selected
-        if action == "kill":
-            return exp is not None and exp.is_live
-        if action in ("approve", "reject"):
-            return exp is not None and exp.review == "pending"
-        if action == "adopt":
-            return exp is not None and exp.decision == "keep" and not exp.adopted_sha
-        if action in ("open", "note", "mark"):
+        if action in EXPERIMENT_ACTIONS:
+            return action in actions_for(exp, read_only=self.read_only)
+        if action == "mark":
             return exp is not None
         if action == "compare":
             return exp is not None and self.marked_id is not None and self.marked_id != exp.id

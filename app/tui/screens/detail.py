@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from app import git
 from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger, Note
+from app.ledger.vocabulary import labelled, verdict_of
 from app.logs.parse import StreamParser
 from app.ledger.schema import SUMMARY_COLUMNS
 from app.logs.textsafe import sanitize
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 CURVE_FROM_LOG_MAX_BYTES = 256 * 1024 * 1024  # logs larger than this are not parsed for a curve
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
-SYMBOLS = {"keep": "✓", "discard": "✗", "crash": "‼", "killed": "☠", "timeout": "⏱", "lost": "?",
-           "pending": "⧗", "approved": "✓", "rejected": "✗", "running": "▶", "registered": "○"}
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
@@ -143,10 +142,6 @@ def short_path(path: str, base: Path) -> str:
         return sanitize(path)
 
 
-def state_word(exp: Experiment) -> str:
-    return exp.review if exp.review in ("pending", "approved", "rejected") else exp.effective_decision
-
-
 def tab_label(key: str, label: str) -> Content:
     """The tab's name with its key underlined (the key switches to the tab)."""
     at = label.lower().find(key)
@@ -154,8 +149,7 @@ def tab_label(key: str, label: str) -> Content:
 
 
 def title_text(exp: Experiment) -> Text:
-    state = state_word(exp)
-    parts = [f"#{exp.id}", exp.agent or "—", f"{SYMBOLS.get(state, '·')} {state}"]
+    parts = [f"#{exp.id}", exp.agent or "—", labelled(verdict_of(exp))]
     if exp.val_bpb is not None:
         parts.append(f"val_bpb {exp.val_bpb:.6f}")
     if exp.is_live and exp.progress_pct is not None:
@@ -391,9 +385,9 @@ class DetailScreen(Screen):
         base = self.ledger_path.parent
         if base.name == ".autoresearch":  # the default place: show paths from the main worktree
             base = base.parent
-        state = state_word(exp)
+        state = verdict_of(exp)
         badge = self.query_one("#badge-state", Static)
-        badge.update(Text(f"{SYMBOLS.get(state, '·')} {state}"))
+        badge.update(Text(labelled(state)))
         badge.set_classes(f"badge state-{state}")
         flags = [label for column, label in FLAGS if getattr(exp, column)]
         if exp.repeat_of:

@@ -19,10 +19,11 @@ from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import state_of, symbol
 from app.tui.messages import AgentDiff, AgentStates
-from app.tui.poller import AgentStatus, state_of
+from app.tui.poller import AgentStatus
 from app.tui.watcher import AgentWatch
-from app.tui.widgets.experiments_table import SYMBOLS, TONES, one_line
+from app.tui.widgets.experiments_table import TONES, one_line
 from app.tui.widgets.pane_preview import PanePreview
 
 if TYPE_CHECKING:
@@ -271,5 +272,5 @@ class AgentsPanel(Vertical):
         if last is None:
             return Text("—", style=self._style("muted"))
         exp_id, state, shown = last
-        return Text.assemble(f"#{exp_id} ", (f"{SYMBOLS.get(state, '·')} {shown}",
+        return Text.assemble(f"#{exp_id} ", (f"{symbol(state)} {shown}",
                                              self._style(TONES.get(state, "muted"))))

@@ -14,13 +14,8 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import state_of, symbol
 from app.logs.textsafe import sanitize
-from app.tui.poller import state_of
-
-SYMBOLS = {  # state -> symbol shown before its name
-    "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
-    "lost": "?", "pending": "◆", "running": "▶", "registered": "○",
-}
 TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
     "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
@@ -35,7 +30,7 @@ MIN_DESCRIPTION = 16
 
 
 def state_label(exp: Experiment) -> str:
-    """`✓ keep`, `⧗ pending`, `▶ 42%` ... plus one flag: adopted ★, integrity !, near-miss ≈."""
+    """`✓ keep`, `◆ pending`, `▶ 42%` ... plus one flag: adopted ★, integrity !, near-miss ≈."""
     state = state_of(exp)
     word = state
     if state == "running" and exp.progress_pct is not None:
@@ -44,7 +39,7 @@ def state_label(exp: Experiment) -> str:
         word = "starting"
     flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "⇣" if exp.contended
             else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
-    return f"{SYMBOLS.get(state, '·')} {word}" + (f" {flag}" if flag else "")
+    return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
 
 
 def one_line(text: str) -> str:

@@ -20,6 +20,7 @@ from textual.widgets import Log, Static
 from textual.worker import get_current_worker
 
 from app.ledger.records import Experiment
+from app.ledger.vocabulary import state_of
 from app.logs.tail import READ_CHUNK_BYTES, LogTail
 from app.tui.poller import FollowData
 from app.tui.widgets.agents_panel import duration, progress_bar
@@ -111,7 +112,7 @@ class LiveView(Vertical):
             if exp.remaining_s is not None:
                 title.append(f" · {duration(exp.remaining_s)} left")
         elif exp.status != "registered":
-            title.append(f"  ({exp.decision or exp.status})")
+            title.append(f"  ({state_of(exp)})")
         if follow.best is not None:
             title.append(f" · vs best #{follow.best.id} {follow.best.val_bpb_text}")
         self._set_line("#live-title", title)
