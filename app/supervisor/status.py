@@ -10,13 +10,14 @@ from app.supervisor.attention import (
     AttentionInputs,
     AttentionItem,
     collect,
+    supervisor_alive,
 )
 
 
 def current_attention(ledger: Ledger, settings: Settings, now: float) -> list[AttentionItem]:
-    """What needs a human, with the supervisor as its row says (its waiting panes only while it runs)."""
+    """What needs a human, with the supervisor as its row says (its waiting panes only while alive)."""
     row = rows.read_supervisor(ledger)
-    if row is not None and row.state != "running":
+    if row is not None and not supervisor_alive(row, now):  # what a dead one saw is stale
         row = rows.SupervisorRow(state=row.state, message=row.message, heartbeat_at=row.heartbeat_at)
     return attention_with(ledger, settings, now, row)
 

@@ -154,3 +154,14 @@ def test_an_agent_pane_showing_a_prompt_waits_for_input(tmp_path: Path) -> None:
             assert waiting["ada"]["prompt"] == "Do you want to proceed?"
     finally:
         server.kill()
+
+
+def test_a_dead_supervisors_pane_observations_are_not_shown(tmp_path: Path) -> None:
+    from app.supervisor.status import current_attention
+
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        write_supervisor(ledger, state="running", pid=1,
+                         waiting={"ada": {"since": time.time(), "prompt": "❯ 1. Yes"}})
+        assert kinds(current_attention(ledger, Settings(), time.time())) == ["waiting"]
+        later = time.time() + attention.HEARTBEAT_STALE_S + 1  # SIGKILLed: its row says running
+        assert kinds(current_attention(ledger, Settings(), later)) == ["supervisor"]
