@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 
+from app.errors import UsageError
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, LedgerError
 from app.observe.runlog import OBSERVED
 from app.run.procs import same_process, stop_if_same
 
 
-class ActionError(Exception):
+class ActionError(UsageError):
     """An action that cannot be done; the message is one line for the human."""
 
 

@@ -15,15 +15,10 @@ import os
 import sys
 from typing import Sequence
 
-from app.actions import ActionError
-from app.run.backends import BackendUnavailable
-from app.commands import EXIT_INFRA, EXIT_USAGE, CommandError, here, ledger_path, settings_for
-from app.config import ConfigError
-from app.git import GitError
+from app.commands import CommandError, here, ledger_path, settings_for
+from app.errors import EXIT_INFRA, CockpitError
 from app.ledger.store import LEDGER_ERRORS
-from app.run.plan import RunInfraError, RunRefused
 from app.logs.textsafe import sanitize
-from app.observe.tsv import TsvFormatError
 
 # One line per command module; each has register(subparsers).
 COMMAND_MODULES = (
@@ -36,8 +31,7 @@ COMMAND_MODULES = (
     "app.commands.supervise",
 )
 
-_USAGE_ERRORS = (CommandError, ActionError, RunRefused, GitError, ConfigError, TsvFormatError)
-_INFRA_ERRORS = (*LEDGER_ERRORS, RunInfraError, BackendUnavailable, OSError)
+_OTHER_INFRA_ERRORS = (*LEDGER_ERRORS, OSError)  # SQLite's own errors, files, processes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,10 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `cockpit history --json | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except _USAGE_ERRORS as exc:
-        code = exc.code if isinstance(exc, CommandError) else EXIT_USAGE
-        return _fail(exc, code)
-    except _INFRA_ERRORS as exc:
+    except CockpitError as exc:
+        return _fail(exc, exc.exit_code)
+    except _OTHER_INFRA_ERRORS as exc:
         return _fail(exc, EXIT_INFRA)
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from app.errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
@@ -16,7 +18,7 @@ else:
 NOTIFY_EVENTS = ("new-best", "review", "waiting", "stuck", "crash-streak", "supervisor")
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A settings file that cannot be read or holds an invalid value."""
 
 

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from app.errors import UsageError
 from app.git_records import AdoptPlan as AdoptPlan
 from app.git_records import AdoptResult as AdoptResult
 from app.git_records import DiffStat as DiffStat
@@ -21,7 +22,7 @@ TRAIN_PY = "train.py"  # the one file an adoption carries into main
 ADOPT_MODES = ("exact", "merge")  # what adopt() can do
 
 
-class GitError(Exception):
+class GitError(UsageError):
     """A git command failed, or a repository is not in the state an operation needs."""
 
 

@@ -197,7 +197,8 @@ def run_child(mode: str, log: Path) -> dict[str, float]:
 # ---------------------------------------------------------------------------
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024, help="log size to generate")
     parser.add_argument("--dir", default="/tmp", help="where to write the log")
     parser.add_argument("--keep", action="store_true", help="keep the generated log")
@@ -229,7 +230,8 @@ def main() -> None:
     print(f"first screen:             {figures['first_screen_s'] * 1000:7.0f} ms   (target <= 1000 ms; "
           f"from opening the detail screen on the Log tab; {figures['indexed_at_first_screen_pct']:.1f}% "
           "indexed then)")
-    print(f"  same, on a 101-line log:{base['first_screen_s'] * 1000:7.0f} ms   (the detail screen's own cost)")
+    print(f"  same, on a 101-line log:{base['first_screen_s'] * 1000:7.0f} ms   "
+          "(the detail screen's own cost)")
     print(f"  log viewer alone:       {figures['viewer_first_screen_s'] * 1000:7.0f} ms   (bare app: the "
           "viewer's mount to a full screen of rows)")
     print(f"jump to end (summary):    {figures['jump_to_end_s'] * 1000:7.0f} ms   "

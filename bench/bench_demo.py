@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.commands.demo import summarize  # noqa: E402
-from app.demo.sandbox import read_state  # noqa: E402
+from app.commands.demo import summarize
+from app.demo.sandbox import read_state
 
 
 def run_seed(root: Path, seed: int, seconds: float, budget: int, agents: int) -> dict:

@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -94,7 +94,8 @@ def summary(label: str, samples: list[float], lost: int) -> None:
 # ---------------------------------------------------------------------------
 # Headless: Pilot
 
-async def headless(ledger_path: Path, agents: list[tuple[str, Path]], samples: int) -> tuple[list[float], int]:
+async def headless(ledger_path: Path, agents: list[tuple[str, Path]],
+                   samples: int) -> tuple[list[float], int]:
     from app.tui.app import make_app
 
     app = make_app(ledger_path)
@@ -120,7 +121,7 @@ async def headless(ledger_path: Path, agents: list[tuple[str, Path]], samples: i
         try:
             for _ in range(samples):
                 name, expected, started = editor.next()
-                seen = await wait(lambda: cell(name) == expected)
+                seen = await wait(lambda name=name, expected=expected: cell(name) == expected)
                 if seen is None:
                     lost += 1
                 else:
@@ -138,7 +139,8 @@ def in_tmux(ledger_path: Path, agents: list[tuple[str, Path]], samples: int) -> 
     socket = f"cockpit-bench-edit-{uuid.uuid4().hex[:10]}"
     env = {"PYTHONPATH": str(REPO)}
     command = f"{sys.executable} -m app.cli --ledger {ledger_path}"
-    pane = panes.ensure_session("bench", command, ledger_path.parent, env, size=(120, 40), socket=socket).pane_id
+    pane = panes.ensure_session("bench", command, ledger_path.parent, env, size=(120, 40),
+                                socket=socket).pane_id
 
     def row(name: str) -> str:
         for line in panes.capture(pane, 40, socket).splitlines():
@@ -164,7 +166,7 @@ def in_tmux(ledger_path: Path, agents: list[tuple[str, Path]], samples: int) -> 
         try:
             for _ in range(samples):
                 name, expected, started = editor.next()
-                seen = wait(lambda: expected in row(name))
+                seen = wait(lambda name=name, expected=expected: expected in row(name))
                 if seen is None:
                     lost += 1
                 else:

@@ -1,7 +1,7 @@
 """Benchmark: CPU used by the cockpit TUI while idle with 8 agents (target: well under 5% of one core).
 
 Usage:
-    .venv/bin/python bench/bench_idle_cpu.py                       # 8 agents, 5 s warm-up once drawn, 30 s idle
+    .venv/bin/python bench/bench_idle_cpu.py           # 8 agents, 5 s warm-up once drawn, 30 s idle
     .venv/bin/python bench/bench_idle_cpu.py --agents 16 --idle 60 --experiments 500
 
 Builds a throwaway autoresearch-shaped repository, creates the agents exactly as

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.ledger.store import Ledger, StepRow  # noqa: E402
+from app.ledger.store import Ledger, StepRow
 
 STEPS_PER_EXPERIMENT = 50  # then the writer finishes it and registers the next
 

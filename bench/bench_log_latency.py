@@ -190,12 +190,14 @@ def main() -> None:
           f"terminal output {screen.bytes / elapsed / 1e6:.2f} MB/s; cockpit CPU {cpu:.0%} of a core")
     if line_lat:
         print(f"log line write -> on screen ({len(line_lat):,} lines seen): "
-              f"p50 {statistics.median(line_lat) * 1000:.0f} ms, p99 {percentile(line_lat, 0.99) * 1000:.0f} ms, "
+              f"p50 {statistics.median(line_lat) * 1000:.0f} ms, "
+              f"p99 {percentile(line_lat, 0.99) * 1000:.0f} ms, "
               f"max {max(line_lat) * 1000:.0f} ms (target p99 <= 100 ms)")
     prog_lat = list(screen.progress.values())
     if prog_lat:
         print(f"progress segment -> live line ({len(prog_lat)} seen): "
-              f"p50 {statistics.median(prog_lat) * 1000:.0f} ms, p99 {percentile(prog_lat, 0.99) * 1000:.0f} ms")
+              f"p50 {statistics.median(prog_lat) * 1000:.0f} ms, "
+              f"p99 {percentile(prog_lat, 0.99) * 1000:.0f} ms")
     for label, values in (("idle", idle_reactions), ("under the log flood", reactions)):
         if values:
             print(f"key '/' -> search box on screen, {label} ({len(values)} presses): "

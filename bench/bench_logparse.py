@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python bench/bench_logparse.py 100      # generated log of 100 MB instead
 
 Each measurement runs in a fresh child process so its peak RSS is its own. Two modes:
-`parse_log` (whole file, 1 MiB chunks, only the latest step parsed: what the TUI and tools use) and
+`whole-file` (1 MiB chunks, only the latest step parsed: how the observer reads a finished log) and
 `feed+records` (64 KiB chunks, every step record built: what the runner does live). RSS is
 sampled every 50 ms while parsing: the range shows memory stays flat however big the log is; the
 process peak also counts the interpreter's start-up and imports.
@@ -28,7 +28,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.logs.parse import ParseResult, StreamParser, parse_log  # noqa: E402
+from app.logs.parse import ParseResult, StreamParser  # noqa: E402
 
 REAL_LOG = REPO.parent / "shared/data/real-runs/moe-run-compute90.log"
 DEFAULT_SIZE_MB = 1024  # size of the generated log
@@ -53,6 +53,14 @@ class RssSampler(threading.Thread):
             self.samples.append(process.memory_info().rss)
 
 
+def parse_whole_file(path: Path) -> ParseResult:
+    parser = StreamParser(keep_records=False)
+    with open(path, "rb") as log:
+        while chunk := log.read(1 << 20):
+            parser.feed(chunk)
+    return parser.finish()
+
+
 def parse_like_the_runner(path: Path) -> ParseResult:
     parser = StreamParser()
     with open(path, "rb") as log:
@@ -63,7 +71,7 @@ def parse_like_the_runner(path: Path) -> ParseResult:
 
 def measure(path: Path, mode: str, repeats: int) -> dict[str, float]:
     rss_before = psutil.Process().memory_info().rss
-    parse = parse_log if mode == "parse_log" else parse_like_the_runner
+    parse = parse_whole_file if mode == "whole-file" else parse_like_the_runner
     sampler = RssSampler()
     sampler.start()
     best, best_cpu = float("inf"), float("inf")
@@ -121,7 +129,7 @@ def run_child(path: Path, mode: str, repeats: int) -> dict[str, float]:
 
 def report(label: str, path: Path, repeats: int) -> None:
     size_mb = path.stat().st_size / 1e6
-    for mode in ("parse_log", "feed+records"):
+    for mode in ("whole-file", "feed+records"):
         figures = run_child(path, mode, repeats)
         print(
             f"{label:<24} {size_mb:>7.1f} MB  {mode:<12} {figures['mb_per_s']:>5.1f} MB/s "

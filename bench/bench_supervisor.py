@@ -35,12 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from gitrepo import make_repo
-
-from app.agents import lifecycle as agents
-from app.agents import panes
-from app.ledger.store import Ledger
-from app.supervisor import process
+from app.agents import lifecycle as agents  # noqa: E402
+from app.agents import panes  # noqa: E402
+from app.ledger.store import Ledger  # noqa: E402
+from app.supervisor import process  # noqa: E402
+from gitrepo import make_repo  # noqa: E402
 
 TARGET_PCT = 2.0  # % of one core the idle supervisor must stay under
 STEP = ("\rstep {s:05d} ({p:.1f}%) | loss: 3.500000 | lrm: 1.00 | dt: 312ms | tok/sec: 52,480 | "

@@ -20,8 +20,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from corehelpers import (SMOKE_CONSTANTS, parse_step_lines, parse_summary, run_script, script_env,  # noqa: E402
-                         write_corpus, write_scripts)
+from corehelpers import (
+    SMOKE_CONSTANTS,
+    parse_step_lines,
+    parse_summary,
+    run_script,
+    script_env,
+    write_corpus,
+    write_scripts,
+)
 
 
 def main() -> int:
@@ -41,8 +48,8 @@ def main() -> int:
         load_before = os.getloadavg()[0]
 
         t0 = time.time()
-        prepared = run_script(train.parent / "prepare.py", env, "--source", str(write_corpus(root / "corpus", args.docs)),
-                              "--num-shards", "4")
+        corpus = write_corpus(root / "corpus", args.docs)
+        prepared = run_script(train.parent / "prepare.py", env, "--source", str(corpus), "--num-shards", "4")
         prepare_s = time.time() - t0
         if prepared.returncode != 0:
             print(prepared.stdout, prepared.stderr, sep="\n")
@@ -65,11 +72,14 @@ def main() -> int:
 
     print(f"config:            {', '.join(f'{k}={v}' for k, v in SMOKE_CONSTANTS.items())}, "
           f"MAX_SEQ_LEN={summary['max_seq_len']}, VOCAB_SIZE={summary['vocab_size']}")
-    print(f"device:            {summary['device']} ({summary['device_name']}), threads={args.threads or 'default'}, "
+    print(f"device:            {summary['device']} ({summary['device_name']}), "
+          f"threads={args.threads or 'default'}, "
           f"cores={os.cpu_count()}, load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"prepare_seconds:   {prepare_s:.1f}")
-    print(f"train_wall_s:      {train_s:.1f} (total_seconds {summary['total_seconds']}, budget {summary['time_budget']})")
-    print(f"num_steps:         {summary['num_steps']} ({summary['num_params_M']}M params, {tokens_per_step:,.0f} tokens/step)")
+    print(f"train_wall_s:      {train_s:.1f} (total_seconds {summary['total_seconds']}, "
+          f"budget {summary['time_budget']})")
+    print(f"num_steps:         {summary['num_steps']} ({summary['num_params_M']}M params, "
+          f"{tokens_per_step:,.0f} tokens/step)")
     print(f"steps_per_s:       {len(timed) / training_s:.2f}")
     print(f"tok_per_s:         {len(timed) * tokens_per_step / training_s:,.0f}")
     print(f"median_step_ms:    {statistics.median(dts):.0f}")

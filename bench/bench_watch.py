@@ -42,8 +42,8 @@ def make_roots(base: Path, count: int) -> list[Path]:
 def summary(name: str, latencies_ms: list[float], lost: int) -> str:
     ordered = sorted(latencies_ms)
     p90 = ordered[int(0.9 * (len(ordered) - 1))]
-    return (f"{name:<6} n={len(ordered):<3} median {statistics.median(ordered):6.1f} ms   p90 {p90:6.1f} ms   "
-            f"max {ordered[-1]:6.1f} ms   min {ordered[0]:6.1f} ms   lost {lost}")
+    return (f"{name:<6} n={len(ordered):<3} median {statistics.median(ordered):6.1f} ms   "
+            f"p90 {p90:6.1f} ms   max {ordered[-1]:6.1f} ms   min {ordered[0]:6.1f} ms   lost {lost}")
 
 
 def bench_thread(roots: list[Path], edits: int, idle_s: float) -> tuple[list[float], int, float]:

@@ -1,9 +1,31 @@
 """Shared pytest setup: the helper modules in this folder (gitrepo, runnerhelpers, tuifixtures, ...)
 are importable from every test folder (`pythonpath` in pyproject.toml); unit/ tests the UI-free core,
-tui/ the Textual app under Pilot, e2e/ real tmux, real training and the demo."""
+tui/ the Textual app under Pilot, e2e/ real tmux, real training and the demo. Fixtures used in more
+than one test module live here."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
+
+from modalfakes import fake_cloud
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch):
+    """Times shown in UTC, so assertions and snapshots do not depend on the machine."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def cloud(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The Modal SDK faked at its boundary (modalfakes.py): modal_train.py's real body, in process."""
+    yield from fake_cloud(monkeypatch, tmp_path)
 
 
 @pytest.fixture(autouse=True)

@@ -37,19 +37,24 @@ SUMMARY_KEYS = [
     "device", "device_name", "attention",
 ]
 
-_NAMES = [a + b for a in ("ba", "ko", "mi", "ta", "ren", "sol", "vi", "dar") for b in ("lo", "na", "rek", "ti", "mus", "va")]
-_PLACES = [f"the {a} {b}" for a in ("old", "northern", "quiet", "busy", "little") for b in ("harbor", "mill", "library", "market", "farm", "bridge")]
+_NAMES = [a + b for a in ("ba", "ko", "mi", "ta", "ren", "sol", "vi", "dar")
+          for b in ("lo", "na", "rek", "ti", "mus", "va")]
+_PLACES = [f"the {a} {b}" for a in ("old", "northern", "quiet", "busy", "little")
+           for b in ("harbor", "mill", "library", "market", "farm", "bridge")]
 _ANIMALS = ["cat", "dog", "goat", "horse", "owl", "fox", "hen", "sheep", "badger", "heron", "mule", "otter"]
 _COLORS = ["red", "green", "blue", "yellow", "black", "white", "brown", "grey", "orange", "purple"]
-_VERBS = [("carries", "carried"), ("paints", "painted"), ("sells", "sold"), ("finds", "found"), ("builds", "built"),
-          ("mends", "mended"), ("counts", "counted"), ("feeds", "fed"), ("washes", "washed"), ("hides", "hid")]
-_THINGS = ["boxes", "lamps", "boats", "baskets", "fences", "wheels", "letters", "barrels", "ropes", "kettles", "ladders"]
+_VERBS = [("carries", "carried"), ("paints", "painted"), ("sells", "sold"), ("finds", "found"),
+          ("builds", "built"), ("mends", "mended"), ("counts", "counted"), ("feeds", "fed"),
+          ("washes", "washed"), ("hides", "hid")]
+_THINGS = ["boxes", "lamps", "boats", "baskets", "fences", "wheels", "letters", "barrels", "ropes", "kettles",
+           "ladders"]
 
 
 def _sentence(rng: random.Random) -> str:
     name, place = rng.choice(_NAMES).capitalize(), rng.choice(_PLACES)
     present, past = rng.choice(_VERBS)
-    n, thing, color, animal = rng.randint(2, 9), rng.choice(_THINGS), rng.choice(_COLORS), rng.choice(_ANIMALS)
+    n, thing = rng.randint(2, 9), rng.choice(_THINGS)
+    color, animal = rng.choice(_COLORS), rng.choice(_ANIMALS)
     return rng.choice([
         f"{name} {present} {n} {color} {thing} at {place}.",
         f"Yesterday {name} {past} {n} {thing} near {place}, and the {animal} watched.",
@@ -60,12 +65,14 @@ def _sentence(rng: random.Random) -> str:
 
 
 def make_documents(n_docs: int, seed: int = 0) -> list[str]:
-    """Text-like documents with learnable structure: a title line and a few paragraphs of templated sentences."""
+    """Text-like documents with learnable structure: a title line and a few paragraphs of templated
+    sentences."""
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
         title = f"{rng.choice(_NAMES).capitalize()} and the {rng.choice(_COLORS)} {rng.choice(_ANIMALS)}"
-        paragraphs = [" ".join(_sentence(rng) for _ in range(rng.randint(2, 5))) for _ in range(rng.randint(1, 3))]
+        paragraphs = [" ".join(_sentence(rng) for _ in range(rng.randint(2, 5)))
+                      for _ in range(rng.randint(1, 3))]
         docs.append("\n".join([title, *paragraphs]))
     return docs
 
@@ -81,8 +88,9 @@ def write_corpus(directory: Path, n_docs: int = 1500, seed: int = 0) -> Path:
 def set_constants(source: str, constants: dict[str, str]) -> str:
     """Rewrite `NAME = value  # comment` lines of train.py, as the cockpit demo and agents do."""
     for name, value in constants.items():
-        source, count = re.subn(rf"^{name} = [^#\n]*?(\s*#.*)?$", lambda m: f"{name} = {value}{m.group(1) or ''}",
-                                source, flags=re.M)
+        line = f"{name} = {value}"
+        source, count = re.subn(rf"^{name} = [^#\n]*?(\s*#.*)?$",
+                                lambda m, line=line: line + (m.group(1) or ""), source, flags=re.M)
         assert count == 1, f"expected exactly one top-level assignment of {name}, found {count}"
     return source
 
@@ -98,14 +106,18 @@ def write_scripts(directory: Path, constants: dict[str, str]) -> Path:
 
 def script_env(cache: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORESEARCH_")}
-    # One torch thread: a 2-thread OpenMP pool slows down many times over when other processes share the cores.
-    env.update(SMOKE_ENV, AUTORESEARCH_CACHE=str(cache), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **overrides)
+    # One torch thread: a 2-thread OpenMP pool slows down many times over when other processes
+    # share the cores.
+    env.update(SMOKE_ENV, AUTORESEARCH_CACHE=str(cache), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               **overrides)
     return env
 
 
-def run_script(script: Path, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(script: Path, env: dict[str, str], *args: str,
+               timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a script; stdout/stderr decoded as-is (text mode would turn train.py's `\r` into newlines)."""
-    done = subprocess.run([PYTHON, str(script), *args], env=env, cwd=script.parent, capture_output=True, timeout=timeout)
+    done = subprocess.run([PYTHON, str(script), *args], env=env, cwd=script.parent, capture_output=True,
+                          timeout=timeout)
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
                                        done.stderr.decode(errors="replace"))
 
@@ -143,7 +155,8 @@ def exec_until(script: Path, banner: str) -> dict:
 
 
 def untrained_bpb(train_path: Path) -> float:
-    """Run train.py's setup (tokenizer, model init, optimizer, loader) and evaluate the model before any step."""
+    """Run train.py's setup (tokenizer, model init, optimizer, loader) and evaluate the model before
+    any step."""
     namespace = exec_until(train_path, "\n# Training loop\n")
     model = namespace["model"]
     model.eval()

@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from gitrepo import commit_file, git, make_repo
@@ -146,17 +145,6 @@ def start_cockpit(*args: str, cwd: Path, env: dict[str, str] | None = None) -> s
     return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=cwd,
                             env=env or cockpit_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy; return it, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def cli(*args: str, cwd: Path) -> tuple[int, str, str]:

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runnerhelpers import wait_for
-
 from app.config import Settings
 from app.supervisor.daemon import Supervisor
 from app.supervisor.notify import Notifier
+from waiting import wait_for
 
 
 @contextmanager

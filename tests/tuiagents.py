@@ -7,6 +7,7 @@ Usage:
     server.enter(monkeypatch)                # this process now runs "inside" its cockpit pane
     wt = register_agent(ledger, main, "ada")  # worktree + ledger row, no pane
     agents_cell(app, "ada", "edits")         # "+1 −1"
+    type_into(server.socket, pane_id, "ls")  # what a human at the pane would type (+ Enter)
 """
 from __future__ import annotations
 
@@ -16,14 +17,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from textual.widgets import Static
 
 from app.agents import panes
 from app.ledger.store import Ledger
+from app.tui.widgets.pane_preview import PanePreview
 from runnerhelpers import agent_worktree
 
 ENV_CLEARED = ("TMUX", "TMUX_PANE", "COCKPIT_LEDGER", "COCKPIT_AGENT", "COCKPIT_TAG",
                "COCKPIT_WORKTREE", "COCKPIT_TMUX_SOCKET")
 STAND_IN_COCKPIT = "exec sleep 600"  # pane 0 of a session, where the cockpit would run
+
+
+def type_into(socket: str, pane_id: str, text: str) -> None:
+    """Type `text` literally into a pane, then Enter, as a human at the terminal would."""
+    for keys in (["-l", "--", text], ["Enter"]):
+        subprocess.run(["tmux", "-L", socket, "send-keys", "-t", pane_id, *keys], check=True)
+
+
+def preview_text(preview: PanePreview, part: str = "body") -> str:
+    """What the pane preview shows now in its "title" or "body" line, as plain text."""
+    return str(preview.query_one(f"#preview-{part}", Static).content)
+
+
+def agent_pane(name: str, socket: str, session: str | None = None) -> panes.Pane | None:
+    """The pane labelled with this agent's name (the @cockpit_agent option), if any."""
+    return next((p for p in panes.list_panes(session, socket) if p.agent == name), None)
 
 
 @dataclass

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from app.ledger.store import Ledger
 
@@ -200,18 +201,6 @@ def build_ledger(root: Path, *, with_logs: bool = True) -> TuiFixture:
 
 def fixed_clock(now: float = FIXED_NOW) -> Callable[[], float]:
     return lambda: now
-
-
-async def wait_until(pilot: Any, predicate: Callable[[], object], timeout: float = 5.0) -> float:
-    """Let the app run until `predicate()` is true; returns the seconds it took (fails on timeout)."""
-    import time
-
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await pilot.pause(0.02)
-    return time.monotonic() - start
 
 
 def notifications(app) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import git
+from app.errors import UsageError
 
 KICKOFF_FILE = ".cockpit-kickoff.md"  # the kickoff prompt, in the agent's worktree
 PROMPT_ARG_AGENTS = ("claude", "codex")  # CLIs whose first positional argument is a prompt
@@ -45,7 +46,7 @@ Keep experimenting until you are stopped.
 """
 
 
-class LaunchError(Exception):
+class LaunchError(UsageError):
     """The agent command cannot be started at all."""
 
 

@@ -14,6 +14,7 @@ never taken for the agent's.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -23,11 +24,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from app.errors import UsageError
 from app import git
 from app.agents import panes
+from app.agents.kickoff import (
+    Launch,
+    LaunchError,
+    agent_env,
+    cockpit_bin_dir,
+    kickoff_text,
+    pane_argv,
+    resolve_launch,
+    write_kickoff,
+)
 from app.config import Settings, load_settings
-from app.agents.kickoff import (Launch, LaunchError, agent_env, cockpit_bin_dir, kickoff_text,
-                         pane_argv, resolve_launch, write_kickoff)
 from app.ledger.store import Agent, Experiment, Ledger
 from app.run.procs import process_identity, same_process, stop_if_same
 
@@ -40,7 +50,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # safe in a branch, a fol
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
-class AgentError(Exception):
+class AgentError(UsageError):
     """An agent operation that cannot be done; the message is one line for the human."""
 
 
@@ -227,10 +237,8 @@ def cockpit_pane_command(ledger_path: Path) -> str:
 
 def _undo_worktree(main: Path, worktree: Path, branch: str | None) -> None:
     """Take back a worktree just created, and its branch unless it existed before."""
-    try:
+    with contextlib.suppress(git.GitError):
         git.remove_worktree(main, worktree, force=True)
-    except git.GitError:
-        pass
     if branch:
         git.delete_branch(main, branch)
 
@@ -348,10 +356,8 @@ def remove_agent(ledger: Ledger, name: str, *, delete_branch: bool = False, acto
             f" (its {', '.join(artifacts)} already recorded in the ledger)" if artifacts else ""))
     else:
         if main is not None:
-            try:
+            with contextlib.suppress(git.GitError):
                 git.remove_worktree(main, worktree)  # prunes git's record of it
-            except git.GitError:
-                pass
         lines.append(f"worktree {worktree} was already gone")
     branch_deleted = False
     if delete_branch and main is not None:

@@ -14,8 +14,11 @@ from __future__ import annotations
 import ast
 import math
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+
+from app.errors import UsageError
 
 LEARNING_RATES = {  # constant -> what it drives
     "EMBEDDING_LR": "token embeddings",
@@ -31,7 +34,7 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
 
 
-class MutationError(Exception):
+class MutationError(UsageError):
     """An edit that cannot be made safely; train.py is left as it was."""
 
 
@@ -97,7 +100,7 @@ def read_constants(source: str) -> dict[str, Constant]:
 
 def format_value(value: Any, old_expr: str = "") -> str:
     """Source text for a value, in the style of the expression it replaces."""
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return repr(value) if isinstance(value, bool) else '"' + value.replace('"', '\\"') + '"'
     if isinstance(value, tuple):
         return "(" + ", ".join(format_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
@@ -151,6 +154,16 @@ def changes_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict
 
 def describe(before: Mapping[str, Any], changes: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {format_value(before[k])} -> {format_value(v)}" for k, v in changes.items())
+
+
+def move_in_words(key: str) -> str:
+    """A move key ("MATRIX_LR:up", "WINDOW_PATTERN=SL", "combine:3+5") in words."""
+    name, sep, rest = key.partition(":") if ":" in key else key.partition("=")
+    if name == "combine":
+        return f"combining #{rest.replace('+', ' and #')}"
+    if sep == ":":
+        return f"{'raising' if rest == 'up' else 'lowering'} {name}"
+    return f"{name} back at main's value" if rest == "baseline" else f"{name} = {rest}"
 
 
 # ---------------------------------------------------------------------------
@@ -270,7 +283,7 @@ def _plausible(values: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
         return False
     merged = {**values, **changes}
     depth, aspect, head = merged.get("DEPTH"), merged.get("ASPECT_RATIO"), merged.get("HEAD_DIM")
-    if all(isinstance(v, int) for v in (depth, aspect, head)):
+    if isinstance(depth, int) and isinstance(aspect, int) and isinstance(head, int):
         return head % 2 == 0 and head <= 2 * depth * aspect
     return True
 

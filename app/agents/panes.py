@@ -14,19 +14,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import InfraError
+
 AGENT_OPTION = "@cockpit_agent"  # pane user option holding the agent's name
 MIN_PANE_WIDTH = 40  # columns a split may leave each half; below this a new window opens
 MIN_PANE_HEIGHT = 8  # rows a split may leave each half
 DEFAULT_SESSION_SIZE = (200, 50)  # columns, rows of a new detached session when there is no terminal
 
-_FIELDS = ("pane_id", "session_name", "window_id", "window_index", "window_active", "pane_active", "pane_dead",
-           "pane_pid", "pane_width", "pane_height", "pane_current_command", AGENT_OPTION, "pane_title")
+_FIELDS = ("pane_id", "session_name", "window_id", "window_index", "window_active", "pane_active",
+           "pane_dead", "pane_pid", "pane_width", "pane_height", "pane_current_command", AGENT_OPTION,
+           "pane_title")
 _FORMAT = "\t".join(f"#{{{name}}}" for name in _FIELDS)  # title last: it may hold anything
 
-Command = str | Sequence[str] | None  # a shell command line, an argv run without a shell, or the default shell
+# A shell command line, an argv run without a shell, or None for the default shell.
+Command = str | Sequence[str] | None
 
 
-class PaneError(Exception):
+class PaneError(InfraError):
     """A tmux command failed, or a pane or session is not there."""
 
 
@@ -158,11 +162,6 @@ def pane_info(pane_id: str, socket: str | None = None) -> Pane | None:
     return next((p for p in map(_parse, out.splitlines()) if p.pane_id == pane_id), None)
 
 
-def find_agent_pane(agent: str, session: str | None = None, socket: str | None = None) -> Pane | None:
-    """The pane labelled with this agent's name."""
-    return next((p for p in list_panes(session, socket) if p.agent == agent), None)
-
-
 def _split_plan(panes: list[Pane], target: Pane) -> tuple[str, str] | None:
     """Which pane to halve and how (-h side by side, -v stacked), or None when the window is full.
 
@@ -218,13 +217,6 @@ def new_window(session: str, cmd: Command = None, cwd: Path | str | None = None,
 
 # ---------------------------------------------------------------------------
 # Working with a pane
-
-def send_keys(pane_id: str, text: str, enter: bool = True, socket: str | None = None) -> None:
-    """Type `text` literally into the pane, then Enter unless told not to."""
-    _tmux(socket, "send-keys", "-t", pane_id, "-l", "--", text)
-    if enter:
-        _tmux(socket, "send-keys", "-t", pane_id, "Enter")
-
 
 def capture(pane_id: str, lines: int = 40, socket: str | None = None) -> str:
     """The last `lines` lines of the pane as plain text (no escape sequences, wrapped lines joined)."""

@@ -14,6 +14,7 @@ the unmeasured commit is reset, and the worktree is left clean.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -27,13 +28,23 @@ from typing import Any
 
 from app import git
 from app.actions import add_note
+from app.agents.mutations import (
+    Move,
+    MutationError,
+    SearchState,
+    apply_changes,
+    changes_between,
+    config_key,
+    move_in_words,
+    next_move,
+    read_constants,
+    values_of,
+)
 from app.config import load_settings
+from app.ledger.report import suggestion
 from app.ledger.store import Ledger, find_ledger_path
 from app.ledger.vocabulary import is_kept
-from app.agents.mutations import (MutationError, Move, SearchState, apply_changes, changes_between,
-                           config_key, next_move, read_constants, values_of)
 from app.policy import RESET_COMMAND
-from app.ledger.report import suggestion
 from app.run.plan import agent_name, tag_name
 
 MEASURED = ("keep", "discard", "approved", "rejected")
@@ -61,31 +72,17 @@ class Setup:
 
 def say(name: str, text: str) -> None:
     """One line to the agent's pane; a closed terminal (pane killed) is not an error."""
-    try:
+    with contextlib.suppress(OSError):
         print(f"[{name}] {text}", flush=True)
-    except OSError:
-        pass
 
 
 def _echo(stream: Any) -> None:
     """Pass the runner's progress lines on to our output, which may be a closed terminal:
     the runner itself never writes to the terminal, so a killed pane cannot break its run."""
     for line in iter(stream.readline, b""):
-        try:
+        with contextlib.suppress(OSError):
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
-        except OSError:
-            pass
-
-
-def _what(key: str) -> str:
-    """A move key ("MATRIX_LR:up", "WINDOW_PATTERN=SL", "combine:3+5") in words."""
-    name, sep, rest = key.partition(":") if ":" in key else key.partition("=")
-    if name == "combine":
-        return f"combining #{rest.replace('+', ' and #')}"
-    if sep == ":":
-        return f"{'raising' if rest == 'up' else 'lowering'} {name}"
-    return f"{name} back at main's value" if rest == "baseline" else f"{name} = {rest}"
 
 
 class SearchAgent:
@@ -297,7 +294,7 @@ class SearchAgent:
             lesson = ("the search starts from here" if decision in MEASURED
                       else f"the baseline did not finish ({result.get('reason', '')})")
             return f"baseline: {decision}, {measured}; {lesson}"
-        what = " and ".join(_what(key) for key in move.keys)
+        what = " and ".join(move_in_words(key) for key in move.keys)
         if decision in ("keep", "approved"):
             lesson = f"{what} helped ({move.hypothesis}); next, further the same way"
         elif "near-miss" in result.get("flags", []):

@@ -17,19 +17,23 @@ from typing import Any, Iterable
 
 from app.actions import reap_lost
 from app.config import Settings, load_settings
+from app.errors import EXIT_USAGE, CockpitError
 from app.git import GitError, main_worktree
 from app.ledger.store import Ledger, find_ledger_path
 from app.logs.textsafe import sanitize
 
-EXIT_OK, EXIT_USAGE, EXIT_INFRA = 0, 2, 3
 
 
-class CommandError(Exception):
-    """An expected failure: one line on stderr and an exit status."""
+class CommandError(CockpitError):
+    """A command's own refusal: one line on stderr and an exit status (usage unless told)."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
+
+    @property
+    def code(self) -> int:
+        return self.exit_code
 
 
 def here() -> Path:

@@ -7,15 +7,21 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Callable, TypeVar
 
 from app.agents import lifecycle as agents
-from app.commands import (EXIT_INFRA, CommandError, add_json_flag, here, ledger_path, main_or_none,
-                          one_line, open_ledger, print_json, say, settings_for)
-from app.agents.panes import PaneError
+from app.commands import (
+    CommandError,
+    add_json_flag,
+    here,
+    ledger_path,
+    main_or_none,
+    one_line,
+    open_ledger,
+    print_json,
+    say,
+    settings_for,
+)
 from app.commands.supervise import ensure_supervisor
-
-T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,16 +66,6 @@ def _socket() -> str | None:
     return os.environ.get(agents.TMUX_SOCKET_ENV) or None
 
 
-def _run(action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Agent errors are refusals (exit 2); tmux failing is infrastructure (exit 3)."""
-    try:
-        return action(*args, **kwargs)
-    except agents.AgentError as exc:
-        raise CommandError(str(exc)) from exc
-    except PaneError as exc:
-        raise CommandError(str(exc), EXIT_INFRA) from exc
-
-
 def new_command(args: argparse.Namespace) -> int:
     if args.search and args.cmd:
         raise CommandError("--search runs the built-in search agent: leave out --cmd")
@@ -78,7 +74,7 @@ def new_command(args: argparse.Namespace) -> int:
         raise CommandError(f"{here()} is not inside a git repository: run `cockpit agent new` "
                            "in the autoresearch repository")
     with open_ledger(args, main) as ledger:
-        created = _run(agents.create_agent, ledger, main, args.name, command=args.cmd,
+        created = agents.create_agent(ledger, main, args.name, command=args.cmd,
                        tag=args.tag, search=args.search, settings=settings_for(main),
                        worktree=args.worktree, socket=_socket())
     say("\n".join(created.describe()))
@@ -110,13 +106,13 @@ def list_command(args: argparse.Namespace) -> int:
 
 def stop_command(args: argparse.Namespace) -> int:
     with open_ledger(args) as ledger:
-        say(_run(agents.stop_agent, ledger, args.name, socket=_socket()))
+        say(agents.stop_agent(ledger, args.name, socket=_socket()))
     return 0
 
 
 def remove_command(args: argparse.Namespace) -> int:
     with open_ledger(args) as ledger:
-        say(_run(agents.remove_agent, ledger, args.name, delete_branch=args.delete_branch,
+        say(agents.remove_agent(ledger, args.name, delete_branch=args.delete_branch,
                    socket=_socket()))
     return 0
 

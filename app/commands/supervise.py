@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from app.commands import (
-    EXIT_INFRA,
     CommandError,
     add_json_flag,
     here,
@@ -20,6 +19,7 @@ from app.commands import (
     say,
     settings_for,
 )
+from app.errors import EXIT_INFRA
 from app.ledger.store import Ledger
 from app.supervisor import process
 

@@ -18,9 +18,11 @@ import os
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+
+from app.errors import InfraError
 
 MIN_DOC_CHARS = 200  # shorter docstrings ("Return x.") teach little
 SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test",
@@ -30,7 +32,7 @@ DOCTEST_PREFIXES = (">>>", "...")
 DefNode = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-class CorpusError(Exception):
+class CorpusError(InfraError):
     """No usable text could be found."""
 
 

@@ -23,22 +23,24 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterable
 
 import psutil
 
+from app.errors import CockpitError, UsageError
 from app import git
-from app.agents import lifecycle as agents
-from app.demo import corpus
-from app.agents import panes
 from app.actions import reap_lost
-from app.corefiles import core_file
+from app.agents import lifecycle as agents
+from app.agents import panes
 from app.agents.kickoff import agent_env, kickoff_text, plain_shell, write_kickoff
-from app.ledger.store import Agent, Ledger
 from app.agents.mutations import apply_changes
+from app.corefiles import core_file
+from app.demo import corpus
+from app.demo.processes import StopReport, agent_tree, alive, sandbox_processes, signal_all, stop_agent
+from app.ledger.store import Agent, Ledger
 from app.run.procs import process_identity, term_then_kill
 
 STATE_FILE = Path(".autoresearch") / "demo.json"
@@ -66,7 +68,7 @@ Python's standard library. Search agents work in `.autoresearch/worktrees/<name>
 Say = Callable[[str], None]
 
 
-class DemoError(Exception):
+class DemoError(UsageError):
     """The demo cannot start as asked; the message says why and what to do."""
 
 
@@ -273,7 +275,7 @@ def start_agents(sandbox: Sandbox, count: int, seed: int, say: Say, *,
                 session.agents.append(name)
                 state["sessions"][-1] = session.to_json()
                 say(f"agent {name} started ({session.mode}) on branch autoresearch/{session.tag}-{name}")
-    except (agents.AgentError, git.GitError, panes.PaneError, OSError) as exc:
+    except (CockpitError, OSError) as exc:
         stop_demo(sandbox.root)  # the agents that did start (no other demo runs here)
         raise DemoError(f"could not start the agents: {exc}") from exc
     finally:
@@ -309,74 +311,6 @@ def _start_in_background(ledger: Ledger, sandbox: Sandbox, name: str, tag: str,
 # ---------------------------------------------------------------------------
 # Stopping
 
-@dataclass
-class StopReport:
-    stopped: list[str] = field(default_factory=list)  # agents whose process was running
-    killed: list[int] = field(default_factory=list)  # leftover processes that had to be signalled
-    survivors: list[int] = field(default_factory=list)  # still alive afterwards: should be none
-    tmux_servers: list[str] = field(default_factory=list)  # private tmux servers stopped
-    lost: list[int] = field(default_factory=list)  # experiments whose runner did not finish
-
-    def lines(self) -> list[str]:
-        out = [f"stopped agents: {', '.join(self.stopped) or 'none were running'}"]
-        if self.killed:
-            out.append(f"killed {len(self.killed)} leftover processes")
-        if self.lost:
-            out.append(f"experiments marked lost: {', '.join(f'#{i}' for i in self.lost)}")
-        out.append(f"processes left behind: {', '.join(map(str, self.survivors))}"
-                   if self.survivors else "no process left behind")
-        return out
-
-
-def sandbox_processes(root: Path, sockets: tuple[str, ...] = ()) -> list[psutil.Process]:
-    """Demo work in the sandbox: search agents, `cockpit run`s, train.py and prepare.py, our tmux
-    servers; never this process or its ancestors, nor anything else working there."""
-    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    found = []
-    for proc in psutil.process_iter(["pid", "cwd", "cmdline"]):
-        argv, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd") or ""
-        if proc.pid in mine or not argv:
-            continue
-        if Path(argv[0]).name == "tmux" and any(s in argv for s in sockets):
-            found.append(proc)
-        elif cwd == str(root) or cwd.startswith(str(root) + os.sep):
-            runs = "run" in argv and ("app.cli" in argv or any(Path(a).name == "cockpit" for a in argv[:2]))
-            if runs or any(a.endswith(("app.agents.search", "train.py", "prepare.py")) for a in argv[:3]):
-                found.append(proc)
-    return found
-
-
-def _tree(agent: Agent) -> list[psutil.Process]:
-    """The agent's process and everything under it, while it still runs."""
-    try:
-        proc = psutil.Process(agent.pid) if agents.is_alive(agent) else None
-        return [proc, *proc.children(recursive=True)] if proc else []
-    except psutil.Error:
-        return []
-
-
-def _stop_agent(ledger_path: Path, agent: Agent) -> None:
-    with Ledger(ledger_path) as ledger, suppress(agents.AgentError, panes.PaneError):
-        agents.stop_agent(ledger, agent.name, actor="demo", socket=agent.tmux_socket or None)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _signal_all(procs: Iterable[psutil.Process], send: Callable[[psutil.Process], None]) -> bool:
-    """`send` (terminate or kill) to each of `procs` still there; True if any was."""
-    sent = False
-    for proc in procs:
-        with suppress(psutil.Error):
-            send(proc)
-            sent = True
-    return sent
-
-
 def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
     """Stop every agent of the demo in `root`, their runs and training, and its tmux servers;
     then make sure nothing of it is left running."""
@@ -392,9 +326,9 @@ def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
         with Ledger(ledger_path) as ledger:
             running = [a for a in ledger.agents() if a.name in names
                        and (a.state in ("starting", "running") or agents.is_alive(a))]
-    watched = [p for a in running for p in _tree(a)]
+    watched = [p for a in running for p in agent_tree(a)]
     report.stopped = [a.name for a in running if agents.is_alive(a)]
-    threads = [threading.Thread(target=_stop_agent, args=(ledger_path, a), daemon=True) for a in running]
+    threads = [threading.Thread(target=stop_agent, args=(ledger_path, a), daemon=True) for a in running]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -403,14 +337,14 @@ def stop_demo(root: Path, grace_s: float = 10.0) -> StopReport:
         with suppress(panes.PaneError):
             panes.kill_server(socket)
             report.tmux_servers.append(socket)
-    leftovers = {p.pid: p for p in [*watched, *sandbox_processes(root, sockets)] if _alive(p)}
+    leftovers = {p.pid: p for p in [*watched, *sandbox_processes(root, sockets)] if alive(p)}
     report.killed = sorted(leftovers)
-    term_then_kill(lambda: _signal_all(leftovers.values(), psutil.Process.terminate),
-                   lambda: _signal_all([p for p in leftovers.values() if _alive(p)], psutil.Process.kill),
-                   lambda: not any(_alive(p) for p in leftovers.values()), grace_s)
+    term_then_kill(lambda: signal_all(leftovers.values(), psutil.Process.terminate),
+                   lambda: signal_all([p for p in leftovers.values() if alive(p)], psutil.Process.kill),
+                   lambda: not any(alive(p) for p in leftovers.values()), grace_s)
     psutil.wait_procs(list(leftovers.values()), timeout=3)
     if ledger_path.is_file():
         with Ledger(ledger_path) as ledger:
             report.lost = reap_lost(ledger, stale_after_s=0)
-    report.survivors = sorted({p.pid for p in [*watched, *sandbox_processes(root, sockets)] if _alive(p)})
+    report.survivors = sorted({p.pid for p in [*watched, *sandbox_processes(root, sockets)] if alive(p)})
     return report

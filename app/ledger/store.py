@@ -17,8 +17,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from app.errors import InfraError
 from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
                          Experiment, Note, StepRow)
+from app.ledger.identity import FileIdentity, LedgerGone, open_failure, refuse_if_gone
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
 from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
 
@@ -30,7 +32,7 @@ LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
 
 
-class LedgerError(Exception):
+class LedgerError(InfraError):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
 
 
@@ -40,20 +42,7 @@ class LedgerConflict(LedgerError):
 
 
 # What any ledger call may raise: our refusals and SQLite's own (locked, corrupt, disk I/O).
-LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
-
-
-class LedgerGone(LedgerError):
-    """The ledger file was deleted, truncated or replaced while in use: writing on would be lost."""
-
-
-def _disk_full(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)  # SQLITE_FULL
-
-
-def marker_path(path: Path) -> Path:
-    """Beside the ledger, says one was created here: a missing ledger is then an error, not new."""
-    return path.with_name(path.name + ".created")
+LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, LedgerGone, sqlite3.Error)
 
 
 def _row_to(cls: type, row: sqlite3.Row) -> Any:
@@ -80,13 +69,10 @@ class Ledger:
     def __init__(self, path: Path | str, *, read_only: bool = False, create: bool = True) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        self._identity: tuple[int, int, bool] | None = None  # st_dev, st_ino, was it ever full-size
+        self._identity: FileIdentity | None = None  # None until opened (and while migrating)
         if not self.path.exists() and (read_only or not create):
             raise LedgerError(f"no ledger at {self.path}")
-        if not self.path.exists() and marker_path(self.path).exists():
-            raise LedgerGone(f"the ledger {self.path} is missing, but one was created there "
-                             f"({marker_path(self.path)}): restore it, or delete the marker to "
-                             f"start an empty ledger")
+        refuse_if_gone(self.path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         import sqlite_utils  # ~0.5 s of imports (numpy): paid on first use, not at CLI/TUI start
@@ -97,28 +83,16 @@ class Ledger:
             self._check_and_migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            if _disk_full(exc):
-                raise LedgerError(f"disk full: cannot write the ledger {self.path}") from exc
-            raise LedgerError(f"{self.path} is not a cockpit ledger ({exc})") from exc
+            raise LedgerError(open_failure(exc, self.path)) from exc
         except LedgerError:
             self.conn.close()
             raise
-        st = self.path.stat()
-        self._identity = (st.st_dev, st.st_ino, st.st_size >= 512)
-        if not read_only and not marker_path(self.path).exists():
-            marker_path(self.path).write_text(f"a cockpit ledger was created here: {self.path.name}\n")
+        self._identity = FileIdentity.of(self.path, mark=not read_only)
 
     def check_identity(self) -> None:
-        """Raise LedgerGone if the file is no longer the one opened (deleted, replaced, truncated)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise LedgerGone(f"the ledger {self.path} was deleted while in use") from None
-        assert self._identity is not None
-        if (st.st_dev, st.st_ino) != self._identity[:2]:
-            raise LedgerGone(f"the ledger {self.path} was replaced by another file while in use")
-        if self._identity[2] and st.st_size < 512:
-            raise LedgerGone(f"the ledger {self.path} was truncated while in use")
+        """LedgerGone if the file is no longer the one opened (deleted, replaced, truncated)."""
+        if self._identity is not None:
+            self._identity.check(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -179,8 +153,7 @@ class Ledger:
         """A BEGIN IMMEDIATE transaction: the write lock is taken before the first read."""
         if self.read_only:
             raise LedgerError("the ledger is open read-only")
-        if self._identity is not None:  # None while migrating in __init__
-            self.check_identity()
+        self.check_identity()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -188,8 +161,6 @@ class Ledger:
         except BaseException as exc:
             if self.conn.in_transaction:  # a failed COMMIT leaves it open; some errors end it
                 self.conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error) and _disk_full(exc):
-                raise LedgerError(f"disk full: cannot write the ledger {self.path}") from exc
             if isinstance(exc, sqlite3.IntegrityError):
                 raise LedgerConflict(str(exc)) from exc
             raise

@@ -91,12 +91,6 @@ class LogIndex:
                 raise OSError(f"{self.path}: the log index is closed")
             return os.pread(self._fd, length, offset)
 
-    def __enter__(self) -> LogIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- state ---------------------------------------------------------------------------------
 
     @property
@@ -171,13 +165,6 @@ class LogIndex:
                 self._last_newline = start + last_newline
             self._tail_cache = None
             return self.complete
-
-    def build(self, cancelled: Cancelled = _never) -> bool:
-        """Index to the end of the file unless `cancelled()` turns true; True when complete."""
-        while not cancelled():
-            if self.index_more():
-                return True
-        return False
 
     # --- newline positions ---------------------------------------------------------------------
 
@@ -300,11 +287,6 @@ class LogIndex:
         """The last n logical lines of the whole file, even before the index is complete."""
         with self._lock:
             return [self._render(start, end) for start, end in self._tail_ranges(n)]
-
-    def crash_tail_range(self, n: int = CRASH_TAIL_LINES) -> range:
-        """Line numbers of the last n indexed lines: what a crash left on screen."""
-        count = self.line_count
-        return range(max(0, count - n), count)
 
     # --- search --------------------------------------------------------------------------------
 

@@ -8,8 +8,6 @@ Usage:
         parser.last_step                   # latest step record, at any time
     result = parser.finish()               # summary, failed, tail, problems
 
-    result = parse_log(Path("run.log"))    # the same, streamed from a file
-
 Memory stays constant whatever the input: a segment (text between `\\r`/`\\n` separators) longer
 than MAX_SEGMENT_CHARS is cut to that length and reported, never buffered whole.
 """
@@ -22,7 +20,6 @@ import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from app.logs.textsafe import sanitize
 
@@ -128,7 +125,11 @@ def _step_record(text: str, head: re.Match[str]) -> StepRecord:
         else:
             values[known[0]] = known[1](raw)
     pct = head.group(2)
-    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), *values, extra)
+    loss, lrm, dt_ms, tok_per_sec, mfu_pct, epoch, remaining_s = values
+    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), loss=loss, lrm=lrm,
+                      dt_ms=dt_ms, tok_per_sec=tok_per_sec, mfu_pct=mfu_pct,
+                      epoch=None if epoch is None else int(epoch), remaining_s=remaining_s,
+                      extra=extra)
 
 
 def _split_fail(segment: str) -> tuple[str, bool]:
@@ -367,12 +368,3 @@ class StreamParser:
         if self._summary_overflow:
             problems.append(f"summary has more than {MAX_SUMMARY_KEYS} keys: the rest were dropped")
         return problems + summary_problems(self._summary)
-
-
-def parse_log(path: Path, chunk_size: int = 1 << 20) -> ParseResult:
-    """Parse a whole log file, streaming it in chunks of `chunk_size` bytes."""
-    parser = StreamParser(keep_records=False)
-    with open(path, "rb") as log:
-        while chunk := log.read(chunk_size):
-            parser.feed(chunk)
-    return parser.finish()

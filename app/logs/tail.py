@@ -103,7 +103,7 @@ class LogTail:
         replaced = self._file is not None
         self.close()
         try:
-            self._file = open(self.path, "rb")
+            self._file = open(self.path, "rb")  # noqa: SIM115 -- held open across polls, closed by close()
         except OSError:
             return False
         self._inode = inode

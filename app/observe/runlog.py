@@ -17,8 +17,8 @@ from app import git
 from app.ledger.queries import newest_in_worktree
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
-from app.run.procs import process_identity, same_process
 from app.run.plan import derived_tag
+from app.run.procs import process_identity, same_process
 
 OBSERVED, IMPORTED = "observed", "import"  # experiment backends written by app/observe/worktrees.py
 RUN_LOG = "run.log"
@@ -318,8 +318,8 @@ def _writer_of(path: Path) -> tuple[int | None, float | None]:
                 found.append((start, int(pid)))
     if not found:
         return None, None
-    start, pid = min(found)
-    return pid, start
+    start, writer = min(found)
+    return writer, start
 
 
 def _readlink(path: str) -> str:

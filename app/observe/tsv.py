@@ -10,10 +10,12 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Mapping, Protocol
+from typing import IO, Any, Protocol
 
+from app.errors import UsageError
 from app.ledger.schema import SUMMARY_COLUMNS
 
 UPSTREAM_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
@@ -33,7 +35,7 @@ _BOM = b"\xef\xbb\xbf"
 _TO_SPACE = str.maketrans(dict.fromkeys("\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
 
 
-class TsvFormatError(ValueError):
+class TsvFormatError(UsageError, ValueError):
     """The file is not a results.tsv we can read (no recognisable header)."""
 
 
@@ -286,7 +288,7 @@ def write_results_tsv(rows: Iterable[ExportRow], target: str | os.PathLike[str] 
     if hasattr(target, "write"):
         target.writelines(lines)  # type: ignore[union-attr]
         return len(lines) - 1
-    path = Path(target)  # type: ignore[arg-type]
+    path = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:

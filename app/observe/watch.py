@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from watchfiles import Change, awatch, watch
 
@@ -51,8 +52,20 @@ class WorktreeGone:
 
 
 WatchEvent = TrainPyChanged | RunLogChanged | ResultsTsvChanged | WorktreeGone
-_EVENT_FOR_NAME = {"train.py": TrainPyChanged, "run.log": RunLogChanged, "results.tsv": ResultsTsvChanged}
+_EVENT_FOR_NAME: dict[str, Callable[[Path], WatchEvent]] = {
+    "train.py": TrainPyChanged, "run.log": RunLogChanged, "results.tsv": ResultsTsvChanged}
 _ORDER = {TrainPyChanged: 0, RunLogChanged: 1, ResultsTsvChanged: 2, WorktreeGone: 3}
+
+
+class _WatchOptions(TypedDict):
+    """The keyword arguments both loops pass to watchfiles' watch/awatch."""
+
+    debounce: int
+    step: int
+    force_polling: bool | None
+    rust_timeout: int
+    yield_on_timeout: bool
+    recursive: bool
 
 
 def _absolute(root: Path | str) -> Path:
@@ -75,8 +88,8 @@ class WorktreeWatcher:
         self._wake = threading.Event()  # makes the running watch return: to restart or to stop
         self._stopped = threading.Event()
         self._step_s = step_ms / 1000
-        self._options = {"debounce": debounce_ms, "step": step_ms, "force_polling": force_polling,
-                         "rust_timeout": IDLE_CHECK_MS, "yield_on_timeout": True, "recursive": False}
+        self._options = _WatchOptions(debounce=debounce_ms, step=step_ms, force_polling=force_polling,
+                                      rust_timeout=IDLE_CHECK_MS, yield_on_timeout=True, recursive=False)
 
     @property
     def roots(self) -> frozenset[Path]:

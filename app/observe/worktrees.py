@@ -28,10 +28,17 @@ from pathlib import Path
 from app import git
 from app.ledger.queries import import_key_known, unimported_by_commit
 from app.ledger.store import Experiment, Ledger, LedgerConflict
-from app.observe.runlog import (IMPORTED, OBSERVED, agent_for, check_observed, observe_run_log,
-                                quiet_git, worktree_gone)
-from app.run.plan import derived_tag
+from app.observe.runlog import (
+    IMPORTED,
+    OBSERVED,
+    agent_for,
+    check_observed,
+    observe_run_log,
+    quiet_git,
+    worktree_gone,
+)
 from app.observe.tsv import Skipped, TsvFormatError, parse_results_tsv, row_fields, row_key
+from app.run.plan import derived_tag
 
 __all__ = ["ImportReport", "OBSERVED", "IMPORTED", "check_observed", "import_results_tsv",
            "observe_run_log", "sync_worktree", "worktree_gone"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.errors import InfraError, UsageError
 from app import git
 from app.run.backends import BackendUnavailable, check_backend
 from app.config import Settings
@@ -20,11 +21,11 @@ MODAL_GPU_ENV = "AUTORESEARCH_MODAL_GPU"  # read by modal_train.py when it is lo
 CHILD_ENV_PREFIX = "AUTORESEARCH_"  # passed on to the training process, also on Modal
 
 
-class RunRefused(Exception):
+class RunRefused(UsageError):
     """The run cannot start as asked; the message says why and what to do (exit status 2)."""
 
 
-class RunInfraError(Exception):
+class RunInfraError(InfraError):
     """The machinery needed for the run is unavailable (exit status 3)."""
 
 

@@ -19,11 +19,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TextIO
 
 from app import git
 from app.config import Settings
+from app.errors import EXIT_INFRA, EXIT_OK
 from app.ledger import supervisor as rows
 from app.ledger.store import LEDGER_ERRORS, Ledger, LedgerError, LedgerGone
 from app.logs.textsafe import sanitize
@@ -41,7 +43,7 @@ HEARTBEAT_S = 5.0  # the supervisor's row is rewritten this often (attention say
 UPKEEP_S = 3.0  # lost runs, orphans, agents' liveness, observed writers that died
 PANES_S = 5.0  # agents' panes captured this often (tmux calls)
 ATTENTION_S = 5.0  # attention recomputed at least this often (stuck agents need no ledger change)
-EXIT_OK, EXIT_INFRA = 0, 3
+UPKEEP_ERRORS: tuple[type[Exception], ...] = (*LEDGER_ERRORS, git.GitError, OSError)
 
 
 class Supervisor:
@@ -183,7 +185,7 @@ class Supervisor:
             return work(*args)
         except LedgerGone:
             raise
-        except (*LEDGER_ERRORS, git.GitError, OSError) as exc:
+        except UPKEEP_ERRORS as exc:
             self.say(f"{what}: {type(exc).__name__}: {exc}")
             return None
 
@@ -195,10 +197,8 @@ class Supervisor:
         self.notifier.flush(force=True)
         self.notifier.close()
         if ledger is not None:
-            try:
+            with suppress(*LEDGER_ERRORS):  # if the ledger is what failed, the log says so
                 rows.write_supervisor(ledger, state="error" if code else "stopped",
                                       message=why if code else "", waiting={})
-            except LEDGER_ERRORS:
-                pass  # the ledger is what failed: the log and the message above say so
             ledger.close()
         lock.release()

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import UsageError
 from app.run.procs import process_identity, same_process
 
 AUTOSTART_ENV = "COCKPIT_SUPERVISOR"  # "off": `cockpit`, `agent new`, `demo` start no supervisor
@@ -28,7 +29,7 @@ START_WAIT_S = 10.0  # how long `ensure_running(wait=True)` waits for the new on
 STOP_WAIT_S = 15.0  # how long `stop` waits for the lock to be released
 
 
-class SupervisorRunning(Exception):
+class SupervisorRunning(UsageError):
     """Another supervisor holds this ledger's lock."""
 
     def __init__(self, pid: int | None, lock: Path) -> None:

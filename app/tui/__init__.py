@@ -1,8 +1,9 @@
 """The cockpit TUI (Textual). `launch()` is what the `cockpit` command calls."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.config import Settings

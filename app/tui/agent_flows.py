@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+from app.errors import CockpitError
 from app.tui.messages import ActionFinished
 from app.tui.screens.confirm import ConfirmModal
 from app.tui.screens.new_agent import NewAgentModal
@@ -32,8 +34,8 @@ def _core() -> SimpleNamespace:
     """The core modules, imported on first use (app.ledger.store is slow to import)."""
     from app import config, git
     from app.agents import lifecycle as agents
-    from app.ledger import store as ledger
     from app.agents import panes
+    from app.ledger import store as ledger
 
     return SimpleNamespace(agents=agents, config=config, git=git, ledger=ledger, panes=panes)
 
@@ -43,8 +45,7 @@ async def _in_thread(app: CockpitApp, action: str, work: Callable[[], Any]) -> A
     core = _core()
     try:
         return await asyncio.to_thread(work)
-    except (core.agents.AgentError, core.panes.PaneError, core.git.GitError, core.config.ConfigError,
-            *core.ledger.LEDGER_ERRORS, OSError) as exc:
+    except (CockpitError, *core.ledger.LEDGER_ERRORS, OSError) as exc:
         app.post_message(ActionFinished(action, None, error=str(exc)))
         return None
 

@@ -7,21 +7,22 @@ Usage:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
 from app.corefiles import styles_dir
 from app.logs.textsafe import sanitize
 from app.tui import agent_flows, experiment_flows
+from app.tui.messages import ActionFinished, LedgerChanged
 from app.tui.palette import CockpitCommands
-from app.tui.messages import ActionFinished
 from app.tui.screens.dashboard import DashboardScreen
-from app.tui.screens.help import HelpScreen
+from app.tui.screens.help import HelpScreen, HelpSection
 from app.tui.widgets.experiments_table import one_line
 
 if TYPE_CHECKING:
@@ -62,15 +63,17 @@ class CockpitApp(App[None]):
         self.poll_interval = poll_interval
         self.clock = clock or time.time
         self.tmux_socket = tmux_socket
-        self.watch = clock is None if watch is None else watch
+        self.watch_worktrees = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
+        self._attention_count = 0  # items that needed the human at the last ledger change
         if read_only:
             self.sub_title = "read-only"
 
     def get_default_screen(self) -> DashboardScreen:
         self.dashboard = DashboardScreen(self.ledger_path, read_only=self.read_only,
                                          poll_interval=self.poll_interval, clock=self.clock,
-                                         watch=self.watch, settings=self.settings)
+                                         watch=self.watch_worktrees)
+        self.dashboard.poller.configure(self.settings, self.clock)
         return self.dashboard
 
     # -- what screens and the palette call ------------------------------------------------------
@@ -93,10 +96,13 @@ class CockpitApp(App[None]):
         elif item.agent and self.dashboard is not None:
             self.dashboard.agents_panel.highlight(item.agent)
 
-    def attention_grew(self) -> None:
-        """More needs the human than before: ring the terminal bell if the settings ask for it."""
-        if self.settings is not None and self.settings.bell:
+    def on_ledger_changed(self, message: LedgerChanged) -> None:
+        """(Bubbled up from the dashboard.) More needs the human than before: ring the terminal
+        bell if the settings ask for it."""
+        count = len(message.data.attention)
+        if self._attention_count and count > self._attention_count and self.settings and self.settings.bell:
             self.bell()
+        self._attention_count = count
 
     def run_flow(self, action: str, exp_id: int | None) -> None:
         """kill / approve / reject / adopt / note: confirm if needed, write, notify."""
@@ -151,7 +157,8 @@ class CockpitApp(App[None]):
         self.push_screen(QuitModal(self.quit_question), answered)
 
     def _quit_after(self, stop: bool) -> None:
-        self.on_quit(stop)
+        if self.on_quit is not None:
+            self.on_quit(stop)
         self.call_from_thread(self.exit)
 
     def action_help(self) -> None:
@@ -159,17 +166,18 @@ class CockpitApp(App[None]):
         from app.tui.screens.detail import DetailScreen
         from app.tui.widgets.log_viewer import LogView, LogViewer
 
-        sections = [("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
-                    ("Everywhere", self._global_bindings()),
-                    ("Experiment detail", DetailScreen.BINDINGS),
-                    ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
-                    ("Compare", CompareScreen.BINDINGS)]
+        sections: list[HelpSection] = [
+            ("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
+            ("Everywhere", self._global_bindings()),
+            ("Experiment detail", DetailScreen.BINDINGS),
+            ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
+            ("Compare", CompareScreen.BINDINGS)]
         hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
         self.push_screen(HelpScreen(sections, hidden=hidden,
                                     footer="Every action is also in the command palette (ctrl+p), "
                                            "e.g. \"experiment: kill #12\"."))
 
-    def _global_bindings(self) -> list[Binding]:
+    def _global_bindings(self) -> list[BindingType]:
         return [*self.BINDINGS,
                 Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")]
 

@@ -7,9 +7,11 @@ Read-only apps refuse every flow that writes, whatever asked for it (key, palett
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+from app.errors import CockpitError
 from app.tui.agent_flows import AGENT_WRITE_ACTIONS
 from app.tui.messages import ActionFinished
 from app.tui.screens.adopt import AdoptChoiceModal
@@ -34,7 +36,7 @@ def _core() -> SimpleNamespace:
 
 def _failures() -> tuple[type[BaseException], ...]:
     core = _core()
-    return core.actions.ActionError, *core.ledger.LEDGER_ERRORS, OSError
+    return CockpitError, *core.ledger.LEDGER_ERRORS, OSError
 
 
 async def _write(app: CockpitApp, action: str, exp_id: int | None,
@@ -60,13 +62,13 @@ def _finished(app: CockpitApp, action: str, exp_id: int | None, outcome: Any) ->
 async def kill(app: CockpitApp, exp_id: int) -> None:
     if await app.push_screen_wait(ConfirmModal(f"Kill experiment #{exp_id}?",
                                                app.experiment_summary(exp_id), confirm_label="Kill")):
-        _finished(app, "kill", exp_id,
-                  await _write(app, "kill", exp_id, lambda l: _core().actions.request_kill(l, exp_id)))
+        _finished(app, "kill", exp_id, await _write(
+            app, "kill", exp_id, lambda ledger: _core().actions.request_kill(ledger, exp_id)))
 
 
 async def approve(app: CockpitApp, exp_id: int) -> None:
     _finished(app, "approve", exp_id,
-              await _write(app, "approve", exp_id, lambda l: _core().actions.approve(l, exp_id)))
+              await _write(app, "approve", exp_id, lambda ledger: _core().actions.approve(ledger, exp_id)))
 
 
 async def reject(app: CockpitApp, exp_id: int) -> None:
@@ -74,14 +76,15 @@ async def reject(app: CockpitApp, exp_id: int) -> None:
     if await app.push_screen_wait(ConfirmModal(question, app.experiment_summary(exp_id),
                                                confirm_label="Reject")):
         _finished(app, "reject", exp_id,
-                  await _write(app, "reject", exp_id, lambda l: _core().actions.reject(l, exp_id)))
+                  await _write(app, "reject", exp_id, lambda ledger: _core().actions.reject(ledger, exp_id)))
 
 
 async def note(app: CockpitApp, exp_id: int | None) -> None:
     about = f"Note on #{exp_id}: {app.experiment_summary(exp_id)}" if exp_id else "General note"
     text = await app.push_screen_wait(NoteModal(about))
     if text:
-        note_id = await _write(app, "note", exp_id, lambda l: _core().actions.add_note(l, text, exp_id))
+        note_id = await _write(app, "note", exp_id,
+                               lambda ledger: _core().actions.add_note(ledger, text, exp_id))
         where = f" on #{exp_id}" if exp_id else ""
         _finished(app, "note", exp_id, None if note_id is None else f"note {note_id} saved{where}")
 
@@ -89,7 +92,7 @@ async def note(app: CockpitApp, exp_id: int | None) -> None:
 async def adopt(app: CockpitApp, exp_id: int) -> None:
     """Check main first (git), then confirm, or offer exact / merge / cancel when main moved."""
     adopt_module = _core().adopt
-    offer = await _write(app, "adopt", exp_id, lambda l: adopt_module.adopt_check(l, exp_id))
+    offer = await _write(app, "adopt", exp_id, lambda ledger: adopt_module.adopt_check(ledger, exp_id))
     if offer is None:
         return
     if offer.main_moved:
@@ -100,7 +103,7 @@ async def adopt(app: CockpitApp, exp_id: int) -> None:
         mode = "exact" if confirmed else None
     if mode:
         _finished(app, "adopt", exp_id, await _write(
-            app, "adopt", exp_id, lambda l: adopt_module.adopt_experiment(l, exp_id, mode)))
+            app, "adopt", exp_id, lambda ledger: adopt_module.adopt_experiment(ledger, exp_id, mode)))
 
 
 FLOWS: dict[str, Callable[[CockpitApp, Any], Awaitable[None]]] = {

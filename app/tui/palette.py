@@ -9,8 +9,9 @@ untrusted: the palette parses markup, so everything shown is escaped or a plain 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -143,6 +144,7 @@ class CockpitCommands(Provider):
                                    help=command.help or None)
         if self.cockpit.dashboard is not None:
             dashboard = self.cockpit.dashboard
-            for command in (*agent_commands(self.cockpit, dashboard), *view_commands(self.cockpit, dashboard)):
+            commands = (*agent_commands(self.cockpit, dashboard), *view_commands(self.cockpit, dashboard))
+            for command in commands:
                 yield DiscoveryHit(Text(command.text), command.run, text=command.text,
                                    help=command.help or None)

@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from app.config import Settings
-from app.ledger.dashboard import (TableFilter, best_per_tag, change_signature,
-                                  experiment_agents, experiment_count, last_finished, live_rows,
-                                  registered_agents, steps_after, table_row, table_window, tag_runs,
-                                  tags_newest_first)
+from app.ledger.dashboard import (
+    TableFilter,
+    best_per_tag,
+    change_signature,
+    experiment_agents,
+    experiment_count,
+    last_finished,
+    live_rows,
+    registered_agents,
+    steps_after,
+    table_row,
+    table_window,
+    tag_runs,
+    tags_newest_first,
+)
 from app.ledger.records import Experiment
 from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.ledger.supervisor import SupervisorRow, read_supervisor
@@ -123,11 +135,10 @@ class LedgerPoller:
     """Owns one read connection (in the worker's thread) and the last data it produced."""
 
     def __init__(self, ledger_path: Path, *, read_only: bool = False, interval: float = 0.1,
-                 query: DashboardQuery | None = None, settings: Settings | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 query: DashboardQuery | None = None) -> None:
         self.ledger_path = Path(ledger_path)
-        self.settings = settings or Settings()
-        self.clock = clock
+        self.settings = Settings()  # attention's thresholds
+        self.clock: Callable[[], float] = time.time  # "now" for attention
         self._attention_at = 0.0
         self.read_only = read_only
         self.interval = interval
@@ -144,6 +155,11 @@ class LedgerPoller:
     @property
     def query(self) -> DashboardQuery:
         return self._query
+
+    def configure(self, settings: Settings | None, clock: Callable[[], float]) -> None:
+        """Before polling starts: the settings attention uses, and the display's "now"."""
+        self.settings = settings or Settings()
+        self.clock = clock
 
     def set_query(self, query: DashboardQuery) -> None:
         """Thread-safe: the next poll (woken now) reloads with this query."""
@@ -186,9 +202,9 @@ class LedgerPoller:
         if self._data is not None and version == self._version and query == self._data.query:
             if time.monotonic() - self._attention_at < ATTENTION_S:
                 return None
-            previous = self._data
-            self._data = self._with_attention(ledger, previous)
-            return None if self._data == previous else self._data
+            shown = self._data
+            self._data = self._with_attention(ledger, shown)
+            return None if self._data == shown else self._data
         self._version = version
         signature = change_signature(ledger)
         previous = self._data
@@ -198,11 +214,11 @@ class LedgerPoller:
         self._signature = signature
         if structural:
             self._full_at = time.monotonic()
-            self._data = self._load_full(ledger, query)
+            data = self._load_full(ledger, query)
         else:
             assert previous is not None
-            self._data = self._load_live(ledger, query, previous)
-        self._data = self._with_attention(ledger, self._data)
+            data = self._load_live(ledger, query, previous)
+        self._data = self._with_attention(ledger, data)
         return self._data
 
     def _with_attention(self, ledger: Ledger, data: DashboardData) -> DashboardData:

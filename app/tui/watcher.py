@@ -11,7 +11,8 @@ thread only. `stop()` ends both promptly; the agents panel calls it when it unmo
 
 Results are posted as messages: `AgentDiff` (an agent's uncommitted train.py change),
 `AgentStates` (states the ledger does not say yet, never written: an agent whose worktree
-vanished shows `gone` before the supervisor records it), `ActionFinished` (problems, each said once). The ledger is opened read-only.
+vanished shows `gone` before the supervisor records it), `ActionFinished` (problems, each said
+once). The ledger is opened read-only.
 """
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from app.errors import CockpitError
 from app.tui.messages import ActionFinished, AgentDiff, AgentStates
 
 if TYPE_CHECKING:
@@ -111,9 +114,9 @@ class AgentWatch:
 
         with self._lock:
             self._watcher = WorktreeWatcher(self._agents)
-        node.run_worker(self._watch_loop, name="worktree watch", group="agent-watch",
+        node.run_worker(self._watch_loop(), name="worktree watch", group="agent-watch",
                         exclusive=True, exit_on_error=False)
-        node.run_worker(self._tick_loop, name="agent upkeep", group="agent-upkeep",
+        node.run_worker(self._tick_loop(), name="agent upkeep", group="agent-upkeep",
                         exclusive=True, exit_on_error=False)
 
     def stop(self) -> None:
@@ -227,12 +230,11 @@ class AgentWatch:
 
     def _guard(self, work: Callable[..., None], *args: Any) -> None:
         """Run one piece of work; git, ledger and file trouble is said once, never fatal."""
-        from app import git
         from app.ledger.store import LEDGER_ERRORS
 
         try:
             work(*args)
-        except (git.GitError, *LEDGER_ERRORS, OSError) as exc:
+        except (CockpitError, *LEDGER_ERRORS, OSError) as exc:
             if isinstance(exc, LEDGER_ERRORS):
                 self._close()  # reopened on the next use
             self._report(f"{type(exc).__name__}: {exc}")

@@ -8,20 +8,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+from test_search_agent import git, standin_train_py
 
-from test_search_agent import git, standin_train_py  # noqa: E402
-
-from app.agents import panes  # noqa: E402
-from app.demo import corpus  # noqa: E402
-from app.demo import sandbox as demo  # noqa: E402
-from app.config import load_settings  # noqa: E402
-from app.ledger.store import Ledger  # noqa: E402
-from app.agents.mutations import read_constants, values_of  # noqa: E402
+from app.agents import panes
+from app.agents.mutations import read_constants, values_of
+from app.config import load_settings
+from app.demo import corpus
+from app.demo import sandbox as demo
+from app.ledger.store import Ledger
+from waiting import wait_for
 
 LONG = "This sentence is prose that explains what the function does, in plain English words. " * 3
 
@@ -133,15 +132,12 @@ def standin_sandbox(root: Path) -> demo.Sandbox:
     return sandbox
 
 
-def wait_running(ledger_path: Path, count: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if ledger_path.exists():
-            with Ledger(ledger_path) as ledger:
-                if len([e for e in ledger.live() if e.status == "running"]) >= count:
-                    return
-        time.sleep(0.3)
-    raise AssertionError(f"{count} experiments never ran at once")
+def running(ledger_path: Path) -> int:
+    """How many of the demo's experiments are running now (0 before the ledger exists)."""
+    if not ledger_path.exists():
+        return 0
+    with Ledger(ledger_path) as ledger:
+        return len([e for e in ledger.live() if e.status == "running"])
 
 
 def assert_stopped(sandbox: demo.Sandbox, report: demo.StopReport, names: list[str]) -> None:
@@ -151,7 +147,7 @@ def assert_stopped(sandbox: demo.Sandbox, report: demo.StopReport, names: list[s
         runs = ledger.experiments()
         assert runs and all(e.status == "finished" for e in runs)
         assert {e.decision for e in runs} <= {"killed", "lost"}
-        assert {a.name: a.state for a in ledger.agents()} == {n: "stopped" for n in names}
+        assert {a.name: a.state for a in ledger.agents()} == dict.fromkeys(names, "stopped")
     for name in names:
         worktree = sandbox.root / ".autoresearch" / "worktrees" / name
         assert git(worktree, "status", "--porcelain", "--untracked-files=no") == ""
@@ -164,7 +160,8 @@ def test_background_agents_stop_leaving_no_process(tmp_path: Path, monkeypatch: 
     sandbox = standin_sandbox(tmp_path / "d")
     session = demo.start_agents(sandbox, 2, 1, quiet, use_tmux=False)
     assert session.mode == "background" and session.agents == ["ada", "bo"]
-    wait_running(sandbox.ledger_path, 2)
+    wait_for(lambda: running(sandbox.ledger_path) >= 2, timeout=120, interval=0.3,
+             message="2 experiments never ran at once")
     with pytest.raises(demo.DemoError, match="still running"):
         demo.start_agents(sandbox, 1, 1, quiet, use_tmux=False)
     report = demo.stop_demo(sandbox.root)
@@ -186,7 +183,8 @@ def test_tmux_agents_and_their_private_server_stop(tmp_path: Path, monkeypatch: 
         assert session.mode == "tmux" and session.tmux_socket
         agent_panes = [p for p in panes.list_panes(demo.TMUX_SESSION, session.tmux_socket) if p.agent]
         assert sorted(p.agent for p in agent_panes) == ["ada", "bo"]
-        wait_running(sandbox.ledger_path, 2)
+        wait_for(lambda: running(sandbox.ledger_path) >= 2, timeout=120, interval=0.3,
+                 message="2 experiments never ran at once")
         report = demo.stop_demo(sandbox.root)
     finally:
         if session.tmux_socket:
@@ -208,16 +206,19 @@ def test_headless_demo_end_to_end(tmp_path: Path) -> None:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     ledger_path = root / ".autoresearch" / "ledger.db"
-    deadline = time.time() + 200
     finished: list = []
+
+    def enough_finished() -> bool:
+        """Both agents finished experiments (3 in all), or the demo ended early (asserted below)."""
+        if ledger_path.exists():
+            with Ledger(ledger_path) as ledger:
+                finished[:] = [e for e in ledger.experiments()
+                               if e.decision in ("keep", "discard", "crash")]
+        both = {e.agent for e in finished} == {"ada", "bo"}
+        return proc.poll() is not None or (both and len(finished) >= 3)
+
     try:
-        while time.time() < deadline and proc.poll() is None:
-            time.sleep(1)
-            if ledger_path.exists():
-                with Ledger(ledger_path) as ledger:
-                    finished = [e for e in ledger.experiments() if e.decision in ("keep", "discard", "crash")]
-                if {e.agent for e in finished} == {"ada", "bo"} and len(finished) >= 3:
-                    break
+        wait_for(enough_finished, timeout=200, interval=1.0)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
     finally:

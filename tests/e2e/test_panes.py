@@ -4,14 +4,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.agents import panes
+from tuiagents import agent_pane, type_into
+from waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -33,15 +34,6 @@ def cockpit(socket: str, tmp_path: Path) -> panes.Pane:
     return panes.ensure_session("cockpit", "exec sleep 600", tmp_path, size=(200, 50), socket=socket)
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
 def test_ensure_session_creates_once(socket: str, tmp_path: Path) -> None:
     assert not panes.has_session("cockpit", socket)
     first = panes.ensure_session("cockpit", "exec sleep 600", tmp_path, title="cockpit", socket=socket)
@@ -61,12 +53,12 @@ def test_split_pane_passes_env_cwd_title_and_agent(cockpit: panes.Pane, socket: 
                                agent="ada", socket=socket)
     assert pane_id.startswith("%") and pane_id != cockpit.pane_id
     assert wait_for(lambda: f"agent=ada in {worktree}" in panes.capture(pane_id, socket=socket))
-    found = panes.find_agent_pane("ada", "cockpit", socket)
+    found = agent_pane("ada", socket, "cockpit")
     assert found is not None and found.pane_id == pane_id and found.title == "agent ada"
     assert found.window_id == cockpit.window_id and not found.active  # the cockpit keeps focus
     assert panes.pane_alive(pane_id, socket)
     os.kill(panes.pane_pid(pane_id, socket), 0)  # a real, live process
-    assert panes.find_agent_pane("bo", socket=socket) is None
+    assert agent_pane("bo", socket) is None
 
 
 def test_split_pane_runs_argv_without_shell(cockpit: panes.Pane, socket: str) -> None:
@@ -90,9 +82,10 @@ def test_split_layout_then_new_window_when_full(socket: str, tmp_path: Path) -> 
     assert info[third].agent == "c"
 
 
-def test_send_keys_and_capture_plain_text(cockpit: panes.Pane, socket: str) -> None:
-    pane_id = panes.split_pane(cockpit.pane_id, r"printf '\033[31mred alert\033[0m\n'; exec cat", socket=socket)
-    panes.send_keys(pane_id, "hello; from the cockpit", socket=socket)
+def test_capture_is_plain_text(cockpit: panes.Pane, socket: str) -> None:
+    pane_id = panes.split_pane(cockpit.pane_id, r"printf '\033[31mred alert\033[0m\n'; exec cat",
+                               socket=socket)
+    type_into(socket, pane_id, "hello; from the cockpit")
     assert wait_for(lambda: panes.capture(pane_id, socket=socket).count("hello; from the cockpit") == 2)
     text = panes.capture(pane_id, socket=socket)
     assert "red alert" in text and "\x1b" not in text
@@ -112,7 +105,7 @@ def test_kill_pane_and_liveness(cockpit: panes.Pane, socket: str) -> None:
     assert panes.kill_pane(pane_id, socket)
     assert not panes.pane_alive(pane_id, socket)
     assert not panes.kill_pane(pane_id, socket)
-    assert panes.find_agent_pane("ada", socket=socket) is None
+    assert agent_pane("ada", socket) is None
     with pytest.raises(panes.PaneError, match=f"no tmux pane {pane_id}"):
         panes.pane_pid(pane_id, socket)
     assert wait_for(lambda: not _process_exists(pid))

@@ -1,4 +1,5 @@
-"""prepare.py: --source shards, the download path against a loopback server, tokenizer, dataloader, evaluate_bpb."""
+"""prepare.py: --source shards, the download path against a loopback server, tokenizer, dataloader,
+evaluate_bpb."""
 from __future__ import annotations
 
 import http.server
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from corehelpers import REPO, make_documents, run_script, script_env, write_corpus
 
 sys.path.insert(0, str(REPO))
-import prepare  # noqa: E402  (the repository root holds the scripts)
+import prepare
 
 VOCAB = 512
 SEQ_LEN = 128
@@ -62,7 +63,7 @@ def shard_rows(path: Path) -> list[str]:
 def test_source_layout_keeps_every_document_and_pins_validation_last(cache: Path, tmp_path: Path) -> None:
     data = cache / "data"
     names = sorted(p.name for p in data.glob("*.parquet"))
-    assert names == ["shard_00000.parquet", "shard_00001.parquet", "shard_00002.parquet", prepare.VAL_FILENAME]
+    assert names == [f"shard_0000{i}.parquet" for i in range(3)] + [prepare.VAL_FILENAME]
     rows = [shard_rows(data / name) for name in names]
     assert all(rows), "every shard holds documents"
     expected = sorted(doc.strip() for doc in make_documents(800))
@@ -71,12 +72,14 @@ def test_source_layout_keeps_every_document_and_pins_validation_last(cache: Path
     assert not list(data.glob("*.tmp"))
 
 
-def test_source_reads_text_markdown_jsonl_and_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_source_reads_text_markdown_jsonl_and_parquet(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "src"
     (src / "nested").mkdir(parents=True)
     (src / "a.txt").write_text("first paragraph\n\n\nsecond paragraph\n")
     (src / "nested" / "b.md").write_text("# Title\nbody text\n")
-    (src / "c.jsonl").write_text(json.dumps({"text": "from jsonl"}) + "\n\n" + json.dumps({"text": "   "}) + "\n")
+    (src / "c.jsonl").write_text(json.dumps({"text": "from jsonl"}) + "\n\n"
+                                 + json.dumps({"text": "   "}) + "\n")
     pq.write_table(pa.table({"text": ["from parquet", ""], "id": [1, 2]}), src / "d.parquet")
     (src / "ignored.py").write_text("print('not text')\n")
     (src / "blank.txt").write_text("\n \n")
@@ -92,7 +95,8 @@ def test_source_reads_text_markdown_jsonl_and_parquet(tmp_path: Path, monkeypatc
 
 @pytest.mark.parametrize("name, content, message", [
     ("bad.jsonl", '{"text": "ok"}\n{"text": \n', "bad.jsonl:2: not valid JSON"),
-    ("bad.jsonl", '{"body": "no text field"}\n', 'bad.jsonl:1: expected an object with a "text" string field'),
+    ("bad.jsonl", '{"body": "no text field"}\n',
+     'bad.jsonl:1: expected an object with a "text" string field'),
     ("notes.csv", "a,b\n", "unsupported file type"),
 ])
 def test_source_bad_input_names_the_problem(tmp_path: Path, name: str, content: str, message: str) -> None:
@@ -108,8 +112,8 @@ def test_source_parquet_without_text_column_is_an_error(tmp_path: Path) -> None:
         list(prepare.iter_source_documents(str(tmp_path / "t.parquet")))
 
 
-def test_source_rebuild_is_skipped_and_a_different_source_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture) -> None:
+def test_source_rebuild_is_skipped_and_a_different_source_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     use_cache(monkeypatch, tmp_path / "cache")
     one, two = write_corpus(tmp_path / "one", n_docs=10), write_corpus(tmp_path / "two", n_docs=10, seed=1)
     prepare.build_shards_from_source(str(one), num_shards=2)
@@ -131,7 +135,8 @@ def test_source_rebuild_is_skipped_and_a_different_source_is_refused(tmp_path: P
 def test_cli_source_without_text_fails_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "blank.md").write_text("   \n")
-    result = run_script(REPO / "prepare.py", script_env(tmp_path / "cache"), "--source", str(tmp_path / "empty"))
+    result = run_script(REPO / "prepare.py", script_env(tmp_path / "cache"), "--source",
+                        str(tmp_path / "empty"))
     assert result.returncode == 1
     assert "no text found" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache" / "tokenizer").exists()
@@ -152,7 +157,8 @@ def test_tokenizer_round_trip_and_bos(cache: Path) -> None:
     assert [row[0] for row in rows] == [bos, bos] and tok.decode(rows[0][1:]) == "a b"
     token_bytes = prepare.get_token_bytes()
     assert token_bytes.shape == (VOCAB,) and token_bytes[bos] == 0
-    assert all(token_bytes[t] == len(tok.enc.decode_single_token_bytes(t)) for t in tok.encode("the old mill"))
+    tokens = tok.encode("the old mill")
+    assert all(token_bytes[t] == len(tok.enc.decode_single_token_bytes(t)) for t in tokens)
 
 
 def test_tokenizer_vocab_mismatch_is_a_clear_error(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,8 +209,8 @@ def test_dataloader_rows_are_whole_documents_from_bos_without_padding(cache: Pat
             assert any(ids[:len(last)] == list(last) for ids in encoded), "only the final document is cropped"
 
 
-def test_dataloader_without_training_shards_fails_instead_of_looping(tmp_path: Path, cache: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dataloader_without_training_shards_fails_instead_of_looping(
+        tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tok = prepare.Tokenizer.from_directory()
     data = tmp_path / "data"
     monkeypatch.setattr(prepare, "DATA_DIR", str(data))
@@ -233,7 +239,8 @@ class UnigramModel(torch.nn.Module):
         return F.cross_entropy(self.logits.expand(y.numel(), -1), y.reshape(-1), reduction=reduction)
 
 
-@pytest.mark.parametrize("logits", [torch.zeros(VOCAB), torch.randn(VOCAB, generator=torch.Generator().manual_seed(0))],
+@pytest.mark.parametrize("logits", [torch.zeros(VOCAB),
+                                    torch.randn(VOCAB, generator=torch.Generator().manual_seed(0))],
                          ids=["uniform", "unigram"])
 def test_evaluate_bpb_equals_hand_computation(cache: Path, logits: torch.Tensor) -> None:
     tok = prepare.Tokenizer.from_directory()
@@ -314,7 +321,9 @@ def server():
     srv.close()
 
 
-def test_cli_download_retries_failed_transfers_and_trains_the_tokenizer(tmp_path: Path, server: ShardServer) -> None:
+@pytest.mark.slow
+def test_cli_download_retries_failed_transfers_and_trains_the_tokenizer(tmp_path: Path,
+                                                                        server: ShardServer) -> None:
     server.faults = {"shard_00000.parquet": ["truncate"], "shard_00001.parquet": ["error"]}
     env = script_env(tmp_path / "cache", AUTORESEARCH_BASE_URL=server.url)
     result = run_script(REPO / "prepare.py", env, "--num-shards", "2")
@@ -335,7 +344,8 @@ def test_download_that_keeps_failing_leaves_no_partial_shard(tmp_path: Path, ser
     monkeypatch.setattr(prepare, "BASE_URL", server.url)
     monkeypatch.setattr(prepare, "RETRY_DELAY_S", 0.0)
     server.faults = {"shard_00001.parquet": (["truncate", "error"] * 3)[:prepare.MAX_ATTEMPTS]}
-    with pytest.raises(prepare.PrepareError, match=r"1 of 3 shards failed to download \(shard_00001.parquet\)"):
+    failed = r"1 of 3 shards failed to download \(shard_00001.parquet\)"
+    with pytest.raises(prepare.PrepareError, match=failed):
         prepare.download_data(2, download_workers=2)
     data = tmp_path / "cache" / "data"
     assert sorted(p.name for p in data.iterdir()) == ["shard_00000.parquet", prepare.VAL_FILENAME]

@@ -10,16 +10,26 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from app.agents.mutations import (
+    SEARCHED,
+    MutationError,
+    SearchState,
+    apply_changes,
+    config_key,
+    format_value,
+    next_move,
+    propose_moves,
+    read_constants,
+    values_of,
+)
 from app.corefiles import core_file
-from app.ledger.store import Ledger
-from app.agents.mutations import (SEARCHED, MutationError, SearchState, apply_changes, config_key,
-                           format_value, next_move, propose_moves, read_constants, values_of)
+from app.ledger.store import Experiment, Ledger
+from waiting import wait_for
 
 REAL_TRAIN = core_file("train.py").read_text()
 BANNER_START = "# Hyperparameters (edit these directly, no CLI flags needed)"
@@ -261,14 +271,15 @@ def test_sigterm_stops_the_run_and_leaves_the_worktree_clean(repo: Path) -> None
     base_sha = git(repo, "rev-parse", "HEAD").strip()
     agent = start_agent(worktree, "--seed", "1", STANDIN_SLEEP="120")
     ledger_path = repo / ".autoresearch" / "ledger.db"
-    deadline = time.time() + 120
-    running = None
-    while time.time() < deadline and running is None:
-        time.sleep(0.3)
-        if ledger_path.exists():
-            with Ledger(ledger_path) as ledger:
-                running = next((e for e in ledger.live() if e.status == "running" and e.id > 1), None)
-    assert running is not None, "the second experiment never started"
+
+    def second_running() -> Experiment | None:
+        if not ledger_path.exists():
+            return None
+        with Ledger(ledger_path) as ledger:
+            return next((e for e in ledger.live() if e.status == "running" and e.id > 1), None)
+
+    running = wait_for(second_running, timeout=120, interval=0.3,
+                       message="the second experiment never started")
     train_pid = running.pid
     agent.send_signal(signal.SIGTERM)
     out, _ = agent.communicate(timeout=60)

@@ -10,20 +10,20 @@ import time
 from pathlib import Path
 
 import pytest
+
+from app.ledger.store import Ledger
+from app.ledger.supervisor import read_supervisor
+from app.run.procs import process_identity
+from app.supervisor import process
 from runnerhelpers import (
     cockpit,
     cockpit_env,
     make_project,
     pid_alive,
     start_cockpit,
-    wait_for,
 )
 from tuiagents import register_agent
-
-from app.ledger.store import Ledger
-from app.ledger.supervisor import read_supervisor
-from app.run.procs import process_identity
-from app.supervisor import process
+from waiting import wait_for
 
 STEP = ("\rstep {s:05d} ({p:.1f}%) | loss: 3.500000 | lrm: 1.00 | dt: 312ms | tok/sec: 52,480 | "
         "mfu: 0.0% | epoch: 1 | remaining: 259s    ")

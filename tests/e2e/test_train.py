@@ -1,17 +1,29 @@
-"""train.py: a real smoke-scale run end to end, its output contract, fast fail, and the model pieces in-process."""
+"""train.py: a real smoke-scale run end to end, its output contract, fast fail, and the model pieces
+in-process."""
 from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from corehelpers import (PYTHON, REPO, SMOKE_CONSTANTS, SMOKE_ENV, SUMMARY_KEYS, exec_until, parse_step_lines,  # noqa: E402
-                         parse_summary, run_script, script_env, write_corpus, write_scripts)
+from corehelpers import (
+    PYTHON,
+    REPO,
+    SMOKE_CONSTANTS,
+    SMOKE_ENV,
+    SUMMARY_KEYS,
+    exec_until,
+    parse_step_lines,
+    parse_summary,
+    run_script,
+    script_env,
+    write_corpus,
+    write_scripts,
+)
 
 STEP_FIELDS = ["step", "loss", "lrm", "dt", "tok/sec", "mfu", "epoch", "remaining"]
 
@@ -27,22 +39,25 @@ class SmokeRun:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
-    """prepare.py --source on a synthetic corpus, then a tiny train.py (TIME_BUDGET=10 s) with the untrained bpb measured alongside."""
+    """prepare.py --source on a synthetic corpus, then a tiny train.py (TIME_BUDGET=10 s) with the
+    untrained bpb measured alongside."""
     root = tmp_path_factory.mktemp("smoke")
     corpus = write_corpus(root / "corpus")
     train = write_scripts(root / "run", SMOKE_CONSTANTS)
     env = script_env(root / "cache")
     prepared = run_script(train.parent / "prepare.py", env, "--source", str(corpus), "--num-shards", "4")
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-    with subprocess.Popen([PYTHON, str(REPO / "tests" / "corehelpers.py"), "untrained-bpb", str(train)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as untrained:
-        trained = run_script(train, env)  # meanwhile: train.py's budget is wall time, the untrained eval is not
+    with subprocess.Popen([PYTHON, str(REPO / "tests" / "corehelpers.py"), "untrained-bpb", str(train)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as untrained:
+        # meanwhile: train.py's budget is wall time, the untrained eval is not
+        trained = run_script(train, env)
         out, err = untrained.communicate(timeout=300)
     assert untrained.returncode == 0, err
     bpb = float(out.rsplit("untrained_val_bpb:", 1)[1])
     return SmokeRun(trained.stdout, trained.stderr, trained.returncode, bpb, root / "cache")
 
 
+@pytest.mark.slow
 def test_smoke_run_learns(smoke: SmokeRun) -> None:
     assert smoke.returncode == 0, smoke.stdout[-2000:] + smoke.stderr[-2000:]
     val_bpb = float(parse_summary(smoke.stdout)["val_bpb"])
@@ -50,6 +65,7 @@ def test_smoke_run_learns(smoke: SmokeRun) -> None:
     assert val_bpb < smoke.untrained_bpb, (val_bpb, smoke.untrained_bpb)
 
 
+@pytest.mark.slow
 def test_smoke_run_summary_follows_the_contract(smoke: SmokeRun) -> None:
     summary = parse_summary(smoke.stdout)
     assert list(summary)[:len(SUMMARY_KEYS)] == SUMMARY_KEYS
@@ -59,7 +75,8 @@ def test_smoke_run_summary_follows_the_contract(smoke: SmokeRun) -> None:
     assert summary["vocab_size"] == SMOKE_ENV["AUTORESEARCH_VOCAB_SIZE"]
     assert (summary["device"], summary["attention"], summary["mfu_percent"]) == ("cpu", "sdpa", "0.00")
     assert summary["depth"] == SMOKE_CONSTANTS["DEPTH"] and summary["device_name"]
-    assert float(summary["training_seconds"]) >= 10 and float(summary["total_seconds"]) > float(summary["training_seconds"])
+    training_s = float(summary["training_seconds"])
+    assert training_s >= 10 and float(summary["total_seconds"]) > training_s
     assert float(summary["peak_vram_mb"]) > 50, "peak RSS of a torch process"
     steps = int(summary["num_steps"])
     assert float(summary["total_tokens_M"]) == pytest.approx(steps * 8 * 256 / 1e6, abs=0.051)
@@ -69,20 +86,24 @@ def test_smoke_run_summary_follows_the_contract(smoke: SmokeRun) -> None:
     assert all(line.split(":", 1)[1].strip() for line in lines) and lines[0].startswith("val_bpb:          ")
 
 
+@pytest.mark.slow
 def test_smoke_run_step_lines_follow_the_contract(smoke: SmokeRun) -> None:
     before_summary = smoke.stdout.split("\n---\n")[0]
     step_line = before_summary.rsplit("\n", 1)[-1]
-    assert step_line.startswith("\rstep 00000 (0.0%) | loss: "), "all step lines on one physical line, \\r-separated"
+    assert step_line.startswith("\rstep 00000 (0.0%) | loss: "), \
+        "all step lines on one physical line, \\r-separated"
     steps = parse_step_lines(smoke.stdout)
     assert len(steps) == int(parse_summary(smoke.stdout)["num_steps"])
     assert [s["step"] for s in steps] == [f"{i:05d}" for i in range(len(steps))]
     for record in steps:
         assert list(record)[:len(STEP_FIELDS)] == STEP_FIELDS
-        assert math.isfinite(float(record["loss"])) and record["dt"].endswith("ms") and record["mfu"] == "0.0%"
+        assert math.isfinite(float(record["loss"]))
+        assert record["dt"].endswith("ms") and record["mfu"] == "0.0%"
     assert float(steps[-1]["loss"]) < float(steps[0]["loss"])
     assert "FAIL" not in smoke.stdout
 
 
+@pytest.mark.slow
 def test_exploding_loss_fails_fast(tmp_path: Path, smoke: SmokeRun) -> None:
     train = write_scripts(tmp_path / "run", dict(SMOKE_CONSTANTS, UNEMBEDDING_LR='float("inf")'))
     result = run_script(train, script_env(smoke.cache))
@@ -94,7 +115,8 @@ def test_batch_config_that_does_not_divide_is_a_clear_error(tmp_path: Path) -> N
     train = write_scripts(tmp_path / "run", dict(SMOKE_CONSTANTS, TOTAL_BATCH_SIZE="3000"))
     result = run_script(train, script_env(tmp_path / "cache"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "TOTAL_BATCH_SIZE (3,000) must be a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN (8 * 256 = 2,048)" in result.stderr
+    assert ("TOTAL_BATCH_SIZE (3,000) must be a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN "
+            "(8 * 256 = 2,048)") in result.stderr
 
 
 def test_missing_data_names_the_command_to_run(tmp_path: Path) -> None:
@@ -102,7 +124,8 @@ def test_missing_data_names_the_command_to_run(tmp_path: Path) -> None:
     result = run_script(train, script_env(tmp_path / "empty-cache"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"no tokenizer in {tmp_path / 'empty-cache' / 'tokenizer'}: run `python prepare.py` (or `python prepare.py --source DIR`)"]
+        f"no tokenizer in {tmp_path / 'empty-cache' / 'tokenizer'}: "
+        "run `python prepare.py` (or `python prepare.py --source DIR`)"]
 
 # ---------------------------------------------------------------------------
 # Model and optimizer pieces, in-process (train.py up to its Setup banner)
@@ -154,9 +177,10 @@ def test_model_and_muon_adamw_fit_a_fixed_batch(defs: dict) -> None:
     y = torch.roll(x, -1, dims=1)
     per_token = model(x, y, reduction="none")
     assert per_token.shape == (4 * 32,) and model(x).shape == (4, 32, 64)
-    assert per_token.mean().item() == pytest.approx(math.log(64), rel=0.01), "near-uniform predictions at init"
-    optimizer = model.setup_optimizer(unembedding_lr=0.004, embedding_lr=0.6, matrix_lr=0.04, weight_decay=0.2,
-                                      adam_betas=(0.8, 0.95), scalar_lr=0.5)
+    # near-uniform predictions at init
+    assert per_token.mean().item() == pytest.approx(math.log(64), rel=0.01)
+    optimizer = model.setup_optimizer(unembedding_lr=0.004, embedding_lr=0.6, matrix_lr=0.04,
+                                      weight_decay=0.2, adam_betas=(0.8, 0.95), scalar_lr=0.5)
     assert {group["kind"] for group in optimizer.param_groups} == {"adamw", "muon"}
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     for _ in range(30):
@@ -172,6 +196,6 @@ def test_peak_flops_table_matches_device_names(defs: dict, monkeypatch: pytest.M
     assert defs["get_peak_flops"]("NVIDIA H100 80GB HBM3") == 0.0, "never an MFU on CPU"
     monkeypatch.setitem(defs, "DEVICE_TYPE", "cuda")
     expected = {"NVIDIA H100 80GB HBM3": 989.5e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989.5e12,
-                "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A10G": 125e12, "NVIDIA L40S": 362e12, "NVIDIA L4": 121e12,
-                "NVIDIA GeForce RTX 4090": 165.2e12, "Tesla T4": 0.0}
+                "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A10G": 125e12, "NVIDIA L40S": 362e12,
+                "NVIDIA L4": 121e12, "NVIDIA GeForce RTX 4090": 165.2e12, "Tesla T4": 0.0}
     assert {name: defs["get_peak_flops"](name) for name in expected} == expected

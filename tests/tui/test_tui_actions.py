@@ -11,21 +11,23 @@ import uuid
 from pathlib import Path
 
 import pytest
+from textual.command import CommandList
 from textual.widgets import Footer
 
-from app.ledger.store import Ledger
 from app.agents.panes import kill_server
+from app.ledger.store import Ledger
 from app.tui.app import make_app
 from app.tui.palette import CockpitCommands
 from app.tui.screens.adopt import AdoptChoiceModal
 from app.tui.screens.confirm import ConfirmModal
-from app.tui.screens.help import HelpScreen
-from app.tui.widgets.log_viewer import LogView, LogViewer
-from app.tui.screens.note import NoteModal
 from app.tui.screens.dashboard import DashboardScreen
+from app.tui.screens.help import HelpScreen
+from app.tui.screens.note import NoteModal
+from app.tui.widgets.log_viewer import LogView, LogViewer
 from gitrepo import commit_edit, git, make_repo
-from runnerhelpers import agent_worktree, cockpit_env, make_project, pid_alive, start_cockpit, wait_for
-from tuifixtures import build_ledger, notifications, wait_until
+from runnerhelpers import agent_worktree, cockpit_env, make_project, pid_alive, start_cockpit
+from tuifixtures import build_ledger, notifications
+from waiting import wait_for, wait_until
 
 POLL = 0.05
 
@@ -46,6 +48,15 @@ async def highlight(pilot, exp_id: int) -> DashboardScreen:
 
 def footer_keys(app) -> set[str]:
     return {key.key for key in app.screen.query_one(Footer).children if hasattr(key, "key")}
+
+
+def first_command(app) -> str:
+    """The command at the top of the open command palette's list ("" while none is listed)."""
+    lists = app.screen.query(CommandList)
+    if not lists or not lists.first().option_count:
+        return ""
+    prompt = lists.first().get_option_at_index(0).prompt
+    return getattr(prompt, "plain", str(prompt))
 
 
 async def test_kill_asks_first_then_requests_the_kill(fx) -> None:
@@ -114,6 +125,7 @@ async def test_note_is_saved_on_the_experiment(fx) -> None:
             assert ledger.events(fx.ids["crash"], kind="note")
 
 
+@pytest.mark.slow
 async def test_palette_runs_experiment_commands(fx) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     pending = fx.ids["pending"]
@@ -121,7 +133,7 @@ async def test_palette_runs_experiment_commands(fx) -> None:
         await highlight(pilot, fx.ids["discard"])
         await pilot.press("ctrl+p")
         await pilot.press(*f"experiment: approve #{pending}")
-        await pilot.pause(0.5)
+        await wait_until(pilot, lambda: first_command(app).startswith(f"experiment: approve #{pending}"))
         await pilot.press("enter")
         with Ledger(fx.ledger_path, read_only=True) as ledger:
             await wait_until(pilot, lambda: ledger.get(pending).review == "approved")
@@ -275,6 +287,7 @@ def tmux(socket: str, *args: str) -> str:
                           check=True, timeout=30).stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_e2e_kill_from_the_tui_in_tmux_stops_cockpit_run(tmp_path: Path) -> None:
     main = make_project(tmp_path)

@@ -14,7 +14,8 @@ from app.tui.app import make_app
 from app.tui.screens.attention import AttentionModal
 from app.tui.screens.detail import DetailScreen
 from tuiagents import agents_cell
-from tuifixtures import FIXED_NOW, build_ledger, wait_until
+from tuifixtures import FIXED_NOW, build_ledger
+from waiting import wait_until
 
 
 def status_line(app) -> str:

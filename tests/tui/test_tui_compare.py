@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_tui_detail import diff_repo, set_fields, wait_for
+from test_tui_detail import diff_repo, set_fields
 from textual.pilot import Pilot
 from textual.widgets import Static, TabbedContent
-from tuifixtures import MARKUP_DESCRIPTION, TuiFixture, build_ledger
 
 from app.ledger.store import Experiment
 from app.tui.app import make_app
 from app.tui.screens.compare import BETTER, CompareScreen, better_side, metric_rows
 from app.tui.widgets.diff_view import DiffView
 from app.tui.widgets.metrics_table import MetricsTable
+from tuifixtures import MARKUP_DESCRIPTION, TuiFixture, build_ledger
+from waiting import wait_until
 
 
 async def open_compare(pilot: Pilot, fx: TuiFixture, id_a: int, id_b: int) -> CompareScreen:
     screen = CompareScreen(fx.ledger_path, id_a, id_b)
     await pilot.app.push_screen(screen)
     diff = screen.query_one(DiffView)
-    await wait_for(pilot, lambda: diff.result is not None)
+    await wait_until(pilot, lambda: diff.result is not None)
     await pilot.pause()
     return screen
 
@@ -75,7 +76,7 @@ async def test_metrics_side_by_side_with_the_better_val_bpb_marked(tmp_path: Pat
 
         screen = CompareScreen(fx.ledger_path, fx.ids["baseline"], 9999)
         await pilot.app.push_screen(screen)
-        await wait_for(pilot, lambda: "Cannot compare" in str(screen.query_one("#compare-title",
+        await wait_until(pilot, lambda: "Cannot compare" in str(screen.query_one("#compare-title",
                                                                                Static).content))
 
 

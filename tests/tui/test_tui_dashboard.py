@@ -13,16 +13,17 @@ from pathlib import Path
 import pytest
 from textual.widgets import Footer, Log
 
-from app.ledger.store import Ledger, StepRow
 from app.agents.panes import kill_server
+from app.ledger.store import Ledger, StepRow
+from app.ledger.vocabulary import SYMBOLS
 from app.tui.app import make_app
 from app.tui.poller import DashboardQuery, LedgerPoller
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.widgets.agents_panel import AgentsPanel
-from app.ledger.vocabulary import SYMBOLS
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from tuifixtures import EXPERIMENTS, MARKUP_DESCRIPTION, build_ledger, step_line, wait_until
+from tuifixtures import EXPERIMENTS, MARKUP_DESCRIPTION, build_ledger, step_line
+from waiting import wait_for, wait_until
 
 POLL = 0.05  # poll interval for tests: "within a few poll intervals" stays well under a second
 
@@ -100,8 +101,9 @@ async def test_changes_from_another_connection_appear_within_a_few_polls(fx) -> 
         assert table.selected.id == running
         with Ledger(fx.ledger_path) as writer:
             new_id = writer.register(agent="dave", tag="mar5", description="new idea")
-            took = await wait_until(pilot, lambda: str(new_id) in {r.key.value for r in table.ordered_rows})
-            assert took < 2.0
+            started = time.monotonic()
+            await wait_until(pilot, lambda: str(new_id) in {r.key.value for r in table.ordered_rows})
+            assert time.monotonic() - started < 2.0
             assert row_ids(table)[0] == new_id and table.selected.id == running  # cursor stayed
             writer.add_steps(running, [StepRow(step=43, t=fx.now, progress_pct=43.0, loss=3.2)],
                              progress_pct=77.0, remaining_s=69.0, last_loss=3.1)
@@ -270,22 +272,15 @@ def test_live_log_keeps_scrolling_past_max_lines_in_a_real_terminal(fx) -> None:
     try:
         subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-s", "live", "-x", "100",
                         "-y", "30", f"{cockpit_bin} --read-only --ledger {fx.ledger_path}"], check=True)
-        wait_until_sync(lambda: "Model: 50.3M params" in screen())
+        wait_for(lambda: "Model: 50.3M params" in screen(), timeout=30)
         with open(log_path, "a") as out:
             out.write("\n")
             for batch in range(6):
                 out.write("".join(f"flood line {batch * 1000 + i:05d}\n" for i in range(1000)))
                 out.flush()
                 time.sleep(0.1)
-        wait_until_sync(lambda: "flood line 05999" in screen())
+        wait_for(lambda: "flood line 05999" in screen(), timeout=30)
         out_of_date = [f"flood line {n:05d}" for n in range(0, 5900, 100)]
         assert not any(line in screen() for line in out_of_date)
     finally:
         kill_server(socket)  # also removes the socket file
-
-
-def wait_until_sync(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)

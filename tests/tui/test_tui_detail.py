@@ -4,15 +4,11 @@ clear messages instead of crashes when a log or commit is missing."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitrepo import commit_edit, git, make_repo
 from textual.pilot import Pilot
 from textual.widgets import Static, TabbedContent
-from tuifixtures import ANSI_DESCRIPTION, MARKUP_DESCRIPTION, TuiFixture, build_ledger
 
 from app.ledger.store import Ledger
 from app.logs.index import LogIndex
@@ -21,23 +17,16 @@ from app.tui.screens.detail import DetailScreen
 from app.tui.widgets.diff_view import DiffView
 from app.tui.widgets.log_viewer import LogView, LogViewer
 from app.tui.widgets.loss_curve import LossCurve, gap_to_reference, loss_at, thin
+from gitrepo import commit_edit, git, make_repo
 from realdata import REAL_RUNS
+from tuifixtures import ANSI_DESCRIPTION, MARKUP_DESCRIPTION, TuiFixture, build_ledger
+from waiting import wait_until
 
 SIZE = (100, 32)
 
 
 # ---------------------------------------------------------------------------
 # Helpers (the compare and snapshot tests import these)
-
-@pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch):
-    """Times shown in UTC, so assertions and snapshots do not depend on the machine."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
 
 def fixed_git_dates(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commit dates fixed, so commit shas are the same on every run."""
@@ -65,27 +54,19 @@ def set_fields(fx: TuiFixture, name: str, **values: object) -> int:
     return exp_id
 
 
-async def wait_for(pilot: Pilot, predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
-
-
 async def open_detail(pilot: Pilot, fx: TuiFixture, exp_id: int, read_only: bool = True) -> DetailScreen:
     screen = DetailScreen(fx.ledger_path, exp_id, read_only)
     await pilot.app.push_screen(screen)
-    await wait_for(pilot, lambda: screen.data is not None)
+    await wait_until(pilot, lambda: screen.data is not None)
     await pilot.pause()
     return screen
 
 
 async def open_log(pilot: Pilot, screen: DetailScreen, complete: bool = True) -> LogView:
     await pilot.press("l")
-    await wait_for(pilot, lambda: screen.query(LogViewer))
+    await wait_until(pilot, lambda: screen.query(LogViewer))
     view = screen.query_one(LogView)
-    await wait_for(pilot, lambda: view.index is not None and (view.index.complete or not complete)
+    await wait_until(pilot, lambda: view.index is not None and (view.index.complete or not complete)
                    and view.line_count and view.page_height)
     await pilot.pause()
     return view
@@ -152,7 +133,7 @@ async def test_overview_flags_notes_events_and_curves(fx: TuiFixture) -> None:
         assert curve.main and curve.main[-1][0] == 100.0
         assert curve.reference is None  # the approved run is the tag's best: nothing to overlay
         main_diff = screen.query_one("#diff-main-view", DiffView)
-        await wait_for(pilot, lambda: main_diff.result is not None)
+        await wait_until(pilot, lambda: main_diff.result is not None)
         assert "No git repository found" in main_diff.plain  # fixture shas, no repository
         await pilot.press("escape")
         assert not isinstance(app.screen, DetailScreen)
@@ -211,7 +192,7 @@ async def test_diffs_from_a_real_repo_and_missing_commits(tmp_path: Path, utc: N
         screen = await open_detail(pilot, fx, exp_id)
         parent = screen.query_one("#diff-parent-view", DiffView)
         main = screen.query_one("#diff-main-view", DiffView)
-        await wait_for(pilot, lambda: parent.result is not None)
+        await wait_until(pilot, lambda: parent.result is not None)
         await pilot.press("p")
         assert "-DEPTH = 8" in parent.plain and "+DEPTH = 12" in parent.plain
         assert "LR" not in parent.plain
@@ -221,13 +202,14 @@ async def test_diffs_from_a_real_repo_and_missing_commits(tmp_path: Path, utc: N
         # the worktree was deleted: the ledger's repository still has the commits
         screen = await open_detail(pilot, fx, gone)
         parent = screen.query_one("#diff-parent-view", DiffView)
-        await wait_for(pilot, lambda: parent.result is not None)
+        await wait_until(pilot, lambda: parent.result is not None)
         assert "-HEADS = 4" in parent.plain and "+HEADS = 8" in parent.plain
         await pilot.press("escape")
-        for exp, message in ((bad_commit, "Commit deadbeefde is not in the repository"), (no_commit, "No commit recorded")):
+        for exp, message in ((bad_commit, "Commit deadbeefde is not in the repository"),
+                             (no_commit, "No commit recorded")):
             screen = await open_detail(pilot, fx, exp)
             parent = screen.query_one("#diff-parent-view", DiffView)
-            await wait_for(pilot, lambda: parent.result is not None)
+            await wait_until(pilot, lambda view=parent: view.result is not None)
             assert message in parent.plain
             await pilot.press("escape")
 
@@ -235,6 +217,7 @@ async def test_diffs_from_a_real_repo_and_missing_commits(tmp_path: Path, utc: N
 # ---------------------------------------------------------------------------
 # The log
 
+@pytest.mark.slow
 async def test_real_log_jump_to_end_collapsed_step_line_and_search(fx: TuiFixture) -> None:
     exp_id = set_fields(fx, "discard", log_path=str(REAL_RUNS / "moe-run-compute90.log"))
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
@@ -254,23 +237,23 @@ async def test_real_log_jump_to_end_collapsed_step_line_and_search(fx: TuiFixtur
         assert len(curve.main) == 7000 and curve.main[-1] == (100.0, 2.429389)
 
         await pilot.press("slash", *"val_bpb", "enter")
-        await wait_for(pilot, lambda: view.match_line is not None)
+        await wait_until(pilot, lambda: view.match_line is not None)
         assert view.match_line == 43 and view.text_at(43) == "val_bpb:          0.936404"
         assert view.first_line <= 43 < view.first_line + view.page_height
         await pilot.press("slash", *"router_z_loss", "enter")
-        await wait_for(pilot, lambda: view.match_line == 93)
+        await wait_until(pilot, lambda: view.match_line == 93)
         await pilot.press("n")
-        await wait_for(pilot, lambda: view.match_line == 94)
+        await wait_until(pilot, lambda: view.match_line == 94)
         await pilot.press("N")
-        await wait_for(pilot, lambda: view.match_line == 93)
+        await wait_until(pilot, lambda: view.match_line == 93)
         await pilot.press("n", "n", "n")  # past the last: wraps to the model config line
-        await wait_for(pilot, lambda: view.match_line == 9)
+        await wait_until(pilot, lambda: view.match_line == 9)
         assert "'router_z_loss_coef'" in view.text_at(9)
         assert "(wrapped)" in str(screen.query_one("#log-status", Static).content)
         await pilot.press("N")  # before the first: wraps to the last
-        await wait_for(pilot, lambda: view.match_line == 95)
+        await wait_until(pilot, lambda: view.match_line == 95)
         await pilot.press("slash", *"step 00100", "enter")  # only in an overwritten segment
-        await wait_for(pilot, lambda: "not found" in str(screen.query_one("#log-status", Static).content))
+        await wait_until(pilot, lambda: "not found" in str(screen.query_one("#log-status", Static).content))
 
 
 async def test_jump_to_end_before_the_index_is_complete(fx: TuiFixture, tmp_path: Path,
@@ -294,14 +277,14 @@ async def test_jump_to_end_before_the_index_is_complete(fx: TuiFixture, tmp_path
             view = await open_log(pilot, screen, complete=False)
             assert view.text_at(0).startswith("row 000000") and not view.index.complete
             await pilot.press("end")
-            await wait_for(pilot, lambda: view.tail_lines is not None)
+            await wait_until(pilot, lambda: view.tail_lines is not None)
             await pilot.pause()
             rows = shown_rows(view)
             assert rows[-1].strip() == "the end" and rows[-2].strip() == "---"
             assert rows[-3].strip().startswith("row 019999")  # no line numbers yet
             assert "end of file" in str(screen.query_one("#log-status", Static).content)
             gate.set()
-            await wait_for(pilot, lambda: view.index.complete and view.tail_lines is None)
+            await wait_until(pilot, lambda: view.index.complete and view.tail_lines is None)
             await pilot.pause()
             rows = [row.strip() for row in shown_rows(view)]
             assert rows[-1] == "20002 the end" and view.is_vertical_scroll_end
@@ -309,6 +292,7 @@ async def test_jump_to_end_before_the_index_is_complete(fx: TuiFixture, tmp_path
         gate.set()
 
 
+@pytest.mark.slow
 async def test_crash_tail_is_highlighted_for_a_crashed_run(fx: TuiFixture, tmp_path: Path) -> None:
     exp_id = set_fields(fx, "crash", log_path=str(REAL_RUNS / "moe-run-f3.log"))
     long_log = tmp_path / "long.log"
@@ -341,6 +325,7 @@ async def test_crash_tail_is_highlighted_for_a_crashed_run(fx: TuiFixture, tmp_p
         assert list(view.render_line(0))[-1].style.bgcolor != crash_bg
 
 
+@pytest.mark.slow
 async def test_missing_log_is_a_message(fx: TuiFixture, tmp_path: Path) -> None:
     gone = set_fields(fx, "discard", log_path=str(tmp_path / "nowhere.log"))
     unrecorded = set_fields(fx, "killed", log_path="")
@@ -357,7 +342,7 @@ async def test_missing_log_is_a_message(fx: TuiFixture, tmp_path: Path) -> None:
         await pilot.press("escape")
         missing = DetailScreen(fx.ledger_path, 9999, True)
         await app.push_screen(missing)
-        await wait_for(pilot, lambda: "no experiment #9999" in text(missing, "#detail-title"))
+        await wait_until(pilot, lambda: "no experiment #9999" in text(missing, "#detail-title"))
         await pilot.press("escape")
         # a ledger copied from another machine: its logs are found beside it
         screen = await open_detail(pilot, fx, moved)
@@ -372,9 +357,9 @@ async def test_missing_log_is_a_message(fx: TuiFixture, tmp_path: Path) -> None:
         log.write_text("Vocab size: 8,192\n")
         with Ledger(fx.ledger_path) as ledger:  # the runner starts it: the ledger changes
             ledger.update(fx.ids["registered"], status="running")
-        await wait_for(pilot, lambda: screen.query(LogView))
+        await wait_until(pilot, lambda: screen.query(LogView))
         view = screen.query_one(LogView)
-        await wait_for(pilot, lambda: view.line_count == 1)
+        await wait_until(pilot, lambda: view.line_count == 1)
         assert view.text_at(0) == "Vocab size: 8,192"
 
 
@@ -388,17 +373,18 @@ async def test_live_run_follows_its_log_and_the_ledger(fx: TuiFixture) -> None:
         log = Path(screen.data.experiment.log_path)
         with log.open("a") as out:
             out.write("\rstep 00043 (43.0%) | loss: 3.5 | remaining: 170s    ")
-        await wait_for(pilot, lambda: (view.text_at(3) or "").startswith("step 00043"))
+        await wait_until(pilot, lambda: (view.text_at(3) or "").startswith("step 00043"))
         assert view.line_count == 4
         with log.open("a") as out:
             out.write("".join(f"\nwarning {i}" for i in range(60)) + "\n")
-        await wait_for(pilot, lambda: view.line_count == 64)
-        await wait_for(pilot, lambda: view.is_vertical_scroll_end)
+        await wait_until(pilot, lambda: view.line_count == 64)
+        await wait_until(pilot, lambda: view.is_vertical_scroll_end)
         with Ledger(fx.ledger_path) as ledger:
             ledger.add_note("still climbing at 43%", experiment_id=fx.ids["running"])
-        await wait_for(pilot, lambda: "still climbing at 43%" in text(screen, "#ov-notes"))
+        await wait_until(pilot, lambda: "still climbing at 43%" in text(screen, "#ov-notes"))
 
 
+@pytest.mark.slow
 async def test_usable_at_80x24_by_keyboard(fx: TuiFixture) -> None:
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
     async with app.run_test(size=(80, 24)) as pilot:

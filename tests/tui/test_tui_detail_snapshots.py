@@ -6,15 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_tui_detail import diff_repo, fixed_git_dates, set_fields, utc, wait_for  # noqa: F401
+from test_tui_detail import diff_repo, fixed_git_dates, set_fields
 from textual.pilot import Pilot
-from tuifixtures import TuiFixture, build_ledger
 
 from app.tui.app import make_app
 from app.tui.screens.compare import CompareScreen
 from app.tui.screens.detail import DetailScreen
 from app.tui.widgets.diff_view import DiffView
 from app.tui.widgets.log_viewer import LogView
+from tuifixtures import TuiFixture, build_ledger
+from waiting import wait_until
 
 SIZE = (100, 32)
 
@@ -34,14 +35,14 @@ def detail(fx: TuiFixture, name: str, *keys: str, log: bool = False):
     async def run_before(pilot: Pilot) -> None:
         screen = DetailScreen(fx.ledger_path, fx.ids[name], True)
         await pilot.app.push_screen(screen)
-        await wait_for(pilot, lambda: screen.data is not None)
+        await wait_until(pilot, lambda: screen.data is not None)
         views = screen.query(DiffView)
-        await wait_for(pilot, lambda: all(view.result is not None for view in views))
+        await wait_until(pilot, lambda: all(view.result is not None for view in views))
         await pilot.press(*keys)
         if log:
-            await wait_for(pilot, lambda: screen.query(LogView))
+            await wait_until(pilot, lambda: screen.query(LogView))
             view = screen.query_one(LogView)
-            await wait_for(pilot, lambda: view.index and view.index.complete and view.page_height)
+            await wait_until(pilot, lambda: view.index and view.index.complete and view.page_height)
             await pilot.press("end")
         await pilot.pause()
     return run_before
@@ -77,7 +78,7 @@ def test_compare_metrics(snap_compare, repo_fx) -> None:
     async def run_before(pilot: Pilot) -> None:
         screen = CompareScreen(fx.ledger_path, fx.ids["improved"], fx.ids["approved"])
         await pilot.app.push_screen(screen)
-        await wait_for(pilot, lambda: screen.query_one(DiffView).result is not None)
+        await wait_until(pilot, lambda: screen.query_one(DiffView).result is not None)
         await pilot.pause()
 
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import html
 
 import pytest
-from tuifixtures import build_ledger, wait_until
 
 from app.tui.app import make_app
 from app.tui.screens.quit import QuitModal
+from tuifixtures import build_ledger
+from waiting import wait_until
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from textual.widgets import Footer, Log
 from app.tui.app import make_app
 from app.tui.screens.confirm import ConfirmModal
 from app.tui.widgets.live_view import LiveView
-from tuifixtures import build_ledger, wait_until
+from tuifixtures import build_ledger
+from waiting import wait_until
 
 
 def settled(fx):
@@ -31,7 +32,8 @@ def settled(fx):
                     and len(dashboard.query_one(Footer).children) > 2)
 
         await wait_until(pilot, ready, timeout=10)
-        await pilot.pause(0.2)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
     return run_before
 
 
@@ -59,6 +61,7 @@ def test_kill_confirmation_at_80x24(snap_compare, fx) -> None:
         await pilot.pause()
         await pilot.press("k")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal))
-        await pilot.pause(0.2)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
-from app.observe import runlog as observe_runlog
 from app.ledger.store import Ledger
+from app.observe import runlog as observe_runlog
 from app.tui.app import make_app
 from app.tui.screens.agent_diff import AgentDiffModal
 from app.tui.screens.dashboard import DashboardScreen
@@ -23,8 +23,9 @@ from app.tui.widgets.pane_preview import PanePreview
 from gitrepo import edit, git
 from runnerhelpers import make_project, set_constant
 from supervisorhelpers import running_supervisor
-from tuiagents import agents_cell, clean_env, register_agent
-from tuifixtures import notifications, wait_until
+from tuiagents import agents_cell, clean_env, preview_text, register_agent
+from tuifixtures import notifications
+from waiting import wait_for, wait_until
 
 POLL = 0.05
 STARTUP = b"Vocab size: 8,192\nModel config: {'n_layer': 8}\n"
@@ -80,7 +81,7 @@ async def test_train_py_edits_show_live_as_a_diff_stat_and_a_diff(main: Path, le
         edit(wt, "train.py", "NUM_STEPS = 6", "NUM_STEPS = 7")
         await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "+1 −1")
         preview = app.dashboard.query_one(PanePreview)
-        assert "ada · no pane · train.py +1 −1" in preview.title_text
+        assert "ada · no pane · train.py +1 −1" in preview_text(preview, "title")
 
         await pilot.press("e")  # what is it changing? the diff, highlighted, live while open
         await wait_until(pilot, lambda: isinstance(app.screen, AgentDiffModal))
@@ -187,6 +188,7 @@ async def _shows_gone(app, pilot, told) -> None:
     assert app.is_running and not [m for m, severity in told if severity == "error"]
 
 
+@pytest.mark.slow
 async def test_read_only_watches_and_shows_but_never_writes(main: Path, ledger_path: Path) -> None:
     wt = ada(ledger_path, main)
     with Ledger(ledger_path, read_only=True) as ledger:
@@ -214,8 +216,6 @@ async def test_quitting_stops_the_watcher_promptly(main: Path, ledger_path: Path
         await pilot.press("q")
         started = time.monotonic()
     took = time.monotonic() - started
-    deadline = time.monotonic() + 2
-    while any(t.name.startswith("cockpit-watch") for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("cockpit-watch")]
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("cockpit-watch")], timeout=2,
+             message="the watch thread outlived the app")
     assert took < 3, f"quitting took {took:.1f} s"

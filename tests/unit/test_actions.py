@@ -15,7 +15,8 @@ from app import actions
 from app.actions import ActionError
 from app.ledger.store import Ledger
 from app.run.procs import process_identity, same_process, signal_group_if_same
-from runnerhelpers import pid_alive, wait_for
+from runnerhelpers import pid_alive
+from waiting import wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from runnerhelpers import cli, make_project, wait_for
-from tuiagents import TmuxServer, register_agent
 
 from app.agents import panes
 from app.config import Settings
@@ -23,7 +21,11 @@ from app.ledger.supervisor import (
 )
 from app.run.procs import process_identity
 from app.supervisor import attention
+from app.supervisor.status import current_attention
 from app.supervisor.upkeep import PaneWatch
+from runnerhelpers import cli, make_project
+from tuiagents import TmuxServer, register_agent
+from waiting import wait_for
 
 NOW = 1_800_000_000.0
 ALIVE = SupervisorRow(state="running", heartbeat_at=NOW - 2)
@@ -157,8 +159,6 @@ def test_an_agent_pane_showing_a_prompt_waits_for_input(tmp_path: Path) -> None:
 
 
 def test_a_dead_supervisors_pane_observations_are_not_shown(tmp_path: Path) -> None:
-    from app.supervisor.status import current_attention
-
     with Ledger(tmp_path / "ledger.db") as ledger:
         write_supervisor(ledger, state="running", pid=1,
                          waiting={"ada": {"since": time.time(), "prompt": "❯ 1. Yes"}})

@@ -13,9 +13,9 @@ import pytest
 
 from app.cli import COMMAND_MODULES, build_parser
 from app.ledger.store import Ledger
-from app.run.procs import process_identity
 from app.observe.tsv import UPSTREAM_COLUMNS
-from runnerhelpers import REAL_RUNS, REPO_ROOT, cli, cockpit, cockpit_env
+from app.run.procs import process_identity
+from runnerhelpers import REAL_RUNS, cli, cockpit, cockpit_env
 
 REAL_TSVS = sorted(REAL_RUNS.glob("*.tsv"))
 
@@ -234,7 +234,7 @@ def test_usage_errors_exit_2_and_infrastructure_errors_exit_3(db, tmp_path) -> N
     assert code == 2 and "--description" in err
     db.write_bytes(b"\x00" * 4096)
     code, out, err = cli("history", cwd=tmp_path)
-    assert code == 3 and out == "" and err.startswith("cockpit: ") and "\n" == err[-1]
+    assert code == 3 and out == "" and err.startswith("cockpit: ") and err[-1] == "\n"
     assert "Traceback" not in err
 
 
@@ -243,13 +243,6 @@ def test_outside_any_repository_without_a_ledger_says_how(tmp_path) -> None:
     assert proc.returncode == 3
     assert "not inside a git repository" in proc.stderr and "--ledger" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_the_cli_core_never_imports_textual() -> None:
-    code = ("import sys, app.cli, app.run.runner, app.actions, app.ledger.report; "
-            "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_closed_pipe_is_not_an_error(filled, tmp_path) -> None:

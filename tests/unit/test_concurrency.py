@@ -6,12 +6,15 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from app.ledger.store import Ledger
 from runnerhelpers import agent_worktree, cockpit, cockpit_env, make_project, start_cockpit
 
 AGENTS = 8
 
 
+@pytest.mark.slow
 def test_eight_concurrent_runs_and_a_reader_lose_nothing(tmp_path: Path) -> None:
     main = make_project(tmp_path)
     worktrees = [agent_worktree(main, f"agent{i}", tag="swarm") for i in range(AGENTS)]

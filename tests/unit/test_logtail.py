@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.logs.parse import parse_log
 from app.logs.tail import LogTail
-from realdata import REAL_RUNS
-
+from realdata import REAL_RUNS, parse_file
 
 
 def _append(path: Path, data: bytes | str) -> None:
@@ -133,7 +131,7 @@ def test_large_appends_are_read_in_bounded_chunks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["moe-run-compute90.log", "moe-run-f3.log", "moe-run-smoke.log"])
 def test_real_logs_match_the_parser(name: str) -> None:
     path = REAL_RUNS / name
-    parsed = parse_log(path)
+    parsed = parse_file(path)
     lines: list[str] = []
     with LogTail(path, backlog_bytes=None) as tail:
         while True:

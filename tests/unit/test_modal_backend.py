@@ -2,12 +2,9 @@
 that runs modal_train's real train body (stream_experiment) in this process, a directory as the volume."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_modal_train import CREDENTIAL_CASES, alive, case_environ, closed_port, no_token_env, standin
 
 from app.run.backends import modal_backend
 from app.run.backends.modal_backend import ModalNotReady, check_modal_ready, start_modal_run
-from test_modal_train import CREDENTIAL_CASES, alive, case_environ, closed_port, no_token_env, standin
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)  # a broken cancel path must fail, not hang the suite
 REPO = Path(__file__).resolve().parents[2]
@@ -30,98 +28,13 @@ STEPS_FOREVER = """
 """
 
 
-class FakeApp:
-    """modal.App at the SDK boundary: run() names the ephemeral app, stop() or leaving run() ends it."""
-
-    def __init__(self) -> None:
-        self.app_id: str | None = None
-        self.stopped = threading.Event()
-        self.stop_calls = 0
-
-    @contextlib.contextmanager
-    def run(self):
-        self.app_id = "ap-fake0001"
-        try:
-            yield self
-        finally:
-            self.stopped.set()
-
-    def stop(self) -> None:
-        self.stop_calls += 1
-        self.stopped.set()
-
-
-class FakeTrain:
-    """modal.Function `train` at the SDK boundary: remote_gen runs the real body; a stopped app ends it."""
-
-    def __init__(self, module, volume: Path, app: FakeApp) -> None:
-        self.module, self.volume, self.app = module, volume, app
-        self.calls: list[tuple] = []
-
-    def remote_gen(self, train_source, env, timeout_s):
-        self.calls.append((train_source, env, timeout_s))
-        body = self.module.stream_experiment(train_source, self.volume, timeout_s, env)
-        try:
-            for item in body:
-                if self.app.stopped.is_set():
-                    raise RuntimeError("the app was stopped")
-                yield item
-        finally:
-            body.close()  # the container dies: train.py's process group goes with it
-
-
-@pytest.fixture
-def cloud(monkeypatch, tmp_path):
-    """Credentials in the environment, a listening loopback 'API server', a prepared volume directory, and
-    modal_train.py loaded for real with its App and `train` swapped for the fakes."""
-    for key in [k for k in os.environ if k.startswith("MODAL_")]:
-        monkeypatch.delenv(key)
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
-    monkeypatch.setenv("MODAL_SERVER_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
-    monkeypatch.setenv("PID_FILE", str(tmp_path / "train.pid"))
-    volume = tmp_path / "volume"
-    (volume / "tokenizer").mkdir(parents=True)
-    (volume / "data").mkdir()
-    for name in ("tokenizer/tokenizer.pkl", "tokenizer/token_bytes.pt", "data/shard_00000.parquet",
-                 "data/shard_06542.parquet"):
-        (volume / name).write_bytes(b"")
-    cloud = Cloud()
-    real_load = modal_backend.load_modal_train
-
-    def load_with_fake_sdk(repo_root: Path):
-        module = real_load(repo_root)
-        module.app = FakeApp()
-        module.train = FakeTrain(module, volume, module.app)
-        if cloud.remote_gen is not None:
-            module.train.remote_gen = lambda *args: cloud.remote_gen(module.app, *args)
-        cloud.loaded.append(module)
-        return module
-
-    monkeypatch.setattr(modal_backend, "load_modal_train", load_with_fake_sdk)
-    yield cloud
-    server.close()
-
-
-class Cloud:
-    """What the `cloud` fixture hands a test: the modal_train modules it loaded, and an optional
-    replacement for remote_gen (called with the fake app first)."""
-
-    def __init__(self) -> None:
-        self.loaded: list = []
-        self.remote_gen = None
-
-
 def test_run_streams_raw_chunks_and_exits_zero(cloud):
     source = standin("""
         for i in range(3):
             print(f"\\rstep {i:05d} ({i * 30}.0%) | loss: 4.0 | remaining: 1s    ", end="", flush=True)
             time.sleep(0.05)
-        print(f"\\n---\\nval_bpb:          1.100000\\ntime_budget:      {os.environ['AUTORESEARCH_TIME_BUDGET']}")
+        budget = os.environ['AUTORESEARCH_TIME_BUDGET']
+        print(f"\\n---\\nval_bpb:          1.100000\\ntime_budget:      {budget}")
     """)
     run = start_modal_run(REPO, source, {"AUTORESEARCH_TIME_BUDGET": "5"}, 60)
     assert run.ident == "ap-fake0001"  # known when start returns, for the ledger
@@ -141,9 +54,7 @@ def test_cancel_from_another_thread_stops_the_remote_train(cloud, tmp_path):
 
     reader = threading.Thread(target=read)
     reader.start()
-    deadline = time.monotonic() + 30
-    while not any("step" in chunk for chunk in seen) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: any("step" in chunk for chunk in seen), timeout=30)
     run.cancel()
     run.cancel()  # twice is fine
     assert run.wait() == -15
@@ -241,7 +152,8 @@ print(json.dumps({"check": check_modal_ready(), "raised": raised, "modal_importe
 
 
 def test_readiness_check_agrees_with_modal_train(tmp_path):
-    """The runner's check and modal_train.py's (itself checked against modal.config) give the same verdicts."""
+    """The runner's check and modal_train.py's (itself checked against modal.config) give the same
+    verdicts."""
     sys.path.insert(0, str(REPO))
     import modal_train
 

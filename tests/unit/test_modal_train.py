@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from corehelpers import SMOKE_CONSTANTS, SMOKE_ENV, SUMMARY_KEYS, set_constants, write_corpus
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)  # a broken timeout/kill path must fail, not hang the suite
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,8 @@ def drain(gen):
 
 def standin(body: str) -> str:
     """A train.py stand-in: the contract's startup line, then `body`."""
-    return "import os, subprocess, sys, time\nprint('stand-in starting', flush=True)\n" + textwrap.dedent(body)
+    startup = "import os, subprocess, sys, time\nprint('stand-in starting', flush=True)\n"
+    return startup + textwrap.dedent(body)
 
 
 def no_token_env(home: Path) -> dict[str, str]:
@@ -91,12 +93,13 @@ def smoke_cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("volume")
     corpus = write_corpus(root / "corpus", n_docs=300)
     env = {**os.environ, **SMOKE_RUN_ENV, "AUTORESEARCH_CACHE": str(root / "cache")}
-    done = subprocess.run([sys.executable, str(REPO / "prepare.py"), "--source", str(corpus), "--num-shards", "2"],
-                          env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, str(REPO / "prepare.py"), "--source", str(corpus),
+                           "--num-shards", "2"], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     return root / "cache"
 
 
+@pytest.mark.slow
 def test_train_body_against_a_local_volume_gives_the_summary_keys_of_a_local_run(smoke_cache):
     """The real train.py at smoke scale through the Modal function's body, a directory standing in for the
     volume. SUMMARY_KEYS is what a local `python train.py` prints (the core end-to-end tests pin it); one
@@ -186,11 +189,9 @@ def test_timeout_kills_the_whole_process_group(tmp_path, fake_prepare):
     assert "TIMEOUT" in chunks[-1] and "\rstep 00001" in "".join(chunks)
     assert 1.5 <= elapsed < 15.0
     survivors = json.loads(pids.read_text())
-    deadline = time.monotonic() + 5.0  # SIGKILL is delivered asynchronously to the grandchild
-    while survivors and time.monotonic() < deadline:
-        survivors = [pid for pid in survivors if alive(pid)]
-        time.sleep(0.05)
-    assert survivors == []
+    # SIGKILL is delivered asynchronously to the grandchild
+    wait_for(lambda: not [pid for pid in survivors if alive(pid)], timeout=5.0,
+             message=f"still alive: {[pid for pid in survivors if alive(pid)]}")
 
 
 def test_closing_the_stream_early_stops_train(tmp_path, fake_prepare):
@@ -295,8 +296,9 @@ def test_credentials_check_reads_the_config_as_modal_config_does(tmp_path):
             found.append({key: config.get(key) for key in keys})
         print(json.dumps(found))
     """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     done = subprocess.run([sys.executable, "-c", probe, json.dumps(environs)], capture_output=True, text=True,
-                          timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("MODAL_")})
+                          timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     for environ, modal_says in zip(environs, json.loads(done.stdout)):
         ours = modal_train.modal_settings(environ)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import subprocess
-import sys
 
 import pytest
 
@@ -317,12 +315,6 @@ def test_suggest_underexplored_categories():
 def test_every_strategy_has_advice():
     assert set(ADVICE) == set(STRATEGIES)
     assert all(len(text.split()) > 15 for text in ADVICE.values())
-
-
-def test_policy_imports_no_textual():
-    code = "import sys, app.policy, app.observe.tsv; print('textual' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 # ---------------------------------------------------------------------------

@@ -19,8 +19,17 @@ import pytest
 from app import actions
 from app.ledger.store import Ledger, LedgerError
 from gitrepo import commit_file, git
-from runnerhelpers import (REPO_ROOT, agent_worktree, cli, cockpit_env, make_project, pid_alive,
-                           set_constant, start_cockpit, wait_for)
+from runnerhelpers import (
+    REPO_ROOT,
+    agent_worktree,
+    cli,
+    cockpit_env,
+    make_project,
+    pid_alive,
+    set_constant,
+    start_cockpit,
+)
+from waiting import wait_for
 
 
 @pytest.fixture
@@ -252,6 +261,7 @@ def _running(project) -> SimpleNamespace:
     return SimpleNamespace(exp=exp, pid=int((project.tmp / "train.pid").read_text()))
 
 
+@pytest.mark.slow
 def test_live_progress_heartbeat_and_step_rate(project) -> None:
     proc = start_cockpit("run", "-m", "slow", cwd=project.wt, env=_slow_env(project, 14, 0.25))
     live = _running(project)
@@ -310,9 +320,9 @@ def test_a_run_registered_meanwhile_in_the_same_worktree_wins(project) -> None:
     """Two `cockpit run`s started together both pass planning; registering re-checks in its
     transaction, so the second is refused before it starts anything."""
     from app.config import load_settings
+    from app.run.plan import RunRefused, RunRequest, plan_run
     from app.run.procs import process_identity
     from app.run.runner import Runner
-    from app.run.plan import RunRefused, RunRequest, plan_run
 
     with Ledger(project.db) as db:
         plan = plan_run(RunRequest("second", worktree=project.wt), db, project.wt, project.main,
@@ -343,6 +353,7 @@ def test_kill_escalates_to_sigkill_after_the_grace(project) -> None:
     assert died_within < 4.0  # then KILL
 
 
+@pytest.mark.slow
 def test_sigkilled_runner_is_marked_lost_within_ten_seconds(project) -> None:
     proc = start_cockpit("run", "-m", "orphan", cwd=project.wt, env=_slow_env(project))
     live = _running(project)
@@ -434,9 +445,7 @@ def test_review_mode_auto_never_blocks(project) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Modal backend: real up to the SDK call; the SDK boundary is test_modal_backend's thin fake
-
-from test_modal_backend import cloud  # noqa: E402,F401  (the fixture: fake App/Function, real body)
+# Modal backend: real up to the SDK call; the SDK boundary is the thin fake of modalfakes.py
 
 
 def _with_modal_train(project) -> None:
@@ -504,6 +513,7 @@ def test_modal_backend_without_credentials_is_an_infrastructure_error(project, m
 # ---------------------------------------------------------------------------
 # The real train.py at smoke scale (run it alone with: pytest -k real_train_py)
 
+@pytest.mark.slow
 def test_real_train_py_at_smoke_scale_through_cockpit_run(tmp_path, monkeypatch) -> None:
     from corehelpers import SMOKE_CONSTANTS, SMOKE_ENV, run_script, script_env, set_constants, write_corpus
 

@@ -11,13 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from runnerhelpers import cli, make_project, wait_for
-from supervisorhelpers import running_supervisor
 
 from app.config import Settings
 from app.ledger.store import Ledger
 from app.supervisor.attention import AttentionItem
 from app.supervisor.notify import Notifier
+from runnerhelpers import cli, make_project
+from supervisorhelpers import running_supervisor
+from waiting import wait_for
 
 HOSTILE = "\x1b[31mred\x1b[0m \x1b]8;;http://evil.example\x07link\x1b]8;;\x07 \x9b2J\u202eevil\x07"
 

@@ -5,8 +5,17 @@ import pytest
 
 from app.ledger.records import Experiment
 from app.ledger.store import Ledger
-from app.ledger.vocabulary import (EXPERIMENT_ACTIONS, STATES, SYMBOLS, actions_for, is_kept, is_live,
-                                   labelled, state_of, verdict_of)
+from app.ledger.vocabulary import (
+    EXPERIMENT_ACTIONS,
+    STATES,
+    SYMBOLS,
+    actions_for,
+    is_kept,
+    is_live,
+    labelled,
+    state_of,
+    verdict_of,
+)
 
 
 @pytest.mark.parametrize("status, decision, review, state, verdict", [

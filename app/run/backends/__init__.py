@@ -10,12 +10,13 @@ import threading
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol
 
+from app.errors import InfraError
 from app.run.backends.local import LocalRun
 
 BACKENDS = ("local", "modal")
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(InfraError):
     """The backend cannot run anything here (Modal not set up, SDK missing)."""
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from app.errors import InfraError
+
 EXIT_FAILED = 1            # train.py failed, or Modal did (the reason is in the output)
 EXIT_TIMEOUT = 124         # the hard limit stopped the run
 EXIT_CANCELLED = -15       # cancel() stopped the run
@@ -27,7 +29,7 @@ _END = object()
 _module_ids = itertools.count(1)
 
 
-class ModalNotReady(RuntimeError):
+class ModalNotReady(InfraError, RuntimeError):
     """Modal cannot run anything from here; the message is one line saying what to do."""
 
 

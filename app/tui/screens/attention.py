@@ -13,18 +13,25 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
+from textual.theme import Theme
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from app.logs.textsafe import sanitize
-from app.supervisor.attention import AttentionItem
+from app.supervisor.attention import AttentionItem, agent_labels
+from app.tui.poller import DashboardData
+
+__all__ = ["AttentionModal", "agent_labels", "attention_segment", "item_line"]
 
 LABELS = {"review": "review", "waiting": "waiting", "stuck": "stuck", "crash-streak": "crashes",
           "new-best": "new best", "supervisor": "supervisor"}
 
 
-def attention_segment(items: Sequence[AttentionItem], warning: str, error: str) -> Text:
-    """`⚑ 2 need you (!) · no supervisor`, or `⚑ 0 · supervised` (colours: theme hex strings)."""
+def attention_segment(data: DashboardData | None, theme: Theme) -> Text:
+    """`⚑ 2 need you (!) · no supervisor · `, or `⚑ 0 · supervised · `; nothing before any data."""
+    if data is None:
+        return Text()
+    items, warning, error = data.attention, theme.warning or "yellow", theme.error or "red"
     down = any(item.kind == "supervisor" for item in items)
     text = Text()
     if items:
@@ -35,7 +42,7 @@ def attention_segment(items: Sequence[AttentionItem], warning: str, error: str) 
     text.append(" · ")
     text.append("no supervisor" if down else "supervised",
                 style=Style(color=error, bold=True) if down else "dim")
-    return text
+    return text.append(" · ")
 
 
 def item_line(item: AttentionItem) -> Text:

@@ -2,9 +2,10 @@
 view of a running experiment, kept current by a thread worker polling the ledger."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -20,17 +21,15 @@ from app.ledger.records import Experiment
 from app.ledger.vocabulary import EXPERIMENT_ACTIONS, STATES, actions_for
 from app.logs.textsafe import sanitize
 from app.tui.agent_flows import can_stop
+from app.tui.experiment_flows import WRITE_ACTIONS
 from app.tui.messages import LedgerChanged, LedgerUnavailable
-from app.supervisor.attention import agent_labels
-from app.tui.poller import DashboardData, DashboardQuery, LedgerPoller
-from app.tui.screens.attention import attention_segment
+from app.tui.poller import DashboardData, LedgerPoller
+from app.tui.screens.attention import agent_labels, attention_segment
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.live_view import LiveView
-from app.tui.experiment_flows import WRITE_ACTIONS
 
 if TYPE_CHECKING:
-    from app.config import Settings
     from app.tui.app import CockpitApp
     from app.tui.widgets.progression_plot import ProgressionPlot
 
@@ -88,16 +87,14 @@ class DashboardScreen(Screen):
     ]
 
     def __init__(self, ledger_path: Path, *, read_only: bool, poll_interval: float,
-                 clock: Callable[[], float], watch: bool = False,
-                 settings: Settings | None = None) -> None:
+                 clock: Callable[[], float], watch: bool = False) -> None:
         """`watch`: watch the agents' worktrees (off for fixed-clock snapshots)."""
         super().__init__()
         self.ledger_path = ledger_path
         self.read_only = read_only
-        self.watch = watch
+        self.watch_worktrees = watch
         self.clock = clock
-        self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval,
-                                   settings=settings, clock=clock)
+        self.poller = LedgerPoller(ledger_path, read_only=read_only, interval=poll_interval)
         self.data: DashboardData | None = None
         self.plot: ProgressionPlot | None = None
         self.marked_id: int | None = None
@@ -114,7 +111,7 @@ class DashboardScreen(Screen):
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
                 yield AgentsPanel(clock=self.clock, ledger_path=self.ledger_path, read_only=self.read_only,
-                                  watch=self.watch, id="agents-panel", classes="-empty")
+                                  watch=self.watch_worktrees, id="agents-panel", classes="-empty")
                 yield Container(id="progression")  # the plot is mounted after the first paint
             yield Input(placeholder="search description, hypothesis, agent (enter: back to "
                                     "the table, escape: clear)", id="search")
@@ -168,8 +165,6 @@ class DashboardScreen(Screen):
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
         data = message.data
-        if self.data is not None and len(data.attention) > len(self.data.attention):
-            self.cockpit.attention_grew()
         self.data = data
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
@@ -232,14 +227,9 @@ class DashboardScreen(Screen):
     # -- status lines ---------------------------------------------------------------------------
 
     def _render_status_bar(self) -> None:
-        text = Text.assemble(("cockpit", "bold"), " · ")
-        data = self.data
-        if data is not None:  # first: it must stay visible at 80 columns
-            theme = self.app.current_theme
-            text.append_text(attention_segment(data.attention, theme.warning or "yellow",
-                                               theme.error or "red"))
-            text.append(" · ")
-        text.append(sanitize(display_path(self.ledger_path)))
+        data = self.data  # attention first: it stays visible at 80 columns
+        text = Text.assemble(("cockpit", "bold"), " · ", attention_segment(data, self.app.current_theme),
+                             sanitize(display_path(self.ledger_path)))
         if self.read_only:
             text.append(" · read-only", style="bold")
         if data is not None:

@@ -7,7 +7,7 @@ log itself. Everything from agents and logs is shown literally (sanitized, never
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,95 +24,24 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from app import git
-from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger, Note
-from app.ledger.vocabulary import labelled, verdict_of
-from app.logs.parse import StreamParser
 from app.ledger.schema import SUMMARY_COLUMNS
+from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger
+from app.ledger.vocabulary import labelled, verdict_of
 from app.logs.textsafe import sanitize
+from app.tui.detail_data import DetailData, load_detail
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
 from app.tui.widgets.log_viewer import LogViewer
 from app.tui.widgets.metrics_table import MetricsTable
 
 if TYPE_CHECKING:
-    from app.tui.widgets.loss_curve import LossCurve, Point
+    from app.logs.curve import Point
+    from app.tui.widgets.loss_curve import LossCurve
 
-CURVE_FROM_LOG_MAX_BYTES = 256 * 1024 * 1024  # logs larger than this are not parsed for a curve
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
          ("needs_rerun", "↻ needs rerun"))
-
-
-# ---------------------------------------------------------------------------
-# Data (loaded in a thread, shown by handlers)
-
-@dataclass(frozen=True)
-class DetailData:
-    experiment: Experiment
-    events: list[Event]
-    notes: list[Note]
-    curve: list[Point]
-    reference: Experiment | None  # the tag's best kept run, for the curve overlay
-    reference_curve: list[Point]
-    log_file: Path | None  # the log as found on disk (see find_log)
-
-
-def find_log(log_path: str, ledger_path: Path) -> Path | None:
-    """The log file as recorded, else in the logs folder beside the ledger: a copied
-    .autoresearch folder opened with --ledger still finds its logs."""
-    if not log_path:
-        return None
-    recorded = Path(log_path)
-    if not recorded.is_absolute():
-        recorded = ledger_path.parent / recorded
-    for candidate in (recorded, ledger_path.parent / "logs" / recorded.name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def curve_from_log(path: Path | None) -> list[Point]:
-    """(progress %, loss) from a log's step lines, for runs without sampled steps in the ledger."""
-    if path is None or path.stat().st_size > CURVE_FROM_LOG_MAX_BYTES:
-        return []
-    parser = StreamParser()
-    points: list[Point] = []
-    with path.open("rb") as log:
-        while chunk := log.read(1 << 20):
-            points += [(r.progress_pct, r.loss) for r in parser.feed(chunk)
-                       if r.progress_pct is not None and r.loss is not None]
-    return points
-
-
-def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
-                     cache: dict[tuple, list[Point]]) -> list[Point]:
-    """The sampled steps from the ledger, else the log's step lines (cached per log size)."""
-    points = [(s.progress_pct, s.loss) for s in ledger.steps(exp.id)
-              if s.progress_pct is not None and s.loss is not None]
-    if points or log_file is None:
-        return points
-    try:
-        key = (log_file, log_file.stat().st_size)
-    except OSError:
-        return []
-    if key not in cache:
-        cache[key] = curve_from_log(log_file)
-    return cache[key]
-
-
-def load_detail(ledger: Ledger, exp_id: int, cache: dict[tuple, list[Point]]) -> DetailData:
-    exp = ledger.get(exp_id)
-    log_file = find_log(exp.log_path, ledger.path)
-    reference = ledger.best(tag=exp.tag)
-    if reference is not None and reference.id == exp.id:
-        reference = None  # the best run has nothing better to be compared with
-    reference_curve = experiment_curve(ledger, reference, find_log(reference.log_path, ledger.path),
-                                       cache) if reference else []
-    return DetailData(
-        experiment=exp, events=ledger.events(exp_id), notes=ledger.notes(experiment_id=exp_id),
-        curve=experiment_curve(ledger, exp, log_file, cache), reference=reference,
-        reference_curve=reference_curve, log_file=log_file)
 
 
 # ---------------------------------------------------------------------------
@@ -370,7 +299,7 @@ class DetailScreen(Screen):
         if self.query_one(TabbedContent).active == "log":
             viewer.view.focus()
 
-    def _kv(self, rows: list[tuple[str, object]], heading: str) -> Content:
+    def _kv(self, rows: Sequence[tuple[str, object]], heading: str) -> Content:
         key_style = Style.from_styles(self.get_component_styles("detail--key"))
         head_style = Style.from_styles(self.get_component_styles("detail--heading"))
         width = max((len(k) for k, _ in rows), default=0) + 2

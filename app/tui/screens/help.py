@@ -1,7 +1,7 @@
 """Every key, generated from the screens' BINDINGS so it never goes stale."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from rich.table import Table
 from rich.text import Text

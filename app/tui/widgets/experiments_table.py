@@ -5,7 +5,7 @@ agents is sanitized and put in a `Text`, so `[red]x[/red]` shows as typed.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -16,6 +16,7 @@ from textual.widgets import DataTable
 from app.ledger.records import Experiment
 from app.ledger.vocabulary import state_of, symbol
 from app.logs.textsafe import sanitize
+
 TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
     "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",

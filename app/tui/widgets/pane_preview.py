@@ -44,7 +44,6 @@ class PanePreview(Vertical):
     def __init__(self, *, hints: str = "", id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.agent: AgentStatus | None = None
-        self.captures = 0  # captures started: a hidden preview starts none
         self._hints = hints  # the keys that apply, shown at the end of the title
         self._shown: dict[str, Text] = {}
         self._worker: Worker | None = None
@@ -62,15 +61,6 @@ class PanePreview(Vertical):
         self._ticks += 1
         if self._unchanged < QUIET_AFTER or self._ticks % QUIET_EVERY == 0:
             self.refresh_capture()
-
-    @property
-    def title_text(self) -> str:
-        return self._shown.get("#preview-title", Text()).plain
-
-    @property
-    def body_text(self) -> str:
-        """The pane text (or hint) shown now, as plain text."""
-        return self._shown.get("#preview-body", Text()).plain
 
     def show(self, agent: AgentStatus | None, edits: Text) -> None:
         """Follow `agent` (None: nothing highlighted); `edits` is its train.py diff stat."""
@@ -124,7 +114,6 @@ class PanePreview(Vertical):
         if self._worker is not None and not self._worker.is_finished:
             return
         lines = max(1, self.query_one("#preview-body").size.height)
-        self.captures += 1
         self._worker = self._capture(agent.pane_id, agent.tmux_socket or None, lines)
 
     @work(thread=True, group="pane-preview", exit_on_error=False)
