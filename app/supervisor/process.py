@@ -32,10 +32,14 @@ STOP_WAIT_S = 15.0  # how long `stop` waits for the lock to be released
 class SupervisorRunning(UsageError):
     """Another supervisor holds this ledger's lock."""
 
-    def __init__(self, pid: int | None, lock: Path) -> None:
-        who = f"pid {pid}" if pid else "another process"
-        super().__init__(f"a supervisor already runs for this ledger ({who}; lock {lock})")
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
         self.pid = pid
+
+    @classmethod
+    def held(cls, pid: int | None, lock: Path) -> SupervisorRunning:
+        who = f"pid {pid}" if pid else "another process"
+        return cls(f"a supervisor already runs for this ledger ({who}; lock {lock})", pid)
 
 
 @dataclass
@@ -81,7 +85,7 @@ def acquire(ledger_path: Path) -> Lock:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise SupervisorRunning(_holder(path)[0], path) from None
+        raise SupervisorRunning.held(_holder(path)[0], path) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {process_identity(os.getpid())}\n".encode())
     return Lock(path, fd)

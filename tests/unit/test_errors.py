@@ -15,9 +15,9 @@ from app.errors import EXIT_INFRA, EXIT_USAGE, CockpitError, InfraError, UsageEr
 CONTROL_FLOW = {"AgentStopped", "_Stop"}  # raised to unwind a loop on a signal, never shown
 USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError",
          "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "RunRefused",
-         "TsvFormatError"}
-INFRA = {"BackendUnavailable", "CorpusError", "LedgerConflict", "LedgerError", "ModalNotReady",
-         "PaneError", "RunInfraError"}
+         "SupervisorRunning", "TsvFormatError"}
+INFRA = {"BackendUnavailable", "CorpusError", "LedgerConflict", "LedgerError", "LedgerGone",
+         "ModalNotReady", "PaneError", "RunInfraError"}
 
 
 def _exception_classes() -> dict[str, type[BaseException]]:
