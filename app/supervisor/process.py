@@ -27,6 +27,7 @@ from app.run.procs import process_identity, same_process
 AUTOSTART_ENV = "COCKPIT_SUPERVISOR"  # "off": `cockpit`, `agent new`, `demo` start no supervisor
 START_WAIT_S = 10.0  # how long `ensure_running(wait=True)` waits for the new one to hold the lock
 STOP_WAIT_S = 15.0  # how long `stop` waits for the lock to be released
+HOLDER_READS = 50  # reads of the lock file (10 ms apart) for the pid of a holder that just took it
 
 
 class SupervisorRunning(UsageError):
@@ -92,7 +93,8 @@ def acquire(ledger_path: Path) -> Lock:
 
 
 def running_pid(ledger_path: Path) -> int | None:
-    """The pid of the supervisor holding this ledger's lock, None when the lock is free."""
+    """The pid of the supervisor holding this ledger's lock, None when the lock is free (-1: held,
+    but by a process that never said who it is)."""
     path = lock_path(ledger_path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -101,7 +103,12 @@ def running_pid(ledger_path: Path) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return _holder(path)[0] or -1
+        for _ in range(HOLDER_READS):  # the holder writes its pid just after taking the lock
+            pid = _holder(path)[0]
+            if pid:
+                return pid
+            time.sleep(0.01)
+        return -1
     finally:
         os.close(fd)
     return None

@@ -97,7 +97,7 @@ def test_sigkilled_supervisor_is_restarted_and_records_nothing_twice(project) ->
     first = supervise(main, ledger_path)
     runlog = worktree / "run.log"
     runlog.write_text("".join(STEP.format(s=s, p=s / 10) for s in range(10)))
-    wait_for(lambda: observed(ledger_path) and observed(ledger_path)[0].progress_pct, 5)
+    wait_for(lambda: observed(ledger_path) and observed(ledger_path)[0].progress_pct, 15)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     assert process.running_pid(ledger_path) is None
@@ -113,7 +113,7 @@ def test_sigkilled_supervisor_is_restarted_and_records_nothing_twice(project) ->
     assert "supervisor started in the background" in started.stderr
     second = wait_for(lambda: process.running_pid(ledger_path), 20)
     assert second != first.pid
-    done = wait_for(lambda: observed(ledger_path, finished=True), 10)
+    done = wait_for(lambda: observed(ledger_path, finished=True), 20)
     assert len(observed(ledger_path)) == 1 and len(done) == 1
     with Ledger(ledger_path, read_only=True) as ledger:
         steps = [s.step for s in ledger.steps(done[0].id)]
