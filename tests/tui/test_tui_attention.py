@@ -48,7 +48,7 @@ async def test_count_labels_list_and_jump_at_80x24(tmp_path: Path) -> None:
                                                         "prompt": "❯ 1. Yes \x1b[31m"}})
         await wait_until(pilot, lambda: agents_cell(app, "alice", "state") == "waiting")
         await wait_until(pilot, lambda: f"⚑ {count + 1} need you" in status_line(app))
-        assert rings == [1]
+        await wait_until(pilot, lambda: rings == [1])  # the app hears it after the dashboard
 
         await pilot.press("exclamation_mark")
         modal = app.screen
@@ -68,8 +68,8 @@ async def test_count_labels_list_and_jump_at_80x24(tmp_path: Path) -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, AttentionModal))
         waiting = [i for i, item in enumerate(app.screen.items) if item.kind == "waiting"][0]
         await pilot.press(*["down"] * waiting, "enter")  # an agent's item: its row is highlighted
-        await wait_until(pilot, lambda: app.screen is app.dashboard)
-        assert app.dashboard.agents_panel.selected.name == "alice"
+        await wait_until(pilot, lambda: app.screen is app.dashboard
+                         and app.dashboard.agents_panel.selected.name == "alice")
 
 
 async def test_no_supervisor_is_counted_and_said(tmp_path: Path) -> None:
