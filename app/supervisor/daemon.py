@@ -64,6 +64,7 @@ class Supervisor:
         self._notified: set[str] = set()
         self._row_waiting: dict[str, dict[str, Any]] = {}
         self._data_version = -1
+        self._failures = 0  # notifications that failed, as last logged
         self.items: list[attention.AttentionItem] = []
 
     def say(self, line: str) -> None:
@@ -152,6 +153,10 @@ class Supervisor:
             self._row_waiting = dict(self.panes.waiting)
             self._guard("heartbeat", self._beat, ledger)
         self.notifier.flush()
+        if self.notifier.failures != self._failures:
+            self.say(f"notifications: {self.notifier.failures - self._failures} message(s) could "
+                     f"not be sent to {len(self.settings.notify)} URL(s)")
+            self._failures = self.notifier.failures
 
     def _beat(self, ledger: Ledger) -> None:
         rows.write_supervisor(ledger, state="running", waiting=self._row_waiting,

@@ -74,8 +74,7 @@ class Notifier:
         self._last_sent: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cockpit-notify")
         self._lock = threading.Lock()
-        self.sent: list[tuple[str, str]] = []  # what went out: (title, body)
-        self.failures = 0
+        self.failures = 0  # messages no URL took
 
     def submit(self, item: AttentionItem) -> bool:
         """Queue an item if its kind is one to send; True if queued."""
@@ -116,7 +115,6 @@ class Notifier:
         except Exception:
             delivered = False
         with self._lock:
-            self.sent.append((title, body))
             self.failures += not delivered
         return delivered
 

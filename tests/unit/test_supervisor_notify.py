@@ -150,3 +150,15 @@ def test_cockpit_notify_test_sends_to_the_configured_urls(tmp_path: Path, inbox:
     code, out, _ = cli("notify", "--test", cwd=main)
     assert code == 0 and "sent to 1 URL" in out
     assert inbox.messages[0][1]["title"] == "[project] cockpit notify --test"
+
+
+def test_an_unreachable_url_is_logged_and_the_supervisor_goes_on(ledger_path: Path) -> None:
+    settings = Settings(notify=("json://127.0.0.1:1",), notify_events=("new-best",))  # refused
+    with running_supervisor(ledger_path, settings) as supervisor:
+        with Ledger(ledger_path) as ledger:
+            keep(ledger, 0.98, "better")
+        wait_for(lambda: "could not be sent" in supervisor.out.getvalue(), 20)
+        with Ledger(ledger_path) as ledger:  # still at work: the next run is recorded as news
+            keep(ledger, 0.97, "better still")
+        wait_for(lambda: any(item.key.startswith("new-best") and item.val_bpb == 0.97
+                             for item in supervisor.items), 10)
