@@ -118,13 +118,22 @@ def autostart_enabled() -> bool:
     return os.environ.get(AUTOSTART_ENV, "").lower() not in ("off", "0", "no")
 
 
-def ensure_running(ledger_path: Path, cwd: Path, *, wait: bool = False) -> int | None:
-    """Start a supervisor for this ledger unless one runs (or autostart is off); its pid.
+def home_of(ledger_path: Path) -> Path:
+    """Where a supervisor of this ledger runs (and reads settings): the main worktree for the
+    default `<main>/.autoresearch/ledger.db`, else the ledger's folder."""
+    folder = Path(ledger_path).resolve().parent
+    return folder.parent if folder.name == ".autoresearch" else folder
+
+
+def ensure_running(ledger_path: Path, cwd: Path, *, wait: bool = False,
+                   asked: bool = False) -> int | None:
+    """Start a supervisor for this ledger unless one runs (or autostart is off, unless a human
+    `asked`); its pid.
 
     Detached: its own session, stdin closed, output appended to supervisor.log. Two callers racing
     may both start one; the loser finds the lock held and exits, as designed."""
     pid = running_pid(ledger_path)
-    if pid is not None or not autostart_enabled():
+    if pid is not None or not (asked or autostart_enabled()):
         return pid
     log = log_path(ledger_path)
     log.parent.mkdir(parents=True, exist_ok=True)

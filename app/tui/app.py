@@ -95,6 +95,20 @@ class CockpitApp(App[None]):
             self.open_experiment(item.experiment_id)
         elif item.agent and self.dashboard is not None:
             self.dashboard.agents_panel.highlight(item.agent)
+        elif item.kind == "supervisor" and not self.read_only:
+            self.run_worker(self._start_supervisor, thread=True, group="supervisor", exclusive=True)
+
+    def _start_supervisor(self) -> None:
+        """The attention list's supervisor item, chosen: start one in the background."""
+        from app.supervisor import process
+
+        pid = process.ensure_running(self.ledger_path, process.home_of(self.ledger_path), wait=True,
+                                     asked=True)
+        if pid:
+            self.post_message(ActionFinished("supervisor", None, outcome=f"supervisor runs (pid {pid})"))
+        else:
+            log = process.log_path(self.ledger_path)
+            self.post_message(ActionFinished("supervisor", None, error=f"it did not start: see {log}"))
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
         """(Bubbled up from the dashboard.) More needs the human than before: ring the terminal

@@ -10,6 +10,7 @@ from textual.widgets import OptionList, Static
 from app.config import Settings
 from app.ledger.store import Ledger
 from app.ledger.supervisor import write_supervisor
+from app.supervisor import process
 from app.tui.app import make_app
 from app.tui.screens.attention import AttentionModal
 from app.tui.screens.detail import DetailScreen
@@ -79,3 +80,21 @@ async def test_no_supervisor_is_counted_and_said(tmp_path: Path) -> None:
         await wait_until(pilot, lambda: app.dashboard.data is not None and "supervisor" in kinds(app))
         assert "no supervisor" in status_line(app)
         assert app.dashboard.data.supervisor is None
+
+
+async def test_choosing_no_supervisor_starts_one_and_the_header_says_so(tmp_path: Path) -> None:
+    fx = build_ledger(tmp_path)
+    app = make_app(fx.ledger_path, poll_interval=0.05, watch=False)  # real time: a real heartbeat
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.dashboard.data is not None
+                             and "no supervisor" in status_line(app))
+            await pilot.press("exclamation_mark")
+            await wait_until(pilot, lambda: isinstance(app.screen, AttentionModal))
+            down = [i for i, item in enumerate(app.screen.items) if item.kind == "supervisor"][0]
+            await pilot.press(*["down"] * down, "enter")
+            await wait_until(pilot, lambda: "· supervised" in status_line(app), timeout=30)
+            assert process.running_pid(fx.ledger_path) not in (None, -1)
+    finally:
+        process.stop(fx.ledger_path)
+    assert process.running_pid(fx.ledger_path) is None
