@@ -13,6 +13,7 @@ import time
 from app.errors import UsageError
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, LedgerError
 from app.observe.runlog import OBSERVED
+from app.run.lease import reclaim_lost
 from app.run.procs import same_process, stop_if_same
 
 
@@ -98,9 +99,11 @@ def add_note(ledger: Ledger, text: str, exp_id: int | None = None, actor: str = 
 
 
 def reap_lost(ledger: Ledger, stale_after_s: float = 5.0) -> list[int]:
-    """Mark `lost` every live experiment whose heartbeat is stale and whose runner is dead."""
+    """Mark `lost` every live experiment whose heartbeat is stale and whose runner is dead, and
+    return the GPU leases of dead runners to the pool."""
     if ledger.read_only:
         return []
+    reclaim_lost(ledger)
     now = time.time()
     lost = []
     for exp in ledger.live():

@@ -13,7 +13,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from app.commands import CommandError, here, ledger_path, settings_for
 from app.errors import EXIT_INFRA, CockpitError
@@ -28,10 +28,11 @@ COMMAND_MODULES = (
     "app.commands.tsvio",
     "app.commands.agent",
     "app.commands.demo",
+    "app.commands.gpus",
     "app.commands.supervise",
 )
 
-_OTHER_INFRA_ERRORS = (*LEDGER_ERRORS, OSError)  # SQLite's own errors, files, processes
+_OTHER_INFRA_ERRORS: tuple[type[Exception], ...] = (*LEDGER_ERRORS, OSError)  # SQLite, files, processes
 
 
 def build_parser() -> argparse.ArgumentParser:

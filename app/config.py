@@ -38,6 +38,9 @@ class Settings:
     modal_gpu: str = "H100"
     tag: str = ""                     # default run tag; empty -> derived from the branch
     train_env: dict[str, str] = field(default_factory=dict)  # AUTORESEARCH_* for every train.py run
+    gpus: str | tuple[str, ...] = "auto"  # "auto" (NVML) | ["0", "1"] (indices/UUIDs) | [] (no pool)
+    gpus_per_run: int = 1             # devices leased to each local run
+    modal_max_concurrent: int = 0     # Modal runs of this repository in flight at once; 0 = no cap
     notify: tuple[str, ...] = ()      # apprise URLs the supervisor sends to ("ntfys://topic", ...)
     notify_events: tuple[str, ...] = NOTIFY_EVENTS  # which attention kinds are sent
     attention_prompts: tuple[str, ...] = ()  # regexes of agent prompts, beside the built-in ones
@@ -50,6 +53,26 @@ class Settings:
 
 
 _CHOICES = {"backend": ("local", "modal"), "review": ("auto", "gate")}
+_MINIMUM = {"gpus_per_run": 1, "modal_max_concurrent": 0}
+
+
+def _gpus(value: Any) -> str | tuple[str, ...]:
+    """`"auto"`, or a list of distinct device indices / UUIDs (numbers or strings)."""
+    if value == "auto":
+        return "auto"
+    if not isinstance(value, list):
+        raise TypeError('gpus must be "auto" or a list of device indices or UUIDs')
+    out: list[str] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise TypeError(f"{item!r} is not a device index or UUID")
+        text = str(item).strip()
+        if not text or (isinstance(item, int) and item < 0) or "," in text or not text.isprintable():
+            raise TypeError(f"{item!r} is not a device index or UUID")
+        if text in out:
+            raise TypeError(f"device {text!r} is listed twice")
+        out.append(text)
+    return tuple(out)
 
 
 def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Settings:
@@ -60,10 +83,12 @@ def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Se
         if name not in types:
             raise ConfigError(f"{source}: unknown setting {key!r} in [tool.cockpit]")
         try:
-            values[name] = _typed(types[name], value)
+            values[name] = _gpus(value) if name == "gpus" else _typed(types[name], value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: setting {key!r} = {value!r} is not a valid "
-                              f"{types[name].__name__}") from exc
+            why = f"invalid: {exc}" if name == "gpus" else f"not a valid {types[name].__name__}"
+            raise ConfigError(f"{source}: setting {key!r} = {value!r} is {why}") from exc
+        if name in _MINIMUM and values[name] < _MINIMUM[name]:
+            raise ConfigError(f"{source}: {key} must be at least {_MINIMUM[name]}")
         if name in _CHOICES and values[name] not in _CHOICES[name]:
             raise ConfigError(f"{source}: {key} must be one of {', '.join(_CHOICES[name])}")
         unknown = set(values[name]) - set(NOTIFY_EVENTS) if name == "notify_events" else set()

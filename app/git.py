@@ -131,7 +131,8 @@ def current_branch(path: Path | str) -> str | None:
 
 def rev_parse(path: Path | str, rev: str, short: bool = False) -> str:
     """The commit sha `rev` names; GitError when it names no commit."""
-    proc = _run(path, "rev-parse", "--verify", "--quiet", *(["--short"] if short else []), f"{rev}^{{commit}}")
+    short_flag = ["--short"] if short else []
+    proc = _run(path, "rev-parse", "--verify", "--quiet", *short_flag, f"{rev}^{{commit}}")
     if proc.returncode != 0:
         raise GitError(f"{rev!r} is not a commit in {path}")
     return proc.stdout.decode().strip()

@@ -6,8 +6,8 @@ Plain values in, dataclasses out; no I/O, so the runner, the CLI and the TUI sha
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 # ---------------------------------------------------------------------------
 # Vocabulary
@@ -23,7 +23,7 @@ NOT_COMPARED = "not compared (integrity): "  # the reason of a run measured but 
 
 _TOLERANCE = 1e-9  # val_bpb is printed with 6 decimals: values closer than this are equal
 _STREAK_COUNTS = frozenset({"crash", "timeout"})  # the agent's own failures
-_STREAK_NEUTRAL = frozenset({"killed", "lost", "running", "registered"})  # not the agent's doing
+_STREAK_NEUTRAL = frozenset({"killed", "lost", "running", "registered", "queued"})  # not the agent's doing
 _AS_KEEP = frozenset({"keep", "approved"})
 _AS_DISCARD = frozenset({"discard", "rejected"})
 _AS_CRASH = frozenset({"crash", "timeout"})
@@ -239,7 +239,8 @@ def is_contended(
 ) -> bool:
     """True if steps or tok/s fell more than `frac` below the branch baseline's (unknown: False)."""
     return any(
-        _known(value) and _known(base) and base > 0 and (base - value) / base > frac + _TOLERANCE
+        value is not None and base is not None and _known(value) and _known(base) and base > 0
+        and (base - value) / base > frac + _TOLERANCE
         for value, base in ((num_steps, baseline_num_steps), (tok_per_sec, baseline_tok_per_sec))
     )
 
@@ -339,7 +340,7 @@ def suggest(history: Sequence[PastExperiment]) -> Suggestion:
     keep_rate = _rate(recent, "keep")
     crash_rate = _rate(recent, "crash")
     near_misses = [e.id for e in reversed(finished) if e.near_miss]
-    counts = {c: 0 for c in CATEGORIES}
+    counts = dict.fromkeys(CATEGORIES, 0)
     for exp in finished:
         if exp.category:
             name = exp.category.strip().lower()

@@ -51,6 +51,17 @@ if os.environ.get("STANDIN_IGNORE_TERM"):
 if os.environ.get("STANDIN_PIDFILE"):
     with open(os.environ["STANDIN_PIDFILE"], "w") as f:
         f.write(str(os.getpid()))
+
+
+def record(event):
+    """One line per start/end to STANDIN_RECORD: pid, CUDA_VISIBLE_DEVICES, event, time."""
+    if os.environ.get("STANDIN_RECORD"):
+        with open(os.environ["STANDIN_RECORD"], "a") as f:
+            f.write(f"{os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {event} "
+                    f"{time.time():.6f}\n")
+
+
+record("start")
 budget = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", 300))
 print("Vocab size: 8,192")
 print("Model config: {'n_layer': 8}")
@@ -91,6 +102,7 @@ if SUMMARY != "none":
     print(f"vocab_size:       {os.environ.get('AUTORESEARCH_VOCAB_SIZE', 8192)}")
     print(f"device:           cpu")
     print(f"attention:        sdpa")
+record("end")
 sys.exit(EXIT_CODE)
 '''
 

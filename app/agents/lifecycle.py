@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from app.errors import UsageError
 from app import git
 from app.agents import panes
 from app.agents.kickoff import (
@@ -38,6 +37,7 @@ from app.agents.kickoff import (
     write_kickoff,
 )
 from app.config import Settings, load_settings
+from app.errors import UsageError
 from app.ledger.store import Agent, Experiment, Ledger
 from app.run.procs import process_identity, same_process, stop_if_same
 

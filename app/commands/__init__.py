@@ -12,8 +12,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from app.actions import reap_lost
 from app.config import Settings, load_settings
@@ -21,7 +22,6 @@ from app.errors import EXIT_USAGE, CockpitError
 from app.git import GitError, main_worktree
 from app.ledger.store import Ledger, find_ledger_path
 from app.logs.textsafe import sanitize
-
 
 
 class CommandError(CockpitError):

@@ -100,7 +100,7 @@ def list_command(args: argparse.Namespace) -> int:
         rows.append((a.name, a.state, pane, a.branch, latest, _short(a.worktree)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
     return 0
 
 

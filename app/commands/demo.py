@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.demo import sandbox as demo
 from app.commands import CommandError
 from app.commands.supervise import ensure_supervisor
 from app.supervisor import process as supervisor
+from app.demo import sandbox as demo
 from app.ledger.store import Experiment, Ledger
 from app.ledger.vocabulary import is_kept
 
@@ -144,7 +144,8 @@ def _finish(sandbox: demo.Sandbox, session: demo.DemoSession, t0: float, keep: b
         return
     if not answered:
         say("stopping the agents and their runs...")
-    for line in (answered[0] if answered else demo.stop_demo(sandbox.root)).lines():
+    stopped = answered[0] if answered and answered[0] is not None else demo.stop_demo(sandbox.root)
+    for line in stopped.lines():
         say(line)
     for proc in session.processes:  # background agents are our children: reap them
         proc.poll()
@@ -177,8 +178,8 @@ class Summary:
             per_agent[e.agent] = per_agent.get(e.agent, 0) + 1
         agents = ", ".join(f"{a} {n}" for a, n in sorted(per_agent.items())) or "none"
         first = self.first_finished_at
-        kept = [e for e in self.finished if is_kept(e)]
-        best = min(kept, key=lambda e: e.val_bpb, default=None)
+        kept = [(e.val_bpb, e.id, e) for e in self.finished if is_kept(e) and e.val_bpb is not None]
+        best = min(kept, default=(None, None, None))[2]
         out = [f"{len(self.finished)} experiments finished ({agents}) in {time.time() - t0:.0f} s"
                + ("" if first is None else f"; the first after {first - t0:.0f} s"),
                f"{len(self.keeps_beyond_baseline)} keeps beyond the baselines"]
@@ -194,9 +195,9 @@ def summarize(ledger_path: Path, tag: str, since: float) -> Summary:
     finished = [e for e in runs if e.status == "finished" and e.decision not in NOT_FINISHED]
     first_keep: dict[str, int] = {}
     for e in finished:
-        if e.decision == "keep":
+        if is_kept(e):
             first_keep.setdefault(e.branch, e.id)
-    beyond = [e for e in finished if e.decision == "keep" and first_keep.get(e.branch) != e.id]
+    beyond = [e for e in finished if is_kept(e) and first_keep.get(e.branch) != e.id]
     return Summary(finished, beyond, since)
 
 

@@ -6,11 +6,23 @@ import time
 from typing import Any
 
 from app import git
+from app.commands import (
+    CommandError,
+    add_json_flag,
+    fmt_delta,
+    fmt_val,
+    here,
+    main_or_none,
+    one_line,
+    open_ledger,
+    print_json,
+    say,
+    settings_for,
+    stream_json_list,
+)
 from app.ledger import report
-from app.commands import (CommandError, add_json_flag, fmt_delta, fmt_val, here, main_or_none,
-                          one_line, open_ledger, print_json, say, settings_for,
-                          stream_json_list)
 from app.ledger.store import Ledger, LedgerError
+from app.ledger.vocabulary import outcome
 from app.run.plan import agent_name, tag_name
 
 FILTERS = ("tag", "agent", "branch", "status", "decision", "category")
@@ -91,13 +103,13 @@ def status_command(args: argparse.Namespace) -> int:
     if state["recent"]:
         say("recent:")
     for e in state["recent"]:
-        say(f"  #{e['id']} {e['decision'] or e['status']:<8} {fmt_val(e['val_bpb'])}  "
+        say(f"  #{e['id']} {outcome(e['decision'], e['status']):<8} {fmt_val(e['val_bpb'])}  "
               f"{e['agent']:<12} {one_line(e['description'], 50)}")
     return 0
 
 
 def _print_detail(d: dict[str, Any]) -> None:
-    say(f"#{d['id']} {d['decision'] or d['status']}"
+    say(f"#{d['id']} {outcome(d['decision'], d['status'])}"
           + (f" (review {d['review']})" if d["review"] else "") + f": {d['description']}")
     for key in ("reason", "hypothesis", "category", "tag", "agent", "branch", "commit_sha",
                 "backend", "val_bpb", "delta", "margin", "exit_code", "training_seconds",
@@ -127,7 +139,7 @@ def history_command(args: argparse.Namespace) -> int:
             count += 1
             flags = "".join(mark for key, mark in (("near_miss", " ~"), ("contended", " !c"),
                                                    ("integrity", " !i")) if r[key])
-            say(f"#{r['id']:<5} {(r['decision'] or r['status']):<8} {fmt_val(r['val_bpb']):>9} "
+            say(f"#{r['id']:<5} {outcome(r['decision'], r['status']):<8} {fmt_val(r['val_bpb']):>9} "
                   f"{fmt_delta(r['delta']):>10}  {(r['category'] or '-'):<12.12} "
                   f"{r['agent']:<12.12} {one_line(r['description'], 60)}{flags}")
     if not count:
@@ -138,18 +150,16 @@ def history_command(args: argparse.Namespace) -> int:
 def best_command(args: argparse.Namespace) -> int:
     filters = _filters(args, ("tag", "agent", "branch"))
     with open_ledger(args) as ledger:
-        result = {"best": report.best_overall(ledger, **filters),
-                  "by_tag": report.best_by_tag(ledger, **filters)}
+        b, by_tag = report.best_overall(ledger, **filters), report.best_by_tag(ledger, **filters)
     if args.json:
-        print_json(result)
+        print_json({"best": b, "by_tag": by_tag})
         return 0
-    if result["best"] is None:
+    if b is None:
         say("no kept experiment yet")
         return 0
-    b = result["best"]
     say(f"best: #{b['id']} {fmt_val(b['val_bpb'])} ({b['tag']}, {b['agent']}, {b['commit']}) "
           f"{one_line(b['description'], 60)}")
-    for tag, e in result["by_tag"].items():
+    for tag, e in by_tag.items():
         say(f"  {tag:<24} #{e['id']:<5} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 50)}")
     return 0
 

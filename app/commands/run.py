@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.run.backends import BACKENDS
+from app.actions import reap_lost
 from app.commands import add_json_flag, here, ledger_path, print_json, say
 from app.config import load_settings
-from app.actions import reap_lost
 from app.ledger.store import Ledger
 from app.policy import CATEGORIES
-from app.run.runner import Runner, exit_status
+from app.run.backends import BACKENDS
 from app.run.plan import RunRequest, locate, plan_run
 from app.run.report import format_block
+from app.run.runner import Runner, exit_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import psutil
 
-from app.errors import CockpitError, UsageError
 from app import git
 from app.actions import reap_lost
 from app.agents import lifecycle as agents
@@ -40,6 +39,7 @@ from app.agents.mutations import apply_changes
 from app.corefiles import core_file
 from app.demo import corpus
 from app.demo.processes import StopReport, agent_tree, alive, sandbox_processes, signal_all, stop_agent
+from app.errors import CockpitError, UsageError
 from app.ledger.store import Agent, Ledger
 from app.run.procs import process_identity, term_then_kill
 

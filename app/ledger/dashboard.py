@@ -57,7 +57,8 @@ def _select(ledger: Ledger, where: str, args: tuple | list, order: str = "id",
     sql = f"SELECT {', '.join(TABLE_COLUMNS)} FROM experiments WHERE {where} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [Experiment(**dict(zip(TABLE_COLUMNS, row))) for row in ledger.conn.execute(sql, args)]
+    rows = ledger.conn.execute(sql, args)
+    return [Experiment(**dict(zip(TABLE_COLUMNS, row, strict=True))) for row in rows]
 
 
 def _where(table: TableFilter) -> tuple[str, list[Any]]:

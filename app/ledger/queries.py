@@ -4,7 +4,8 @@ Read-only unless the name says otherwise (`insert_experiments`).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from app.ledger.records import EXPERIMENT_COLUMNS, Experiment
 from app.ledger.store import Ledger

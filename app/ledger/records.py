@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from app.ledger import vocabulary
+from app.ledger.schema import SUMMARY_COLUMNS
 from app.ledger.vocabulary import LIVE_STATUSES
 
 __all__ = ["AGENT_COLUMNS", "EXPERIMENT_COLUMNS", "LIVE_STATUSES", "Agent", "Event", "Experiment",
-           "Note", "StepRow"]
+           "Note", "StepRow", "finite", "summary_columns"]
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Experiment:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    gpu_ids: str = ""  # the leased devices, as handed to CUDA_VISIBLE_DEVICES ("0", "0,1", "modal:2")
+    gpu_model: str = ""  # their model as NVML names it ("" when declared without NVML)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -141,3 +145,21 @@ class StepRow:
 
 EXPERIMENT_COLUMNS = tuple(f.name for f in fields(Experiment))
 AGENT_COLUMNS = tuple(f.name for f in fields(Agent))
+
+
+def finite(value: Any) -> float | None:
+    """`value` as a float if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary keys that have their own experiment column (numeric columns take finite
+    numbers only), plus the full summary as JSON."""
+    values = {key: summary[key] for key in SUMMARY_COLUMNS
+              if key in summary and finite(summary[key]) is not None}
+    values["summary_json"] = json.dumps(summary, default=str)
+    if "device" in summary:
+        values["device"] = str(summary["device"])
+    return values

@@ -5,7 +5,8 @@ constant memory; the aggregates run in SQL.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from app.ledger.store import Experiment, Ledger
 from app.ledger.vocabulary import KEPT_SQL
@@ -46,7 +47,7 @@ def _history_rows(ledger: Ledger, select: str, limit: int | None,
 def history(ledger: Ledger, *, limit: int | None = 50, **filters: Any) -> Iterator[dict[str, Any]]:
     """Experiments matching `filters` (column=value), oldest first; the newest `limit` of them."""
     for row in _history_rows(ledger, ", ".join(HISTORY_COLUMNS), limit, filters):
-        yield dict(zip(HISTORY_COLUMNS, row))
+        yield dict(zip(HISTORY_COLUMNS, row, strict=True))
 
 
 # SQLite writes infinities as `Inf`, which is not JSON: they become null, as in print_json.
@@ -96,7 +97,7 @@ def overview(ledger: Ledger, recent: int = 5) -> dict[str, Any]:
 
 def best_by_tag(ledger: Ledger, **filters: Any) -> dict[str, dict[str, Any]]:
     where, args = _where(filters)
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str, int] = {}
     rows = ledger.conn.execute(
         f"SELECT id, tag, val_bpb FROM experiments WHERE {KEPT_SQL} AND {where} "
         "ORDER BY val_bpb DESC, id DESC", args)
@@ -164,7 +165,7 @@ def suggestion(ledger: Ledger, notes: int = 5, **filters: Any) -> dict[str, Any]
                 f"SELECT id, decision, category, near_miss FROM experiments WHERE {where} "
                 "AND repeat_of IS NULL ORDER BY id", args)]
     result = suggest(past)
-    near = [brief(ledger.get(i)) for i in result.near_misses[:5]]
+    near = [brief(ledger.get(int(i))) for i in result.near_misses[:5]]
     memory = ledger.notes(limit=notes)
     return {
         "strategy": result.strategy, "reason": result.reason, "advice": result.advice,

@@ -1,7 +1,8 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -16,7 +17,7 @@ SUMMARY_COLUMNS = (
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["experiments"].create({
+    db.table("experiments").create({
         "id": int, "tag": str, "agent": str, "worktree": str, "branch": str,
         "parent_sha": str, "commit_sha": str, "description": str, "hypothesis": str,
         "category": str, "backend": str, "status": str, "decision": str, "review": str,
@@ -41,41 +42,61 @@ def _v1(db: sqlite_utils.Database) -> None:
                   "needs_rerun": 0, "log_path": "", "modal_call_id": "", "crash_tail": "",
                   "adopted_sha": ""})
     db.execute("CREATE UNIQUE INDEX idx_experiments_import_key ON experiments(import_key)")
-    db["experiments"].create_index(["tag"])
-    db["experiments"].create_index(["agent"])
-    db["experiments"].create_index(["branch", "decision"])
-    db["experiments"].create_index(["status"])
+    db.table("experiments").create_index(["tag"])
+    db.table("experiments").create_index(["agent"])
+    db.table("experiments").create_index(["branch", "decision"])
+    db.table("experiments").create_index(["status"])
 
-    db["steps"].create({
+    db.table("steps").create({
         "id": int, "experiment_id": int, "step": int, "t": float, "progress_pct": float,
         "loss": float, "lrm": float, "dt_ms": float, "tok_per_sec": float, "mfu_pct": float,
         "remaining_s": float,
     }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")], not_null={"experiment_id"})
-    db["steps"].create_index(["experiment_id", "step"])
+    db.table("steps").create_index(["experiment_id", "step"])
 
-    db["events"].create({
+    db.table("events").create({
         "id": int, "at": float, "kind": str, "experiment_id": int, "agent": str, "actor": str,
         "detail": str,
     }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")],
         not_null={"at", "kind"}, defaults={"agent": "", "actor": "", "detail": "{}"})
-    db["events"].create_index(["experiment_id"])
+    db.table("events").create_index(["experiment_id"])
     db.execute("CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events "
                "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
     db.execute("CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events "
                "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
 
-    db["notes"].create({
+    db.table("notes").create({
         "id": int, "at": float, "text": str, "experiment_id": int, "agent": str, "author": str,
     }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")], not_null={"at", "text"},
         defaults={"agent": "", "author": ""})
-    db["notes"].create_index(["experiment_id"])
+    db.table("notes").create_index(["experiment_id"])
 
-    db["agents"].create({
+    db.table("agents").create({
         "name": str, "tag": str, "branch": str, "worktree": str, "command": str, "kind": str,
         "state": str, "pane_id": str, "tmux_socket": str, "pid": int, "pid_start": float,
         "created_at": float, "updated_at": float,
     }, pk="name", defaults={"tag": "", "branch": "", "worktree": "", "command": "",
                             "kind": "llm", "state": "idle", "pane_id": "", "tmux_socket": ""})
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    """The GPU pool: leases of devices (or Modal slots) to runs, and the devices a pool has."""
+    db.table("experiments").add_column("gpu_ids", str, not_null_default="")
+    db.table("experiments").add_column("gpu_model", str, not_null_default="")
+    leases = db.table("leases")
+    leases.create({
+        "id": int, "pool": str, "slots": str, "experiment_id": int, "agent": str,
+        "holder_pid": int, "holder_start": float, "state": str, "reason": str,
+        "requested_at": float, "acquired_at": float, "released_at": float,
+    }, pk="id", foreign_keys=[("experiment_id", "experiments", "id")],
+        not_null={"pool", "state", "requested_at"},
+        defaults={"slots": "", "agent": "", "reason": ""})
+    leases.create_index(["pool", "state"])
+    leases.create_index(["released_at"])
+    db.table("gpu_devices").create({
+        "pool": str, "slot": str, "model": str, "util_pct": float, "mem_used_mb": float,
+        "mem_total_mb": float, "temp_c": float, "sampled_at": float, "seen_at": float,
+    }, pk=("pool", "slot"), not_null={"pool", "slot"}, defaults={"model": ""})
 
 
 def _v4(db: sqlite_utils.Database) -> None:
@@ -89,5 +110,5 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 # MIGRATIONS[n] upgrades a ledger to version n from the one before, inside one BEGIN IMMEDIATE
 # transaction (versions may skip numbers: each helper branch got its own).
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 4: _v4}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 4: _v4}
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -8,20 +8,30 @@ at once with "database is locked" when another writer holds the lock.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from app.errors import InfraError
-from app.ledger.records import (AGENT_COLUMNS, EXPERIMENT_COLUMNS, LIVE_STATUSES, Agent, Event,
-                         Experiment, Note, StepRow)
+from app.ledger.records import (
+    AGENT_COLUMNS,
+    EXPERIMENT_COLUMNS,
+    LIVE_STATUSES,
+    Agent,
+    Event,
+    Experiment,
+    Note,
+    StepRow,
+    finite,
+    summary_columns,
+)
 from app.ledger.identity import FileIdentity, LedgerGone, open_failure, refuse_if_gone
-from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS
+from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
 
 __all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
@@ -47,7 +57,8 @@ LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, LedgerGone, sqlite3.E
 
 def _row_to(cls: type, row: sqlite3.Row) -> Any:
     names = {f.name for f in fields(cls)}
-    return cls(**{k: row[k] for k in row.keys() if k in names})
+    present = row.keys()  # a Row iterates its values, not its keys
+    return cls(**{k: row[k] for k in present if k in names})
 
 
 def find_ledger_path(start: Path | str | None = None, override: str | os.PathLike | None = None) -> Path:
@@ -165,6 +176,13 @@ class Ledger:
                 raise LedgerConflict(str(exc)) from exc
             raise
 
+    def _insert(self, table: str, values: dict[str, Any]) -> int:
+        """Insert one row (inside a write()); its rowid."""
+        cursor = self.db.table(table).insert(values)
+        if cursor.last_rowid is None:
+            raise LedgerError(f"no row inserted into {table}")
+        return int(cursor.last_rowid)
+
     def data_version(self) -> int:
         """Changes whenever another connection commits; cheap enough to poll every 100 ms."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -182,10 +200,10 @@ class Ledger:
         with self.write():
             if guard is not None:
                 guard(self)
-            exp_id = self.db["experiments"].insert(values).last_pk
+            exp_id = self._insert("experiments", values)
             self._event("register", exp_id, values.get("agent", ""), actor,
                         {"description": values.get("description", "")})
-        return int(exp_id)
+        return exp_id
 
     def update(self, exp_id: int, *, event: str | None = None, actor: str = "runner",
                detail: dict[str, Any] | None = None, **values: Any) -> None:
@@ -196,7 +214,7 @@ class Ledger:
         with self.write():
             agent = self._agent_of(exp_id)
             if values:
-                self.db["experiments"].update(exp_id, values)
+                self.db.table("experiments").update(exp_id, values)
             if event:
                 self._event(event, exp_id, agent, actor, detail or {})
 
@@ -216,7 +234,7 @@ class Ledger:
                 if row[column] not in (wanted if isinstance(wanted, tuple) else (wanted,)):
                     return False
             if values:
-                self.db["experiments"].update(exp_id, values)
+                self.db.table("experiments").update(exp_id, values)
             if event:
                 self._event(event, exp_id, row["agent"] or "", actor, detail or {})
         return True
@@ -289,9 +307,9 @@ class Ledger:
         """Append sampled step metrics and refresh the heartbeat/live columns in one transaction."""
         with self.write():
             if rows:
-                self.db["steps"].insert_all(
-                    ({"experiment_id": exp_id, **vars(r)} for r in rows))
-            self.db["experiments"].update(exp_id, {"heartbeat_at": time.time(), **live})
+                self.db.table("steps").insert_all(
+                    {"experiment_id": exp_id, **vars(r)} for r in rows)
+            self.db.table("experiments").update(exp_id, {"heartbeat_at": time.time(), **live})
 
     def steps(self, exp_id: int) -> list[StepRow]:
         rows = self.conn.execute(
@@ -302,9 +320,9 @@ class Ledger:
 
     def _event(self, kind: str, exp_id: int | None, agent: str, actor: str,
                detail: dict[str, Any]) -> None:
-        self.db["events"].insert({"at": time.time(), "kind": kind, "experiment_id": exp_id,
-                                  "agent": agent, "actor": actor,
-                                  "detail": json.dumps(detail, default=str)})
+        self._insert("events", {"at": time.time(), "kind": kind, "experiment_id": exp_id,
+                                "agent": agent, "actor": actor,
+                                "detail": json.dumps(detail, default=str)})
 
     def event(self, kind: str, *, experiment_id: int | None = None, agent: str = "",
               actor: str = "cli", **detail: Any) -> None:
@@ -327,11 +345,11 @@ class Ledger:
         with self.write():
             if experiment_id is not None:
                 agent = agent or self._agent_of(experiment_id)
-            note_id = self.db["notes"].insert({"at": time.time(), "text": text,
-                                               "experiment_id": experiment_id, "agent": agent,
-                                               "author": author}).last_pk
+            note_id = self._insert("notes", {"at": time.time(), "text": text,
+                                             "experiment_id": experiment_id, "agent": agent,
+                                             "author": author})
             self._event("note", experiment_id, agent, author, {"note_id": note_id, "text": text})
-        return int(note_id)
+        return note_id
 
     def notes(self, *, experiment_id: int | None = None, agent: str | None = None,
               limit: int | None = None) -> list[Note]:
@@ -355,10 +373,10 @@ class Ledger:
             if expected is not None and (exists is None or exists[0] not in expected):
                 return False
             if exists:
-                self.db["agents"].update(name, {**values, "updated_at": now})
+                self.db.table("agents").update(name, {**values, "updated_at": now})
             else:
-                self.db["agents"].insert({"name": name, "created_at": now, "updated_at": now,
-                                          **values})
+                self._insert("agents", {"name": name, "created_at": now, "updated_at": now,
+                                        **values})
             if event:
                 self._event(event, None, name, actor, values)
         return True
@@ -377,21 +395,3 @@ class Ledger:
     def get_agent(self, name: str) -> Agent | None:
         row = self.conn.execute("SELECT * FROM agents WHERE name = ?", (name,)).fetchone()
         return _row_to(Agent, row) if row else None
-
-
-def finite(value: Any) -> float | None:
-    """`value` as a float if it is a finite number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary keys that have their own experiment column (numeric columns take finite
-    numbers only), plus the full summary as JSON."""
-    values = {key: summary[key] for key in SUMMARY_COLUMNS
-              if key in summary and finite(summary[key]) is not None}
-    values["summary_json"] = json.dumps(summary, default=str)
-    if "device" in summary:
-        values["device"] = str(summary["device"])
-    return values

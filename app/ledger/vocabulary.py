@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from app.ledger.records import Experiment
 
-LIVE_STATUSES = ("registered", "running")  # a runner (or an observed run.log) is on it
-LIVE_SQL = "status IN ('registered', 'running')"
+LIVE_STATUSES = ("registered", "queued", "running")  # a runner (or an observed run.log) is on it
+LIVE_SQL = "status IN ('registered', 'queued', 'running')"  # queued: waiting for a GPU lease
 KEPT_SQL = "decision = 'keep' AND integrity = 0 AND val_bpb IS NOT NULL"
 STATES = ("running", "pending", "keep", "discard", "crash", "killed", "timeout", "lost")  # filters
 SYMBOLS = {  # state -> symbol shown before its name (never colour alone)
     "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
     "lost": "?", "pending": "◆", "approved": "✓", "rejected": "✗", "running": "▶",
-    "registered": "○",
+    "registered": "○", "queued": "◌",
 }
 UNKNOWN_SYMBOL = "·"
 REVIEW_VERDICTS = ("approved", "rejected")
@@ -25,7 +25,7 @@ READ_ACTIONS = frozenset({"open"})  # what a read-only cockpit may still do
 
 
 def is_live(exp: Experiment) -> bool:
-    """Registered or running: not finished yet."""
+    """Registered, queued for a GPU or running: not finished yet."""
     return exp.status in LIVE_STATUSES
 
 
@@ -35,11 +35,16 @@ def is_kept(exp: Experiment) -> bool:
     return exp.decision == "keep" and not exp.integrity and exp.val_bpb is not None
 
 
+def outcome(decision: str | None, status: str) -> str:
+    """The decision, or the lifecycle status while there is none (the CLI's rows of plain dicts)."""
+    return decision or status
+
+
 def state_of(exp: Experiment) -> str:
     """What a human sees for an experiment: pending review first, then the decision or status."""
     if exp.review == "pending":
         return "pending"
-    return exp.decision or exp.status
+    return outcome(exp.decision, exp.status)
 
 
 def verdict_of(exp: Experiment) -> str:

@@ -225,11 +225,6 @@ class StreamParser:
         return self._consume(self._decoder.decode(data))
 
     @property
-    def buffered_chars(self) -> int:
-        """Characters held for the still-open segment; never more than MAX_SEGMENT_CHARS."""
-        return self._pending_kept
-
-    @property
     def last_step(self) -> StepRecord | None:
         """The latest completed step record (cheap: parsed at most once per new step)."""
         if self._last_step is None and self._last_step_text:

@@ -9,8 +9,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from app.ledger.queries import (EVAL_CONSTANT_COLUMNS, best_on_main, first_keep, first_measurement,
-                                measured_commits)
+from app.ledger.queries import (
+    EVAL_CONSTANT_COLUMNS,
+    best_on_main,
+    first_keep,
+    first_measurement,
+    measured_commits,
+)
 from app.ledger.store import Experiment, Ledger, finite
 from app.policy import crash_streak, noise_sigma
 
@@ -30,9 +35,9 @@ class Context:
 
 def tok_per_sec(exp: Experiment | dict[str, Any]) -> float | None:
     """Training throughput from the summary: total tokens over training seconds."""
-    tokens = exp.get("total_tokens_M") if isinstance(exp, dict) else exp.total_tokens_M
-    seconds = exp.get("training_seconds") if isinstance(exp, dict) else exp.training_seconds
-    if not _number(tokens) or not _number(seconds) or seconds <= 0:
+    tokens = finite(exp.get("total_tokens_M") if isinstance(exp, dict) else exp.total_tokens_M)
+    seconds = finite(exp.get("training_seconds") if isinstance(exp, dict) else exp.training_seconds)
+    if tokens is None or seconds is None or seconds <= 0:
         return None
     return tokens * 1e6 / seconds
 

@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import InfraError, UsageError
 from app import git
-from app.run.backends import BackendUnavailable, check_backend
 from app.config import Settings
+from app.errors import InfraError, UsageError
 from app.ledger.store import Experiment, Ledger
 from app.policy import PolicySettings, hard_timeout_s
-from app.run.procs import process_identity, same_process
+from app.run.backends import BackendUnavailable, check_backend
 from app.run.context import repeat_original
+from app.run.lease import PoolError, PoolSpec, pool_spec
+from app.run.procs import process_identity, same_process
 
 DEFAULT_TIME_BUDGET_S = 300.0
 MODAL_GPU_ENV = "AUTORESEARCH_MODAL_GPU"  # read by modal_train.py when it is loaded
@@ -65,15 +66,16 @@ class Plan:
     env: dict[str, str]
     integrity_reasons: list[str]
     repeat_of: Experiment | None
+    pool: PoolSpec | None = None  # the GPU pool (or Modal slots) this run leases from
 
     def register_fields(self) -> dict[str, Any]:
-        return dict(tag=self.tag, agent=self.agent, worktree=str(self.worktree),
-                    branch=self.branch, parent_sha=self.parent_sha, commit_sha=self.commit_sha,
-                    description=self.description, hypothesis=self.hypothesis,
-                    category=self.category, backend=self.backend, status="registered",
-                    integrity=int(bool(self.integrity_reasons)),
-                    repeat_of=self.repeat_of.id if self.repeat_of else None,
-                    runner_pid=os.getpid(), runner_start=process_identity(os.getpid()))
+        return {"tag": self.tag, "agent": self.agent, "worktree": str(self.worktree),
+                "branch": self.branch, "parent_sha": self.parent_sha, "commit_sha": self.commit_sha,
+                "description": self.description, "hypothesis": self.hypothesis,
+                "category": self.category, "backend": self.backend, "status": "registered",
+                "integrity": int(bool(self.integrity_reasons)),
+                "repeat_of": self.repeat_of.id if self.repeat_of else None,
+                "runner_pid": os.getpid(), "runner_start": process_identity(os.getpid())}
 
 
 def locate(path: Path) -> tuple[Path, Path]:
@@ -201,10 +203,14 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
     timeout = request.timeout_s or hard_timeout_s(effective_time_budget(env), policy)
     if not math.isfinite(timeout) or timeout <= 0:
         raise RunRefused(f"--timeout must be a positive number of seconds, not {timeout}")
+    try:
+        pool = pool_spec(settings, settings.backend)
+    except PoolError as exc:
+        raise RunRefused(str(exc)) from exc
     return Plan(worktree=worktree, main=main, settings=settings, policy=policy, agent=agent,
                 tag=tag_name(request.tag, ledger, agent, branch, settings), branch=branch,
                 main_branch=main_branch, commit_sha=commit, parent_sha=parent,
                 description=request.description.strip(), hypothesis=request.hypothesis.strip(),
                 category=request.category.strip().lower(), backend=settings.backend,
                 review=settings.review, timeout_s=timeout, env=env,
-                integrity_reasons=integrity, repeat_of=repeat_of)
+                integrity_reasons=integrity, repeat_of=repeat_of, pool=pool)

@@ -11,16 +11,17 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from app.run.backends import Run, start_run
 from app.ledger.store import Ledger, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
-from app.policy import (Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended,
-                        run_flags)
+from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
+from app.run.backends import Run, start_run
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
+from app.run.lease import RunLease
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
 
@@ -30,6 +31,7 @@ LEFTOVER_WAIT_S = 2.0  # train.py exited but its output stays open this long: ki
 GIVE_UP_S = 15.0  # after a stop, stop waiting for the output to close after this long
 REVIEW_POLL_S = 0.5
 _EOF = object()
+INF = float("inf")
 
 
 @dataclass
@@ -72,17 +74,24 @@ class Runner:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{self.exp_id}.log"
         previous = self._install_signal_handlers()
+        lease = RunLease(self.ledger, plan.pool, self.exp_id, plan.agent, self.announce)
         try:
             with open(log_path, "wb") as log, open(plan.worktree / "run.log", "wb") as runlog:
-                supervised = self._launch_and_supervise(log_path, (log, runlog))
+                try:  # the time budget starts once the devices are ours, never while queued
+                    stopped = lease.acquire(lambda poll: self._stop_reason(0.0, INF, poll))
+                    supervised = Supervised(None, stopped) if stopped else \
+                        self._launch_and_supervise(log_path, (log, runlog), lease.env)
+                finally:
+                    lease.release()
             return self._finish(supervised, log_path)
         finally:
             self._restore_signal_handlers(previous)
 
-    def _launch_and_supervise(self, log_path: Path, sinks: tuple) -> Supervised:
+    def _launch_and_supervise(self, log_path: Path, sinks: tuple,
+                              lease_env: dict[str, str]) -> Supervised:
         plan = self.plan
         try:
-            run = start_run(plan.backend, plan.worktree, plan.env, plan.timeout_s)
+            run = start_run(plan.backend, plan.worktree, {**plan.env, **lease_env}, plan.timeout_s)
         except Exception as exc:
             self.ledger.update(self.exp_id, event="decide", detail={"decision": "lost"},
                                status="finished", decision="lost", finished_at=time.time(),
@@ -213,11 +222,11 @@ class Runner:
         review = None
         if self._gated(verdict):
             decision, review = "pending", "pending"
-        values: dict[str, Any] = dict(
-            status="finished", decision=decision, review=review, reason=verdict.reason,
-            exit_code=supervised.exit_code, finished_at=time.time(), delta=verdict.delta,
-            margin=verdict.margin, near_miss=int(verdict.near_miss),
-            contended=int(flags["contended"]), integrity=int(flags["integrity"]))
+        values: dict[str, Any] = {
+            "status": "finished", "decision": decision, "review": review, "reason": verdict.reason,
+            "exit_code": supervised.exit_code, "finished_at": time.time(), "delta": verdict.delta,
+            "margin": verdict.margin, "near_miss": int(verdict.near_miss),
+            "contended": int(flags["contended"]), "integrity": int(flags["integrity"])}
         if summary:
             values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
@@ -236,9 +245,9 @@ class Runner:
                 context: Context, failed: bool) -> Verdict:
         """The policy's rules on top of decide(), with what this run observed."""
         plan, baseline = self.plan, context.tag_baseline
-        signalled = supervised.stop_reason == "signal" and self.signal_received
+        received = self.signal_received if supervised.stop_reason == "signal" else None
         facts = RunFacts(
-            signal_name=signal.Signals(self.signal_received).name if signalled else None,
+            signal_name=signal.Signals(received).name if received else None,
             timeout_s=plan.timeout_s, stream_error=supervised.stream_error, failed=failed,
             exit_code=supervised.exit_code,
             summary_problems=summary_problems(summary) if summary is not None else [],
@@ -287,7 +296,7 @@ class Runner:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous

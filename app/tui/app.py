@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from app.tui.poller import AgentStatus
 
 STYLES = styles_dir()  # absolute: any cwd, a checkout or an installed wheel
-STYLE_FILES = ("app.tcss", "detail.tcss")
+STYLE_FILES = ("app.tcss", "detail.tcss", "gpus.tcss")
 AGENT_TABLE_KEYS = [Binding("enter", "focus_agent", "Go to the agent's tmux pane"),
                     Binding("tab", "focus_next", "Between the agents and experiments tables")]
 

@@ -34,6 +34,7 @@ from app.ledger.dashboard import (
     tag_runs,
     tags_newest_first,
 )
+from app.ledger.pool import PoolView, load_pool
 from app.ledger.records import Experiment
 from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.ledger.supervisor import SupervisorRow, read_supervisor
@@ -109,6 +110,7 @@ class DashboardData:
     follow: FollowData | None = None
     attention: tuple[AttentionItem, ...] = ()  # what needs a human, most urgent first
     supervisor: SupervisorRow | None = None  # its heartbeat row (None: none ever ran)
+    gpus: PoolView | None = None  # the GPU pool: devices, holders, queue, duty cycle
 
 
 def load_progression(ledger: Ledger, tag: str) -> Progression:
@@ -248,7 +250,8 @@ class LedgerPoller:
                 progression = self._data.progression
         data = DashboardData(query=query, rows=tuple(rows), total=total, experiment_count=count,
                              best=best, tags=tags, agent_names=tuple(a.name for a in agents),
-                             agents=agents, live=live, progression=progression)
+                             agents=agents, live=live, progression=progression,
+                             gpus=load_pool(ledger))
         return replace(data, follow=self._follow(ledger, query, data))
 
     def _load_live(self, ledger: Ledger, query: DashboardQuery,
@@ -259,7 +262,8 @@ class LedgerPoller:
         rows = tuple(by_id.get(exp.id, exp) for exp in previous.rows)
         agents = tuple(replace(a, running=by_id.get(a.running.id, a.running)) if a.running else a
                        for a in previous.agents)
-        data = replace(previous, query=query, rows=rows, live=live, agents=agents)
+        data = replace(previous, query=query, rows=rows, live=live, agents=agents,
+                       gpus=load_pool(ledger))
         return replace(data, follow=self._follow(ledger, query, data))
 
     def _agents(self, ledger: Ledger, live: tuple[Experiment, ...]) -> tuple[AgentStatus, ...]:

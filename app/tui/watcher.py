@@ -232,9 +232,10 @@ class AgentWatch:
         """Run one piece of work; git, ledger and file trouble is said once, never fatal."""
         from app.ledger.store import LEDGER_ERRORS
 
+        expected: tuple[type[Exception], ...] = (CockpitError, *LEDGER_ERRORS, OSError)
         try:
             work(*args)
-        except (CockpitError, *LEDGER_ERRORS, OSError) as exc:
+        except expected as exc:
             if isinstance(exc, LEDGER_ERRORS):
                 self._close()  # reopened on the next use
             self._report(f"{type(exc).__name__}: {exc}")

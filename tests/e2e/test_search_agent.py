@@ -132,6 +132,7 @@ def test_reads_every_searched_constant_of_the_real_train_py() -> None:
     assert "DEVICE_TYPE" not in constants, "a call is not a literal constant"
 
 
+@pytest.mark.slow
 def test_every_proposed_edit_is_a_small_valid_diff_keeping_comments() -> None:
     smoke = apply_changes(REAL_TRAIN, {"DEPTH": 2, "TOTAL_BATCH_SIZE": 2048, "DEVICE_BATCH_SIZE": 8})
     for source, max_seq_len in ((REAL_TRAIN, 2048), (smoke, 256)):
@@ -241,6 +242,7 @@ def test_crashed_moves_are_avoided_and_careful_steps_are_small() -> None:
 # ---------------------------------------------------------------------------
 # Real runs: `python -m app.agents.search` in a worktree, `cockpit run` on a stand-in train.py
 
+@pytest.mark.slow
 def test_search_run_records_resets_and_notes(repo: Path) -> None:
     worktree = add_agent_worktree(repo, "ada")
     base_sha = git(repo, "rev-parse", "HEAD").strip()
@@ -291,6 +293,7 @@ def test_sigterm_stops_the_run_and_leaves_the_worktree_clean(repo: Path) -> None
     assert not psutil.pid_exists(train_pid) or psutil.Process(train_pid).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.slow
 def test_three_crashes_back_off_to_the_last_keep(repo: Path) -> None:
     worktree = add_agent_worktree(repo, "cy")
     base_sha = git(repo, "rev-parse", "HEAD").strip()

@@ -105,6 +105,7 @@ def test_curve_interpolation_gap_and_thinning() -> None:
 # ---------------------------------------------------------------------------
 # Overview, flags, events, curves
 
+@pytest.mark.slow
 async def test_overview_flags_notes_events_and_curves(fx: TuiFixture) -> None:
     summary = ('{"val_bpb": 0.991, "num_steps": 953, "router_entropy": 1.332777, '
                '"attention": "fa3"}')

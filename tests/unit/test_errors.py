@@ -13,9 +13,9 @@ from app.cli import main
 from app.errors import EXIT_INFRA, EXIT_USAGE, CockpitError, InfraError, UsageError
 
 CONTROL_FLOW = {"AgentStopped", "_Stop"}  # raised to unwind a loop on a signal, never shown
-USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError",
-         "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "RunRefused",
-         "SupervisorRunning", "TsvFormatError"}
+USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError", "DeviceError",
+         "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "PoolError",
+         "RunRefused", "SupervisorRunning", "TsvFormatError"}
 INFRA = {"BackendUnavailable", "CorpusError", "LedgerConflict", "LedgerError", "LedgerGone",
          "ModalNotReady", "PaneError", "RunInfraError"}
 
@@ -37,7 +37,7 @@ def test_every_exception_class_has_a_kind() -> None:
     kinds = {name: ("usage" if issubclass(cls, UsageError) else "infra" if issubclass(cls, InfraError)
                     else "base" if issubclass(cls, CockpitError) else "none")
              for name, cls in classes.items() if name not in CONTROL_FLOW | {"CockpitError"}}
-    assert kinds == {**{n: "usage" for n in USAGE}, **{n: "infra" for n in INFRA},
+    assert kinds == {**dict.fromkeys(USAGE, "usage"), **dict.fromkeys(INFRA, "infra"),
                      "UsageError": "usage", "InfraError": "infra",
                      "CommandError": "base"}  # a command's own refusal picks its exit code
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -72,6 +76,18 @@ def parse_bytes(data: bytes, tmp_path: Path) -> ParseResult:
     path = tmp_path / "run.log"
     path.write_bytes(data)
     return parse_file(path)
+
+
+@contextlib.contextmanager
+def peak_memory() -> Iterator[SimpleNamespace]:
+    """The most memory Python allocated inside the block (tracemalloc), in `.bytes`."""
+    peak = SimpleNamespace(bytes=0)
+    tracemalloc.start()
+    try:
+        yield peak
+    finally:
+        peak.bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
 
 
 def step_numbers_in(raw: bytes) -> list[int]:
@@ -316,9 +332,10 @@ def test_ten_megabyte_line_stays_bounded(tmp_path: Path) -> None:
     huge = b"\x1b[31m" + b"x" * (10 * 1024 * 1024)
     data = synthetic_log(3, summary="") + huge + b"\n" + SUMMARY.encode()
     parser = StreamParser()
-    for offset in range(0, len(data), 64 * 1024):
-        parser.feed(data[offset : offset + 64 * 1024])
-        assert parser.buffered_chars <= MAX_SEGMENT_CHARS
+    with peak_memory() as peak:
+        for offset in range(0, len(data), 64 * 1024):
+            parser.feed(data[offset : offset + 64 * 1024])
+    assert peak.bytes < 2 * 1024 * 1024, "the 10 MB line was held, not cut"
     result = parser.finish()
     assert result.num_step_records == 3 and result.summary is not None
     assert result.problems == [
@@ -332,12 +349,14 @@ def test_ten_megabyte_line_stays_bounded(tmp_path: Path) -> None:
 def test_huge_unterminated_segment_fed_in_small_pieces_stays_bounded() -> None:
     parser = StreamParser()
     piece = b"y" * 97
-    for _ in range(3 * MAX_SEGMENT_CHARS // len(piece)):
-        parser.feed(piece)
-        assert parser.buffered_chars <= MAX_SEGMENT_CHARS
-    assert parser.buffered_chars == MAX_SEGMENT_CHARS
+    count = 30 * MAX_SEGMENT_CHARS // len(piece)
+    with peak_memory() as peak:
+        for _ in range(count):
+            parser.feed(piece)
+    assert peak.bytes < 1024 * 1024, "the open segment grew past its cap"
     result = parser.finish()
-    assert "over-long line(s) truncated" in result.problems[0]
+    assert result.problems[0] == (f"1 over-long line(s) truncated: longest {count * len(piece):,} characters "
+                                  f"without a line break, kept the first {MAX_SEGMENT_CHARS:,}")
     assert result.tail == ["y" * TAIL_LINE_CHARS]
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Protocol
 
 from app.errors import InfraError
 from app.run.backends.local import LocalRun
@@ -21,10 +22,14 @@ class BackendUnavailable(InfraError):
 
 
 class Run(Protocol):
-    backend: str
-    ident: str
-    pid: int | None
-    pid_start: float | None
+    @property
+    def backend(self) -> str: ...
+    @property
+    def ident(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...  # the local process (a group leader); None on Modal
+    @property
+    def pid_start(self) -> float | None: ...
 
     def chunks(self) -> Iterator[bytes]: ...
     def exited(self) -> bool: ...

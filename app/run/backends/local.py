@@ -9,8 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from app.run.procs import process_identity, term_then_kill
 

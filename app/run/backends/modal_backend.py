@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,23 +35,27 @@ class ModalNotReady(InfraError, RuntimeError):
 
 
 def check_modal_ready(environ: Mapping[str, str] | None = None) -> str | None:
-    """None if Modal credentials exist, else the one-line message (reads config the way modal.config does)."""
+    """None if Modal credentials exist, else the one-line message (reads config as modal.config does)."""
     environ = os.environ if environ is None else environ
-    path = Path(environ.get("MODAL_CONFIG_PATH") or Path(environ.get("HOME") or "~").expanduser() / ".modal.toml")
+    home = Path(environ.get("HOME") or "~").expanduser()
+    path = Path(environ.get("MODAL_CONFIG_PATH") or home / ".modal.toml")
     try:
         profiles = _read_toml(path) if path.is_file() else {}
     except (OSError, ValueError) as exc:
         return f"cannot read the Modal config ({exc}): fix it or run `modal setup`"
-    active = [name for name, values in profiles.items() if isinstance(values, dict) and values.get("active")]
+    active = [name for name, values in profiles.items()
+              if isinstance(values, dict) and values.get("active")]
     section = profiles.get(environ.get("MODAL_PROFILE") or (active[0] if active else "default"))
     settings = dict(section) if isinstance(section, dict) else {}
-    settings.update({key[len("MODAL_"):].lower(): value for key, value in environ.items() if key.startswith("MODAL_")})
+    settings.update({key[len("MODAL_"):].lower(): value for key, value in environ.items()
+                     if key.startswith("MODAL_")})
     has_token = settings.get("token_id") and settings.get("token_secret")
     has_oauth = settings.get("oauth_refresh_token") and settings.get("oauth_client_id") and (
         settings.get("oauth_client_secret") or settings.get("oauth_jwt_key"))
     if has_token or has_oauth:
         return None
-    return f"no Modal token found (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or a profile in {path}): run `modal setup` first"
+    return (f"no Modal token found (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or a profile in {path}): "
+            "run `modal setup` first")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -137,10 +142,8 @@ class ModalRun:
         """Stop the app as soon as Modal has named it (it may still be building its image)."""
         while self._thread.is_alive():
             if self._app_id():
-                try:
+                with suppress(Exception):  # already stopped or disconnected: nothing left to stop
                     self._module.app.stop()
-                except Exception:  # already stopped or disconnected: nothing left to stop
-                    pass
                 return
             time.sleep(0.1)
 

@@ -1,7 +1,7 @@
 """What needs the human, listed on one key (`!`); choosing an item jumps to it (dismisses with it).
 
-`attention_segment` is the status bar's part: the count and whether the supervisor is alive, first
-in the line so it stays visible at 80 columns.
+`status_head` begins the status bar: the count and whether the supervisor is alive come first in the
+line, so they stay visible at 80 columns.
 """
 from __future__ import annotations
 
@@ -21,19 +21,20 @@ from app.logs.textsafe import sanitize
 from app.supervisor.attention import AttentionItem, agent_labels
 from app.tui.poller import DashboardData
 
-__all__ = ["AttentionModal", "agent_labels", "attention_segment", "item_line"]
+__all__ = ["AttentionModal", "agent_labels", "item_line", "status_head"]
 
 LABELS = {"review": "review", "waiting": "waiting", "stuck": "stuck", "crash-streak": "crashes",
           "new-best": "new best", "supervisor": "supervisor"}
 
 
-def attention_segment(data: DashboardData | None, theme: Theme) -> Text:
-    """`⚑ 2 need you (!) · no supervisor · `, or `⚑ 0 · supervised · `; nothing before any data."""
+def status_head(data: DashboardData | None, theme: Theme, where: str) -> Text:
+    """`cockpit · ⚑ 2 need you (!) · no supervisor · WHERE` (or `⚑ 0 · supervised`); the
+    attention part once there is data."""
+    text = Text.assemble(("cockpit", "bold"), " · ")
     if data is None:
-        return Text()
+        return text.append(where)
     items, warning, error = data.attention, theme.warning or "yellow", theme.error or "red"
     down = any(item.kind == "supervisor" for item in items)
-    text = Text()
     if items:
         text.append(f"⚑ {len(items)} need you", style=Style(color=warning, bold=True))
         text.append(" (!)")
@@ -42,7 +43,7 @@ def attention_segment(data: DashboardData | None, theme: Theme) -> Text:
     text.append(" · ")
     text.append("no supervisor" if down else "supervised",
                 style=Style(color=error, bold=True) if down else "dim")
-    return text.append(" · ")
+    return text.append(" · ").append(where)
 
 
 def item_line(item: AttentionItem) -> Text:

@@ -24,9 +24,10 @@ from app.tui.agent_flows import can_stop
 from app.tui.experiment_flows import WRITE_ACTIONS
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import DashboardData, LedgerPoller
-from app.tui.screens.attention import agent_labels, attention_segment
+from app.tui.screens.attention import agent_labels, status_head
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
+from app.tui.widgets.gpu_strip import GpuStrip
 from app.tui.widgets.live_view import LiveView
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class DashboardScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-bar")
+        yield GpuStrip(id="gpu-strip")
         yield Static(id="no-ledger")
         with Vertical(id="dashboard-body"):
             with Horizontal(id="top-row"):
@@ -168,8 +170,10 @@ class DashboardScreen(Screen):
         self.data = data
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
-        self.query_one(AgentsPanel).show(data.agents, agent_labels(data.attention))
-        self.table.show(data.rows, data.best)
+        places = data.gpus.places() if data.gpus else {}
+        self.query_one(AgentsPanel).show(data.agents, places, agent_labels(data.attention))
+        self.query_one(GpuStrip).show(data.gpus)
+        self.table.show(data.rows, data.best, places)
         if self.plot is not None:
             self.plot.show(data.progression)
         self._update_follow()
@@ -228,8 +232,7 @@ class DashboardScreen(Screen):
 
     def _render_status_bar(self) -> None:
         data = self.data  # attention first: it stays visible at 80 columns
-        text = Text.assemble(("cockpit", "bold"), " · ", attention_segment(data, self.app.current_theme),
-                             sanitize(display_path(self.ledger_path)))
+        text = status_head(data, self.app.current_theme, sanitize(display_path(self.ledger_path)))
         if self.read_only:
             text.append(" · read-only", style="bold")
         if data is not None:
@@ -385,8 +388,7 @@ class DashboardScreen(Screen):
     def action_compare(self) -> None:
         exp = self.selected
         if self.marked_id is None or exp is None:
-            self.notify("Mark an experiment with m, then highlight another and press c",
-                        severity="warning")
+            self.notify("Mark an experiment with m, then highlight another and press c", severity="warning")
             return
         self.cockpit.compare_experiments(self.marked_id, exp.id)
 

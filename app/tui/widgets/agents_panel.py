@@ -91,6 +91,7 @@ class AgentsPanel(Vertical):
         self._diffs: dict[str, DiffStat | None] = {}
         self._states: dict[str, str] = {}  # refreshed states, shown until the ledger says the same
         self._labels: dict[str, str] = {}  # agent -> "review" / "waiting" (app/supervisor/attention)
+        self._places: dict[int, tuple[int, int]] = {}  # queued experiment -> (place, queue length)
         self._watch = (AgentWatch(ledger_path, post=self.post_message)
                        if watch and ledger_path is not None else None)
 
@@ -122,10 +123,13 @@ class AgentsPanel(Vertical):
 
     # -- data in --------------------------------------------------------------------------------
 
-    def show(self, agents: Sequence[AgentStatus], labels: dict[str, str] | None = None) -> None:
-        """`labels`: agents waiting for review or input, shown so instead of `running`."""
-        self._agents = {a.name: a for a in agents}
+    def show(self, agents: Sequence[AgentStatus], places: dict[int, tuple[int, int]] | None = None,
+             labels: dict[str, str] | None = None) -> None:
+        """`places`: queued experiments' (place, length) in the GPU queue; `labels`: agents waiting
+        for review or input, shown so instead of `running`."""
+        self._places = places or {}
         self._labels = labels or {}
+        self._agents = {a.name: a for a in agents}
         for agent in agents:  # not watched any more (gone, stopped…): its last diff is stale
             if agent.state in UNWATCHED_STATES:
                 self._diffs.pop(agent.name, None)
@@ -217,6 +221,8 @@ class AgentsPanel(Vertical):
     def _running_values(self, exp: Experiment | None) -> tuple | None:
         if exp is None:
             return None
+        if exp.status == "queued":
+            return exp.id, exp.status, self._places.get(exp.id)
         stale = None
         if exp.status == "running" and exp.heartbeat_at is not None:
             silent = self._clock() - exp.heartbeat_at
@@ -256,6 +262,11 @@ class AgentsPanel(Vertical):
     def _running_cell(self, running: tuple | None) -> Text:
         if running is None:
             return Text("—", style=self._style("muted"))
+        if running[1] == "queued":
+            exp_id, _, place = running
+            where = f": {place[0]} of {place[1]}" if place else ""
+            return Text.assemble(f"#{exp_id} ", (f"{symbol('queued')} queued for a GPU{where}",
+                                                 self._style("attention")))
         exp_id, status, pct, remaining, loss, stale = running
         if status == "registered":
             return Text.assemble(f"#{exp_id} ", ("○ starting", self._style("live")))

@@ -20,7 +20,7 @@ from app.logs.textsafe import sanitize
 TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
     "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
-    "registered": "live",
+    "registered": "live", "queued": "attention",
 }
 COLUMNS = (  # key, label, fixed width (None: fills what is left)
     ("id", "#", 5), ("agent", "agent", 8), ("state", "decision", 11), ("val_bpb", "val_bpb", 8),
@@ -30,14 +30,17 @@ CELL_PADDING = 2  # DataTable's default cell padding (one each side)
 MIN_DESCRIPTION = 16
 
 
-def state_label(exp: Experiment) -> str:
-    """`✓ keep`, `◆ pending`, `▶ 42%` ... plus one flag: adopted ★, integrity !, near-miss ≈."""
+def state_label(exp: Experiment, place: int | None = None) -> str:
+    """`✓ keep`, `◆ pending`, `▶ 42%`, `◌ queued #2` (its place in the GPU queue) ... plus one
+    flag: adopted ★, integrity !, near-miss ≈."""
     state = state_of(exp)
     word = state
     if state == "running" and exp.progress_pct is not None:
         word = f"{exp.progress_pct:.0f}%"
     elif state == "registered":
         word = "starting"
+    elif state == "queued" and place is not None:
+        word = f"queued #{place}"
     flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "⇣" if exp.contended
             else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
     return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
@@ -71,6 +74,7 @@ class ExperimentsTable(DataTable):
         super().__init__(cursor_type="row", id=id)
         self._values: dict[str, tuple] = {}  # row key -> the plain values shown
         self._rows: dict[str, Experiment] = {}
+        self._places: dict[int, tuple[int, int]] = {}  # queued experiment -> (place, queue length)
         self._description_width = 40
 
     def on_mount(self) -> None:
@@ -90,8 +94,11 @@ class ExperimentsTable(DataTable):
 
     # -- updating -------------------------------------------------------------------------------
 
-    def show(self, rows: Sequence[Experiment], best: dict[str, Experiment]) -> None:
-        """Make the table show `rows` in this order, touching only cells that changed."""
+    def show(self, rows: Sequence[Experiment], best: dict[str, Experiment],
+             places: dict[int, tuple[int, int]] | None = None) -> None:
+        """Make the table show `rows` in this order, touching only cells that changed; `places`:
+        queued experiments' places in the GPU queue."""
+        self._places = places or {}
         selected = self.selected
         values = {str(exp.id): self._row_values(exp, best) for exp in rows}
         for key in [k for k in self._values if k not in values]:
@@ -131,7 +138,8 @@ class ExperimentsTable(DataTable):
     # -- cells ----------------------------------------------------------------------------------
 
     def _row_values(self, exp: Experiment, best: dict[str, Experiment]) -> tuple:
-        return (exp.id, one_line(exp.agent), state_label(exp), TONES.get(state_of(exp), "muted"),
+        place = self._places.get(exp.id, (None,))[0]
+        return (exp.id, one_line(exp.agent), state_label(exp, place), TONES.get(state_of(exp), "muted"),
                 exp.val_bpb_text if exp.val_bpb is not None else "", delta_text(exp, best),
                 one_line(exp.description))
 
