@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.ledger import leases
 from app.ledger.store import Ledger
 from app.ledger.supervisor import read_supervisor
 from app.run.procs import process_identity
@@ -150,3 +151,21 @@ def test_orphaned_train_py_of_a_dead_runner_is_stopped(project) -> None:
     finally:
         if pid_alive(child.pid):
             child.kill()
+
+
+def test_a_gpu_lease_of_a_dead_runner_is_returned_to_the_pool(project) -> None:
+    main, ledger_path, _worktree = project
+    runner = subprocess.Popen([sys.executable, "-c", "pass"])  # a runner that has since died
+    runner_start = process_identity(runner.pid)
+    runner.wait()
+    with Ledger(ledger_path) as ledger:
+        lease_id = leases.enqueue(ledger, pool="local", experiment_id=None, agent="ada",
+                                  holder_pid=runner.pid, holder_start=runner_start)
+        assert leases.try_acquire(ledger, lease_id, ["0"], 1, lambda lease: False) == ["0"]
+    supervise(main, ledger_path)  # nobody runs a command: the supervisor notices
+
+    def state() -> str:
+        with Ledger(ledger_path, read_only=True) as ledger:
+            return leases.get(ledger, lease_id).state
+
+    assert wait_for(lambda: state() == "released", 15)
