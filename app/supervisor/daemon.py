@@ -94,6 +94,9 @@ class Supervisor:
             why, code = f"stopped: {exc}", EXIT_INFRA
         except LedgerError as exc:
             why, code = f"cannot use the ledger: {exc}", EXIT_INFRA
+        except Exception as exc:  # a bug: said in the row and to the notify URLs, then raised
+            why, code = f"crashed: {type(exc).__name__}: {exc}", EXIT_INFRA
+            raise
         finally:
             self._finish(ledger, why, code, lock)
         return code
@@ -122,7 +125,7 @@ class Supervisor:
             if events:
                 self._guard("worktree events", ingest.handle, events)
             if time.monotonic() >= next_tick and not self._stop.is_set():
-                self._tick(ledger, ingest)
+                self._guard("tick", self._tick, ledger, ingest)
                 next_tick = time.monotonic() + TICK_S
 
     def _due_now(self, what: str, every_s: float) -> bool:
