@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from app.errors import UsageError
+from app.ledger.limits import TEXT_CAP, over_cap
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, LedgerError
 from app.observe.runlog import OBSERVED
 from app.run.lease import reclaim_lost
@@ -26,6 +27,11 @@ def _experiment(ledger: Ledger, exp_id: int) -> Experiment:
         return ledger.get(exp_id)
     except LedgerError as exc:
         raise ActionError(str(exc)) from exc
+
+
+def owner_of(ledger: Ledger, exp_id: int) -> str:
+    """The agent whose experiment it is ("" if none)."""
+    return _experiment(ledger, exp_id).agent
 
 
 def request_kill(ledger: Ledger, exp_id: int, actor: str = "human", *,
@@ -78,7 +84,15 @@ def _review(ledger: Ledger, exp_id: int, actor: str, verdict: str, decision: str
 
 
 def approve(ledger: Ledger, exp_id: int, actor: str = "human") -> str:
-    """A pending keep-candidate becomes a keep."""
+    """A pending keep-candidate becomes a keep; a kept row from a results.tsv (the agent's word)
+    becomes a best that live runs are compared with."""
+    exp = _experiment(ledger, exp_id)
+    if exp.is_foreign and exp.decision == "keep" and not exp.review:
+        if not ledger.transition(exp_id, {"decision": "keep", "review": None}, event="approve",
+                                 actor=actor, detail={"decision": "keep", "foreign": True},
+                                 review="approved", reason=f"approved by {actor}: {exp.reason}"):
+            raise ActionError(f"#{exp_id} changed a moment ago; look again")
+        return f"#{exp_id} approved: its val_bpb now counts as a best on {exp.branch or exp.tag}"
     return _review(ledger, exp_id, actor, "approved", "keep")
 
 
@@ -93,6 +107,9 @@ def add_note(ledger: Ledger, text: str, exp_id: int | None = None, actor: str = 
     text = text.strip()
     if not text:
         raise ActionError("a note needs some text")
+    if over_cap(text):
+        raise ActionError(f"the note is {len(text.encode())} bytes; at most {TEXT_CAP} are "
+                          "stored: split it, or write the details to a file and note its path")
     if exp_id is not None:
         _experiment(ledger, exp_id)
     return ledger.add_note(text, experiment_id=exp_id, agent=agent, author=actor)

@@ -14,11 +14,13 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.commands import CommandError, here, ledger_path, settings_for
 from app.errors import EXIT_INFRA, CockpitError
-from app.ledger.store import LEDGER_ERRORS
+from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.logs.textsafe import sanitize
+from app.roles import identify
 
 # One line per command module; each has register(subparsers).
 COMMAND_MODULES = (
@@ -29,6 +31,7 @@ COMMAND_MODULES = (
     "app.commands.agent",
     "app.commands.demo",
     "app.commands.gpus",
+    "app.commands.verify",
     "app.commands.supervise",
 )
 
@@ -60,12 +63,26 @@ def open_tui(args: argparse.Namespace) -> int:
         raise CommandError("the cockpit TUI is not available in this install (no app.tui); "
                            "see `cockpit --help` for the commands", EXIT_INFRA) from exc
     path = ledger_path(args)
-    if not args.read_only:
+    read_only = args.read_only or _agent_is_asking(path)
+    if not read_only:
         from app.commands.supervise import ensure_supervisor
 
         ensure_supervisor(path)
-    result = launch(path, args.read_only, settings_for(here()))
+    result = launch(path, read_only, settings_for(here()))
     return int(result or 0)
+
+
+def _agent_is_asking(path: Path | str) -> bool:
+    """From an agent's environment the TUI only looks: its actions are a human's."""
+    try:
+        with Ledger(path, read_only=True) as ledger:
+            who = identify(ledger)
+    except LEDGER_ERRORS:
+        who = identify(None)
+    if who.is_agent:
+        print(f"cockpit: opened read-only: agent {who.agent!r}'s environment ({who.why})",
+              file=sys.stderr)
+    return who.is_agent
 
 
 def main(argv: Sequence[str] | None = None) -> int:

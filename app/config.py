@@ -34,6 +34,7 @@ class Settings:
     crash_streak: int = 3             # consecutive crashes of one agent -> stop and rethink
     timeout_factor: float = 2.0       # hard timeout = factor x the effective time budget
     kill_grace_s: float = 5.0         # TERM, then KILL after this long
+    implausible_ratio: float = 0.8    # val_bpb below ratio x the series baseline waits for a human
     agent_command: str = "claude"     # what `cockpit agent new` starts in a pane
     modal_gpu: str = "H100"
     tag: str = ""                     # default run tag; empty -> derived from the branch
@@ -75,6 +76,32 @@ def _gpus(value: Any) -> str | tuple[str, ...]:
     return tuple(out)
 
 
+_DAY = 86400.0
+# Numbers that must lie in [low, high] (finite): a duration of `inf` or `nan` (valid TOML) would
+# make a wait endless or a comparison always false.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "review_timeout_s": (0.0, 7 * _DAY),
+    "kill_grace_s": (0.0, 600.0),
+    "timeout_factor": (0.01, 100.0),
+    "min_delta": (0.0, 10.0),
+    "k_sigma": (0.0, 100.0),
+    "near_miss": (0.0, 10.0),
+    "contended_frac": (0.0, 1.0),
+    "crash_streak": (1, 1000),
+    "implausible_ratio": (0.01, 1.0),
+}
+
+
+def check_bounds(name: str, value: Any, source: object = "settings") -> None:
+    """ConfigError unless `value` is finite and within BOUNDS[name] (if it has bounds)."""
+    if name not in BOUNDS:
+        return
+    low, high = BOUNDS[name]
+    if not isinstance(value, (int, float)) or not (low <= value <= high):  # NaN fails too
+        raise ConfigError(f"{source}: {name} = {value!r} must be a finite number "
+                          f"between {low:g} and {high:g}")
+
+
 def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Settings:
     types = {f.name: type(getattr(settings, f.name)) for f in fields(Settings)}
     values: dict[str, Any] = {}
@@ -91,6 +118,7 @@ def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Se
             raise ConfigError(f"{source}: {key} must be at least {_MINIMUM[name]}")
         if name in _CHOICES and values[name] not in _CHOICES[name]:
             raise ConfigError(f"{source}: {key} must be one of {', '.join(_CHOICES[name])}")
+        check_bounds(name, values[name], source)
         unknown = set(values[name]) - set(NOTIFY_EVENTS) if name == "notify_events" else set()
         if unknown:
             raise ConfigError(f"{source}: notify_events: unknown {', '.join(sorted(unknown))} "

@@ -205,6 +205,11 @@ def merge_base(repo: Path | str, rev_a: str, rev_b: str) -> str:
     return proc.stdout.decode().strip()
 
 
+def is_ancestor(repo: Path | str, ancestor: str, descendant: str) -> bool:
+    """True if `ancestor` is `descendant` or in its history (False when either is unknown)."""
+    return _run(repo, "merge-base", "--is-ancestor", ancestor, descendant).returncode == 0
+
+
 # ---------------------------------------------------------------------------
 # Worktrees
 

@@ -54,6 +54,7 @@ class PolicySettings:
     crash_streak_limit: int = 3  # consecutive crashes before "stop and rethink"
     timeout_factor: float = 2.0  # hard limit = factor x time budget (10 min for 5 min)
     min_timeout_s: float = 60.0  # the hard limit never goes below this
+    implausible_ratio: float = 0.8  # val_bpb below ratio x the series baseline is implausible
 
     def __post_init__(self) -> None:
         for name in ("min_delta", "k_sigma", "near_miss", "min_timeout_s"):
@@ -66,6 +67,8 @@ class PolicySettings:
             raise ValueError(f"crash_streak_limit must be >= 1, got {self.crash_streak_limit!r}")
         if not math.isfinite(self.timeout_factor) or self.timeout_factor <= 0:
             raise ValueError(f"timeout_factor must be > 0, got {self.timeout_factor!r}")
+        if not 0 < self.implausible_ratio <= 1:
+            raise ValueError(f"implausible_ratio must be in (0, 1], got {self.implausible_ratio!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -274,7 +277,8 @@ def hard_timeout_s(time_budget_s: float, settings: PolicySettings | None = None)
 
 
 def git_action(decision: str) -> str:
-    """What the agent does to its branch after a decision."""
+    """What the agent does to its branch after a decision (app/safeguards.py checks it against
+    the branch's real state)."""
     try:
         return _GIT_ACTIONS[decision]
     except KeyError:

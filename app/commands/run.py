@@ -9,6 +9,7 @@ from app.commands import add_json_flag, here, ledger_path, print_json, say
 from app.config import load_settings
 from app.ledger.store import Ledger
 from app.policy import CATEGORIES
+from app.roles import Identity, RoleError, identify, require_human
 from app.run.backends import BACKENDS
 from app.run.plan import RunRequest, locate, plan_run
 from app.run.report import format_block
@@ -50,6 +51,7 @@ def run_command(args: argparse.Namespace) -> int:
         timeout_s=args.timeout)
     with Ledger(ledger_path(args, worktree)) as ledger:
         reap_lost(ledger)
+        check_run_role(identify(ledger, worktree), args, settings.review)
         plan = plan_run(request, ledger, worktree, main, settings)
         runner = Runner(plan, ledger, announce=lambda text: say(text, err=True))
         result = runner.run()
@@ -58,3 +60,11 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         say(format_block(result))
     return exit_status(runner.signal_received)
+
+
+def check_run_role(who: Identity, args: argparse.Namespace, configured_review: str) -> None:
+    """An agent cannot relax the review gate, nor run under another agent's name."""
+    if args.review == "auto" and configured_review == "gate":
+        require_human(who, "--review auto (the settings say review = \"gate\")")
+    if who.is_agent and args.agent and args.agent != who.agent:
+        raise RoleError(f"agent {who.agent!r} cannot run as {args.agent!r} ({who.why})")

@@ -10,8 +10,10 @@ from pathlib import Path
 from app.commands import CommandError, add_json_flag, open_ledger, print_json, say
 from app.ledger.queries import insert_experiments
 from app.ledger.store import Ledger, LedgerConflict
+from app.logs.textsafe import sanitize
 from app.observe.runlog import IMPORTED
 from app.observe.tsv import EXPORT_STATUS, TsvRow, read_results_tsv, row_fields, write_results_tsv
+from app.roles import identify
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tag", help="only this tag")
     p.add_argument("--agent", help="only this agent")
     p.add_argument("--branch", help="only this branch")
+    p.add_argument("--raw", action="store_true",
+                   help="keep agents' text byte for byte, escape sequences included (only to a "
+                        "file or a pipe; by default they are removed)")
     p.set_defaults(handler=export_command)
 
 
@@ -60,11 +65,12 @@ class ImportReport:
 
 
 def import_rows(ledger: Ledger, rows: list[TsvRow], tag: str, agent: str, branch: str,
-                source: str) -> tuple[int, int]:
-    """Insert rows not yet in the ledger, all in one transaction: (added, already there)."""
-    added = insert_experiments(ledger, [_fields(row, tag, agent, branch, source) for row in rows])
-    if added:
-        ledger.event("import", actor="cli", agent=agent, source=source, tag=tag, added=added)
+                source: str, actor: str = "human") -> tuple[int, int]:
+    """Insert rows not yet in the ledger, in batches (live runs never wait long for the write
+    lock); each batch is one transaction with its `import` event: (added, already there)."""
+    added = insert_experiments(
+        ledger, (_fields(row, tag, agent, branch, source) for row in rows), actor=actor,
+        agent=agent, detail={"source": source, "tag": tag})
     return added, len(rows) - added
 
 
@@ -81,9 +87,10 @@ def import_command(args: argparse.Namespace) -> int:
     with open_ledger(args) as ledger:
         try:
             added, already = import_rows(ledger, parsed.rows, tag, args.agent, args.branch,
-                                         args.path.name)
+                                         args.path.name, actor=identify(ledger).actor)
         except LedgerConflict as exc:
-            raise CommandError(f"import of {args.path} failed, nothing imported: {exc}") from exc
+            raise CommandError(f"import of {args.path} stopped: {exc}; rows before it were "
+                               "imported, run it again to finish (imports are idempotent)") from exc
     report = ImportReport(added, already,
                           [{"line": s.line_no, "reason": s.reason} for s in parsed.skipped],
                           [{"line": r.line_no, "reason": r.reason} for r in parsed.repaired])
@@ -109,11 +116,15 @@ class _ExportRow:
 
 
 def export_command(args: argparse.Namespace) -> int:
+    if args.raw and not args.output and sys.stdout.isatty():
+        raise CommandError("--raw writes agents' text unchanged, escape sequences included: "
+                           "only to a file (-o PATH) or a pipe, never to a terminal")
+    clean = (lambda text: text) if args.raw else sanitize
     with open_ledger(args) as ledger:
         rows = [
-            _ExportRow(commit=e.commit_sha[:7], val_bpb=e.val_bpb,
+            _ExportRow(commit=clean(e.commit_sha[:7]), val_bpb=e.val_bpb,
                        memory_gb=None if e.peak_vram_mb is None else e.peak_vram_mb / 1024,
-                       status=e.decision or "", description=e.description)
+                       status=e.decision or "", description=clean(e.description))
             for e in ledger.experiments(tag=args.tag, agent=args.agent, branch=args.branch)
             if e.decision in EXPORT_STATUS and e.commit_sha]
     try:

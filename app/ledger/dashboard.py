@@ -14,8 +14,8 @@ from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
 
 TABLE_COLUMNS = (
     "id", "tag", "agent", "branch", "status", "decision", "review", "reason", "val_bpb",
-    "description", "hypothesis", "near_miss", "contended", "integrity", "needs_rerun",
-    "adopted_sha", "progress_pct", "remaining_s", "last_loss", "log_path", "commit_sha",
+    "description", "hypothesis", "near_miss", "contended", "integrity", "implausible",
+    "needs_rerun", "adopted_sha", "progress_pct", "remaining_s", "last_loss", "log_path", "commit_sha",
     "parent_sha", "created_at", "started_at", "finished_at", "heartbeat_at", "kill_requested_at",
 )
 SORTS = {  # sort name -> ORDER BY; `s` cycles through them in this order

@@ -20,11 +20,11 @@ class LedgerGone(InfraError):
     """The ledger file was deleted, truncated or replaced while in use: writing on would be lost."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class FileIdentity:
     device: int
     inode: int
-    sized: bool  # it had at least MIN_SIZE bytes
+    sized: bool  # it has had at least MIN_SIZE bytes
 
     @classmethod
     def of(cls, path: Path, *, mark: bool) -> FileIdentity:
@@ -44,6 +44,36 @@ class FileIdentity:
             raise LedgerGone(f"the ledger {path} was replaced by another file while in use")
         if self.sized and st.st_size < MIN_SIZE:
             raise LedgerGone(f"the ledger {path} was truncated while in use")
+        self.sized = self.sized or st.st_size >= MIN_SIZE
+
+
+class WatchedFile:
+    """The Ledger's side of this (a mixin): the file is remembered when connecting and checked
+    before each transaction; a missing ledger where one was created is refused."""
+
+    path: Path
+    read_only: bool
+    conn: sqlite3.Connection
+    _identity: FileIdentity | None = None
+
+    def _prepare(self) -> None:
+        refuse_if_gone(self.path)
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _remember(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """`conn` just opened the file: remember which file it is."""
+        self._identity = FileIdentity.of(self.path, mark=not self.read_only)
+        return conn
+
+    def check_identity(self) -> None:
+        """LedgerGone if the file is no longer the one opened (deleted, replaced, truncated)."""
+        if self._identity is not None:
+            self._identity.check(self.path)
+
+    def _begin(self) -> None:
+        self.check_identity()
+        self.conn.execute("BEGIN IMMEDIATE")
 
 
 def marker_path(path: Path) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.ledger import vocabulary
 from app.ledger.schema import SUMMARY_COLUMNS
-from app.ledger.vocabulary import LIVE_STATUSES
+from app.ledger.vocabulary import FOREIGN_BACKENDS, LIVE_STATUSES
 
 __all__ = ["AGENT_COLUMNS", "EXPERIMENT_COLUMNS", "LIVE_STATUSES", "Agent", "Event", "Experiment",
            "Note", "StepRow", "finite", "summary_columns"]
@@ -51,6 +51,7 @@ class Experiment:
     near_miss: int = 0
     contended: int = 0
     integrity: int = 0
+    implausible: int = 0
     needs_rerun: int = 0
     repeat_of: int | None = None
     exit_code: int | None = None
@@ -81,6 +82,11 @@ class Experiment:
     @property
     def val_bpb_text(self) -> str:
         return "—" if self.val_bpb is None else f"{self.val_bpb:.6f}"
+
+    @property
+    def is_foreign(self) -> bool:
+        """From a results.tsv or a watched run.log: the agent's word, not the cockpit's measure."""
+        return self.backend in FOREIGN_BACKENDS
 
     @property
     def is_live(self) -> bool:

@@ -15,7 +15,7 @@ from app.policy import PastExperiment, suggest
 HISTORY_COLUMNS = (
     "id", "tag", "agent", "branch", "commit_sha", "parent_sha", "description", "hypothesis",
     "category", "backend", "status", "decision", "review", "reason", "val_bpb", "delta", "margin",
-    "near_miss", "contended", "integrity", "needs_rerun", "repeat_of", "exit_code",
+    "near_miss", "contended", "integrity", "implausible", "needs_rerun", "repeat_of", "exit_code",
     "training_seconds", "peak_vram_mb", "mfu_percent", "num_steps", "num_params_M",
     "time_budget", "max_seq_len", "eval_tokens", "vocab_size", "device",
     "progress_pct", "last_loss", "remaining_s", "log_path", "adopted_sha",

@@ -1,8 +1,11 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from app.ledger import chain
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -99,16 +102,25 @@ def _v2(db: sqlite_utils.Database) -> None:
     }, pk=("pool", "slot"), not_null={"pool", "slot"}, defaults={"model": ""})
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Trust: the implausible flag; events chained by hash, each recording the state of its
+    experiment (chain.py); an existing ledger gets its chain computed and its rows sealed."""
+    db.table("experiments").add_column("implausible", int, not_null_default=0)
+    db.table("events").add_column("state", str, not_null_default="")
+    db.table("events").add_column("hash", str, not_null_default="")
+    chain.seal_existing(db.conn, time.time())
+
+
 def _v4(db: sqlite_utils.Database) -> None:
     """The supervisor's row: who runs, its heartbeat, trouble, and what it has already told."""
-    db["supervisor"].create({
+    db.table("supervisor").create({
         "id": int, "pid": int, "pid_start": float, "host": str, "state": str, "message": str,
         "started_at": float, "heartbeat_at": float, "waiting_json": str, "notified_json": str,
     }, pk="id", defaults={"host": "", "state": "stopped", "message": "", "waiting_json": "{}",
                           "notified_json": "[]"})
 
 
-# MIGRATIONS[n] upgrades a ledger to version n from the one before, inside one BEGIN IMMEDIATE
-# transaction (versions may skip numbers: each helper branch got its own).
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 4: _v4}
+# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
+# may have gaps (each branch numbers its own; missing ones are skipped).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 SCHEMA_VERSION = max(MIGRATIONS)

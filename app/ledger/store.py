@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InfraError
+from app.ledger import chain
+from app.ledger.identity import LedgerGone, WatchedFile, open_failure
+from app.ledger.limits import capped, cut
 from app.ledger.records import (
     AGENT_COLUMNS,
     EXPERIMENT_COLUMNS,
@@ -30,12 +33,11 @@ from app.ledger.records import (
     finite,
     summary_columns,
 )
-from app.ledger.identity import FileIdentity, LedgerGone, open_failure, refuse_if_gone
 from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
-from app.ledger.vocabulary import KEPT_SQL, LIVE_SQL
+from app.ledger.vocabulary import COMPARABLE_SQL, KEPT_SQL, LIVE_SQL
 
 __all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
-           "LedgerConflict", "LedgerError", "LedgerGone", "Note", "StepRow", "finite",
+           "LedgerBusy", "LedgerConflict", "LedgerError", "LedgerGone", "Note", "StepRow", "finite",
            "find_ledger_path", "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
@@ -44,6 +46,10 @@ BUSY_TIMEOUT_S = 30.0
 
 class LedgerError(InfraError):
     """A ledger that cannot be used: not SQLite, from a newer cockpit, or not found."""
+
+
+class LedgerBusy(LedgerError):
+    """Another writer held the write lock past the busy timeout; nothing was written."""
 
 
 class LedgerConflict(LedgerError):
@@ -74,21 +80,18 @@ def find_ledger_path(start: Path | str | None = None, override: str | os.PathLik
         raise LedgerError(f"{exc}; pass --ledger PATH or set {LEDGER_ENV}") from exc
 
 
-class Ledger:
+class Ledger(WatchedFile):
     """A connection to one ledger file; cheap to open, one per thread."""
 
     def __init__(self, path: Path | str, *, read_only: bool = False, create: bool = True) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        self._identity: FileIdentity | None = None  # None until opened (and while migrating)
         if not self.path.exists() and (read_only or not create):
             raise LedgerError(f"no ledger at {self.path}")
-        refuse_if_gone(self.path)
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare()  # a missing ledger where one was created is refused; its folder made
         import sqlite_utils  # ~0.5 s of imports (numpy): paid on first use, not at CLI/TUI start
 
-        self.conn = self._connect()
+        self.conn = self._remember(self._connect())
         self.db = sqlite_utils.Database(self.conn)
         try:
             self._check_and_migrate()
@@ -98,12 +101,6 @@ class Ledger:
         except LedgerError:
             self.conn.close()
             raise
-        self._identity = FileIdentity.of(self.path, mark=not read_only)
-
-    def check_identity(self) -> None:
-        """LedgerGone if the file is no longer the one opened (deleted, replaced, truncated)."""
-        if self._identity is not None:
-            self._identity.check(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -164,9 +161,8 @@ class Ledger:
         """A BEGIN IMMEDIATE transaction: the write lock is taken before the first read."""
         if self.read_only:
             raise LedgerError("the ledger is open read-only")
-        self.check_identity()
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
+            self._begin()  # the file checked; a lock held past the busy timeout: LedgerBusy
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException as exc:
@@ -174,6 +170,8 @@ class Ledger:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.IntegrityError):
                 raise LedgerConflict(str(exc)) from exc
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise LedgerBusy(f"the ledger stayed locked by another writer ({exc})") from exc
             raise
 
     def _insert(self, table: str, values: dict[str, Any]) -> int:
@@ -196,7 +194,7 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
-        values.setdefault("created_at", time.time())
+        values = {"created_at": time.time(), **capped(values)}
         with self.write():
             if guard is not None:
                 guard(self)
@@ -211,6 +209,7 @@ class Ledger:
         unknown = set(values) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        event, values = event or chain.implicit_event(values), capped(values)
         with self.write():
             agent = self._agent_of(exp_id)
             if values:
@@ -226,6 +225,7 @@ class Ledger:
         unknown = (set(values) | set(expect)) - set(EXPERIMENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields: {sorted(unknown)}")
+        event, values = event or chain.implicit_event(values), capped(values)
         with self.write():
             row = self.conn.execute("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
             if row is None:
@@ -283,9 +283,12 @@ class Ledger:
         return [_row_to(Experiment, r) for r in rows]
 
     def best(self, *, tag: str | None = None, branch: str | None = None,
-             exclude_id: int | None = None) -> Experiment | None:
-        """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch."""
+             exclude_id: int | None = None, comparable: bool = True) -> Experiment | None:
+        """The lowest val_bpb among kept runs (keep or approved), optionally per tag or branch;
+        rows from a results.tsv only once a human approved them (unless `comparable=False`)."""
         where = [KEPT_SQL]
+        if comparable:
+            where.append(COMPARABLE_SQL)
         args: list[Any] = []
         if tag is not None:
             where.append("tag = ?")
@@ -319,10 +322,9 @@ class Ledger:
     # --- events and notes --------------------------------------------------------------------
 
     def _event(self, kind: str, exp_id: int | None, agent: str, actor: str,
-               detail: dict[str, Any]) -> None:
-        self._insert("events", {"at": time.time(), "kind": kind, "experiment_id": exp_id,
-                                "agent": agent, "actor": actor,
-                                "detail": json.dumps(detail, default=str)})
+               detail: dict[str, Any], batch: Sequence[int] = ()) -> None:
+        chain.append(self.conn, at=time.time(), kind=kind, experiment_id=exp_id, agent=agent,
+                     actor=actor, detail=json.dumps(detail, default=str), batch=batch)
 
     def event(self, kind: str, *, experiment_id: int | None = None, agent: str = "",
               actor: str = "cli", **detail: Any) -> None:
@@ -342,6 +344,7 @@ class Ledger:
 
     def add_note(self, text: str, *, experiment_id: int | None = None, agent: str = "",
                  author: str = "human") -> int:
+        text = cut(text)
         with self.write():
             if experiment_id is not None:
                 agent = agent or self._agent_of(experiment_id)

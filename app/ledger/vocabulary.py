@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 LIVE_STATUSES = ("registered", "queued", "running")  # a runner (or an observed run.log) is on it
 LIVE_SQL = "status IN ('registered', 'queued', 'running')"  # queued: waiting for a GPU lease
 KEPT_SQL = "decision = 'keep' AND integrity = 0 AND val_bpb IS NOT NULL"
+FOREIGN_BACKENDS = ("observed", "import")  # rows from a results.tsv or run.log: their own series
+# A kept row may be a best that live runs are compared with: measured by a cockpit runner, or
+# approved by a human (a row from a results.tsv is only the agent's word).
+COMPARABLE_SQL = "(backend NOT IN ('observed', 'import') OR review = 'approved')"
 STATES = ("running", "pending", "keep", "discard", "crash", "killed", "timeout", "lost")  # filters
 SYMBOLS = {  # state -> symbol shown before its name (never colour alone)
     "keep": "✓", "discard": "✗", "repeat": "↻", "crash": "‼", "killed": "☠", "timeout": "◷",
@@ -71,6 +75,8 @@ def actions_for(exp: Experiment | None, *, read_only: bool = False) -> frozenset
         applies.add("kill")
     if exp.review == "pending":
         applies |= {"approve", "reject"}
+    if exp.backend in FOREIGN_BACKENDS and exp.decision == "keep" and not exp.review:
+        applies.add("approve")  # the agent's word from a results.tsv: a human may make it a best
     if exp.decision == "keep" and not exp.adopted_sha:
         applies.add("adopt")
     return frozenset(applies & READ_ACTIONS if read_only else applies)

@@ -208,7 +208,7 @@ def _advance(ledger: Ledger, tail: _Tail, runlog: Path, size: int, writer_gone: 
         summary = _complete_summary(exp.log_path, tail) if fresh else None
         values = summary_columns(summary) if summary is not None else {}
         if values and values["summary_json"] != tail.summary_json:  # extra keys came late
-            ledger.update(tail.exp_id, **values)
+            ledger.update(tail.exp_id, actor="observer", **values)
             tail.summary_json = values["summary_json"]
         return
     summary = _complete_summary(exp.log_path, tail)

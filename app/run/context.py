@@ -96,3 +96,8 @@ def agent_streak(ledger: Ledger, agent: str) -> int:
 def repeat_original(ledger: Ledger, branch: str, commit_sha: str) -> Experiment | None:
     """The first clean measurement of `commit_sha` on `branch`: what a repeat repeats."""
     return first_measurement(ledger, branch, commit_sha)
+
+
+def is_kept_commit(ledger: Ledger, branch: str, commit_sha: str) -> bool:
+    """`commit_sha` is the commit of a kept experiment on `branch` (running it again repeats it)."""
+    return any(e.commit_sha == commit_sha for e in ledger.experiments(branch=branch, decision="keep"))

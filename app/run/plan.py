@@ -10,10 +10,11 @@ from typing import Any
 from app import git
 from app.config import Settings
 from app.errors import InfraError, UsageError
+from app.ledger.limits import TEXT_CAP, over_cap
 from app.ledger.store import Experiment, Ledger
 from app.policy import PolicySettings, hard_timeout_s
 from app.run.backends import BackendUnavailable, check_backend
-from app.run.context import repeat_original
+from app.run.context import is_kept_commit, repeat_original
 from app.run.lease import PoolError, PoolSpec, pool_spec
 from app.run.procs import process_identity, same_process
 
@@ -122,7 +123,8 @@ def policy_settings(settings: Settings) -> PolicySettings:
     return PolicySettings(min_delta=settings.min_delta, k_sigma=settings.k_sigma,
                           near_miss=settings.near_miss, contended_frac=settings.contended_frac,
                           crash_streak_limit=settings.crash_streak,
-                          timeout_factor=settings.timeout_factor)
+                          timeout_factor=settings.timeout_factor,
+                          implausible_ratio=settings.implausible_ratio)
 
 
 def effective_time_budget(env: dict[str, str]) -> float:
@@ -155,6 +157,11 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
     settings = settings.with_overrides(backend=request.backend, review=request.review)
     if not request.description.strip():
         raise RunRefused("say what this experiment changes: cockpit run -m \"...\"")
+    for what, text in (("-m/--description", request.description),
+                       ("--hypothesis", request.hypothesis)):
+        if over_cap(text.strip()):
+            raise RunRefused(f"{what} is {len(text.strip().encode())} bytes; at most {TEXT_CAP} "
+                             "are stored: say it shorter (details belong in the commit message)")
     try:
         policy = policy_settings(settings)
     except ValueError as exc:
@@ -190,12 +197,12 @@ def plan_run(request: RunRequest, ledger: Ledger, worktree: Path, main: Path,
         raise RunRefused(str(exc)) from exc
     refuse_if_running_in(ledger, worktree)
     agent = agent_name(request.agent, worktree)
-    repeat_of = None
-    if request.repeat:
-        repeat_of = repeat_original(ledger, branch, commit)
-        if repeat_of is None:
-            raise RunRefused(f"nothing to repeat: HEAD {commit[:7]} has no finished run on "
-                             f"{branch}; run it once with `cockpit run` first")
+    repeat_of = repeat_original(ledger, branch, commit)
+    if request.repeat and repeat_of is None:
+        raise RunRefused(f"nothing to repeat: HEAD {commit[:7]} has no finished run on "
+                         f"{branch}; run it once with `cockpit run` first")
+    if not request.repeat and not is_kept_commit(ledger, branch, commit):
+        repeat_of = None  # a kept HEAD run again is a repeat, --repeat or not
     env = {**settings.train_env,
            **{k: v for k, v in os.environ.items() if k.startswith(CHILD_ENV_PREFIX)}}
     if settings.backend == "modal":

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app import git
 from app.ledger.store import Experiment, Ledger
-from app.policy import Verdict, git_action, should_rethink
+from app.policy import Verdict, should_rethink
 from app.run.context import Context, agent_streak, branch_sigma
+from app.safeguards import HeadState, git_action
 
 if TYPE_CHECKING:
     from app.run.plan import Plan
@@ -71,7 +73,8 @@ def build_result(ledger: Ledger, plan: Plan, exp_id: int, context: Context, verd
     sigma = context.sigma
     if decision == "repeat":
         sigma = branch_sigma(ledger, plan.branch)[0]
-    action = REPEAT_ACTION if plan.repeat_of is not None else git_action(decision)
+    action = (REPEAT_ACTION if plan.repeat_of is not None
+              else git_action(decision, head_state(ledger, plan, exp_id)))
     return RunResult(
         id=exp_id, decision=decision, reason=exp.reason, review=review, val_bpb=exp.val_bpb,
         branch=plan.branch, tag=plan.tag, agent=plan.agent, commit=plan.commit_sha,
@@ -83,6 +86,20 @@ def build_result(ledger: Ledger, plan: Plan, exp_id: int, context: Context, verd
         flags=[name.replace("_", "-") for name, on in flags.items() if on],
         repeat_of=plan.repeat_of.id if plan.repeat_of else None, exit_code=exp.exit_code,
         log_path=log_path, tail=tail if decision not in ("keep", "discard", "repeat") else [])
+
+
+def head_state(ledger: Ledger, plan: Plan, exp_id: int) -> HeadState:
+    """Where the agent's branch stands now, from git and the ledger."""
+    measured = plan.commit_sha
+    kept = any(e.commit_sha == measured and e.id != exp_id
+               for e in ledger.experiments(branch=plan.branch, decision="keep"))
+    try:
+        main_head = git.head_sha(plan.main)
+        return HeadState(measured=measured, head=git.head_sha(plan.worktree), kept=kept,
+                         on_main=git.is_ancestor(plan.main, measured, main_head),
+                         has_parent=bool(plan.parent_sha))
+    except git.GitError:  # HEAD unreadable: what the ledger knows still protects a keep
+        return HeadState(measured=measured, head="", kept=kept, has_parent=bool(plan.parent_sha))
 
 
 def _vs(delta: float | None, best: Best | None, what: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.ledger.store import Ledger, StepRow, finite, summary_columns
+from app.ledger.store import Ledger, LedgerBusy, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
 from app.run.backends import Run, start_run
@@ -24,12 +24,14 @@ from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.lease import RunLease
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
+from app.safeguards import hold_implausible, plausibility
 
 HEARTBEAT_S = 1.0  # step rows and heartbeat at most this often
 KILL_POLL_S = 0.5  # how often the runner looks for a kill request
 LEFTOVER_WAIT_S = 2.0  # train.py exited but its output stays open this long: kill its group
 GIVE_UP_S = 15.0  # after a stop, stop waiting for the output to close after this long
 REVIEW_POLL_S = 0.5
+WRITE_ATTEMPTS = 10  # a final ledger write waits out a lock this many busy timeouts
 _EOF = object()
 INF = float("inf")
 
@@ -63,6 +65,8 @@ class Runner:
         self.exp_id = 0
         self._t0 = 0.0
         self._unsent: StepRecord | None = None
+        self.write_trouble = ""  # why ledger writes had to wait, for the record
+        self._skipped_beats = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -197,7 +201,30 @@ class Runner:
         if step is not None:
             live = {"progress_pct": step.progress_pct, "last_loss": finite(step.loss),
                     "remaining_s": step.remaining_s}
-        self.ledger.add_steps(self.exp_id, rows, **live)
+        try:
+            self.ledger.add_steps(self.exp_id, rows, **live)
+        except LedgerBusy as exc:  # locked past the busy timeout: the next beat retries
+            self._unsent = self._unsent or step
+            self._skipped_beats += 1
+            self._note_lock(exc)
+
+    def _note_lock(self, exc: LedgerBusy) -> None:
+        self.write_trouble = (f"{exc}; "
+                              f"{self._skipped_beats} heartbeat(s) skipped, writes retried")
+        self.announce(f"cockpit run #{self.exp_id}: {self.write_trouble}")
+
+    def _retry(self, write: Callable[[], Any]) -> Any:
+        """A write that must land: each try waits the busy timeout; the cause is kept."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return write()
+            except LedgerBusy as exc:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise RunInfraError(f"run #{self.exp_id} could not be recorded: {exc} "
+                                        f"(after {attempt + 1} tries); its log is kept") from exc
+                self._note_lock(exc)
+                time.sleep(min(2.0, 0.1 * 2 ** attempt))
+        return None
 
     # --- decision --------------------------------------------------------------------------
 
@@ -217,27 +244,35 @@ class Runner:
                          constants={k: v for k, v in constants.items() if finite(v) is not None})
         verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
         verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
-        flags = self._flags(verdict, summary, context)
+        check = plausibility(_raw_val(summary), _val(context.branch_baseline or context.tag_baseline
+                                                     or context.main_best),
+                             plan.policy.implausible_ratio)
+        verdict = hold_implausible(verdict, check)
+        flags = {**self._flags(verdict, summary, context), "implausible": bool(check)}
         decision = verdict.decision
         review = None
-        if self._gated(verdict):
+        if decision == "pending" or self._gated(verdict):
             decision, review = "pending", "pending"
         values: dict[str, Any] = {
             "status": "finished", "decision": decision, "review": review, "reason": verdict.reason,
             "exit_code": supervised.exit_code, "finished_at": time.time(), "delta": verdict.delta,
             "margin": verdict.margin, "near_miss": int(verdict.near_miss),
-            "contended": int(flags["contended"]), "integrity": int(flags["integrity"])}
+            "contended": int(flags["contended"]), "integrity": int(flags["integrity"]),
+            "implausible": int(flags["implausible"])}
         if summary:
             values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
             values["crash_tail"] = "\n".join(parsed.tail)
-        self.ledger.update(self.exp_id, event="finish",
-                           detail={"exit_code": supervised.exit_code, "decision": decision,
-                                   "stop": supervised.stop_reason}, **values)
-        self.ledger.event("decide", experiment_id=self.exp_id, actor="runner",
-                          decision=decision, reason=verdict.reason)
+        if self.write_trouble:
+            values["reason"] = f"{verdict.reason}; {self.write_trouble}"
+        self._retry(lambda: self.ledger.update(
+            self.exp_id, event="finish", detail={"exit_code": supervised.exit_code,
+                                                 "decision": decision, "stop": supervised.stop_reason,
+                                                 "ledger_trouble": self.write_trouble}, **values))
+        self._retry(lambda: self.ledger.event("decide", experiment_id=self.exp_id, actor="runner",
+                                              decision=decision, reason=verdict.reason))
         if review == "pending":
-            decision, review = self._await_review()
+            decision, review = self._await_review(implausible=bool(check))
         return build_result(self.ledger, plan, self.exp_id, context, verdict, decision, review,
                             parsed.tail, str(log_path), flags)
 
@@ -271,23 +306,27 @@ class Runner:
         return (self.plan.review == "gate" and verdict.decision == "keep"
                 and not verdict.is_baseline)
 
-    def _await_review(self) -> tuple[str, str]:
-        """Wait for a human verdict; after review_timeout_s the automatic rule (keep) stands."""
+    def _await_review(self, implausible: bool = False) -> tuple[str, str]:
+        """Wait for a human verdict; after review_timeout_s the automatic rule stands: keep, or
+        discard for an implausible value (never kept without a human)."""
         timeout = self.plan.settings.review_timeout_s
+        fallback = "discard" if implausible else "keep"
         self.announce(f"cockpit run #{self.exp_id}: keep-candidate awaits review: "
                       f"`cockpit approve {self.exp_id}` or `cockpit reject {self.exp_id}` "
-                      f"(automatic keep in {timeout:.0f} s)")
+                      f"(automatic {fallback} in {timeout:.0f} s)")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.signal_received is None:
             exp = self.ledger.get(self.exp_id)
             if exp.review != "pending":
                 return exp.decision or "keep", exp.review or ""
             time.sleep(REVIEW_POLL_S)
+        why = ("implausible and not approved: not kept" if implausible
+               else "automatic rule keeps it")
         if self.signal_received is None and self.ledger.transition(
                 self.exp_id, {"review": "pending"}, event="review_timeout", actor="runner",
-                detail={"after_s": timeout}, decision="keep", review="expired",
-                reason=f"review timed out after {timeout:.0f} s: automatic rule keeps it"):
-            return "keep", "expired"
+                detail={"after_s": timeout, "decision": fallback}, decision=fallback,
+                review="expired", reason=f"review timed out after {timeout:.0f} s: {why}"):
+            return fallback, "expired"
         exp = self.ledger.get(self.exp_id)
         return exp.decision or "pending", exp.review or ""
 
@@ -312,6 +351,12 @@ class Runner:
 
 def _val(exp: Any) -> float | None:
     return None if exp is None else exp.val_bpb
+
+
+def _raw_val(summary: dict | None) -> float | None:
+    """The printed val_bpb as a number, NaN and infinities included (plausibility judges them)."""
+    value = (summary or {}).get("val_bpb")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def exit_status(signal_received: int | None) -> int:

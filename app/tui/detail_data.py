@@ -54,7 +54,7 @@ def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
 def load_detail(ledger: Ledger, exp_id: int, cache: dict[tuple, list[Point]]) -> DetailData:
     exp = ledger.get(exp_id)
     log_file = find_log(exp.log_path, ledger.path)
-    reference = ledger.best(tag=exp.tag)
+    reference = ledger.best(tag=exp.tag, comparable=not exp.is_foreign)
     if reference is not None and reference.id == exp.id:
         reference = None  # the best run has nothing better to be compared with
     reference_curve = experiment_curve(ledger, reference, find_log(reference.log_path, ledger.path),

@@ -413,7 +413,7 @@ def test_review_gate_waits_for_the_human(project, verdict, decision, action) -> 
     exp_id = _pending(project)
     time.sleep(0.5)
     assert proc.poll() is None  # still waiting for the verdict
-    code, out, err = cli(verdict, str(exp_id), cwd=project.wt)
+    code, out, err = cli(verdict, str(exp_id), cwd=project.main)
     assert code == 0, err
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -431,7 +431,7 @@ def test_review_gate_falls_back_to_the_automatic_rule(project) -> None:
     set_constant(project.wt, "VAL_BPB", 0.98)
     result = run_json(project.wt, message="unattended")
     assert result["decision"] == "keep" and result["review"] == "expired"
-    code, _, err = cli("approve", str(result["id"]), cwd=project.wt)
+    code, _, err = cli("approve", str(result["id"]), cwd=project.main)
     assert code == 2 and "not awaiting review" in err
 
 

@@ -41,7 +41,7 @@ CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighte
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
-         ("needs_rerun", "↻ needs rerun"))
+         ("implausible", "? implausible"), ("needs_rerun", "↻ needs rerun"))
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,8 @@ def state_label(exp: Experiment, place: int | None = None) -> str:
         word = "starting"
     elif state == "queued" and place is not None:
         word = f"queued #{place}"
-    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "⇣" if exp.contended
+    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "?" if exp.implausible
+            else "⇣" if exp.contended
             else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
     return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
 
