@@ -21,6 +21,7 @@ from app.commands import (
 )
 from app.errors import EXIT_INFRA
 from app.ledger.store import Ledger
+from app.roles import identify, require_human
 from app.supervisor import process
 
 
@@ -67,7 +68,8 @@ def supervise_command(args: argparse.Namespace) -> int:
     ledger = ledger_path(args)
     if args.status:
         return _status(ledger)
-    if args.stop:
+    if args.stop:  # an agent stopping it would blind the human
+        require_human(identify(None), "`cockpit supervise --stop`")
         try:
             pid = process.stop(ledger)
         except TimeoutError as exc:

@@ -169,3 +169,12 @@ def test_a_gpu_lease_of_a_dead_runner_is_returned_to_the_pool(project) -> None:
             return leases.get(ledger, lease_id).state
 
     assert wait_for(lambda: state() == "released", 15)
+
+
+def test_an_agent_cannot_stop_the_supervisor(project) -> None:
+    main, ledger_path, _worktree = project
+    first = supervise(main, ledger_path)
+    refused = cockpit("--ledger", str(ledger_path), "supervise", "--stop", cwd=main,
+                      env=cockpit_env(COCKPIT_AGENT="ada"))
+    assert refused.returncode == 2 and "is for humans" in refused.stderr
+    assert process.running_pid(ledger_path) == first.pid
