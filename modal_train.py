@@ -1,7 +1,8 @@
 """
 Run autoresearch experiments on Modal GPUs: one image for every experiment.
 
-The image holds the training stack and prepare.py (fixed); train.py is NOT baked in: the `train`
+The image holds the training stack, the FA3 kernel (fetched once at build time; train.py loads it
+from AUTORESEARCH_FA3_DIR) and prepare.py (fixed); train.py is NOT baked in: the `train`
 function takes the train.py source text as its argument, so every experiment reuses the same image.
 Prepared data and tokenizer live in a Modal Volume mounted as AUTORESEARCH_CACHE.
 
@@ -22,6 +23,7 @@ import argparse
 import codecs
 import os
 import queue
+import re
 import select
 import shutil
 import signal
@@ -45,11 +47,14 @@ VOLUME_NAME = "autoresearch-cache"                         # Modal volume holdin
 CACHE_MOUNT = "/cache"                                     # volume mount point = AUTORESEARCH_CACHE remotely
 GPU_TYPE = os.environ.get("AUTORESEARCH_MODAL_GPU", "H100")  # GPU for `train` (e.g. H100, A100-80GB, L40S)
 PYTHON_VERSION = "3.12"                                    # Python inside the image
-TORCH_VERSION = "2.9.1"                                    # upstream's pin; PyPI's Linux wheel is the CUDA 12.8 build
-TRAINING_PACKAGES = [                                      # the training stack, as in pyproject's `train` extra
-    f"torch=={TORCH_VERSION}", "kernels>=0.10", "numpy>=2.0", "pyarrow>=20.0",
-    "requests>=2.32", "rustbpe>=0.1.0", "tiktoken>=0.11",
+TORCH_VERSION = "2.10.0"                                   # pyproject's `gpu` extra: FA3 hub builds exist for it
+TORCH_INDEX = "https://download.pytorch.org/whl/cu128"     # its CUDA 12.8 build (runs on CUDA 12.x drivers)
+TRAINING_PACKAGES = [                                      # the rest of the `gpu` extra's training stack
+    "kernels==0.17.2", "numpy>=2.0", "pyarrow>=20.0", "requests>=2.32", "rustbpe>=0.1.0", "tiktoken>=0.11",
 ]
+FA3_KERNEL = "kernels-community/flash-attn3"               # baked into the image: sm80 and sm90 (A100, H100)
+FA3_KERNEL_VERSION = 1                                     # its stable API version on the kernel hub
+FA3_DIR = "/opt/fa3"                                       # where the image keeps it; train.py reads AUTORESEARCH_FA3_DIR
 HERE = Path(__file__).resolve().parent                     # local: the repo root; remote: /root
 PREPARE_PATH = HERE / "prepare.py"                         # fixed data/eval code, copied beside every train.py
 REMOTE_PREPARE_PATH = "/root/prepare.py"                   # where the image holds it (beside this file remotely)
@@ -64,6 +69,8 @@ DRAIN_GRACE_S = 2.0                                        # output still read a
 POLL_INTERVAL_S = 0.5                                      # how often the output loop checks the clock
 READ_SIZE = 65536                                          # bytes per read of train.py's output
 TAIL_CHARS = 65536                                         # output kept for parsing the summary block
+SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")  # a line of train.py's summary block
+SUMMARY_VALUE_COLUMN = 18                                  # train.py pads `key:` so text values start here
 PROBE_TIMEOUT_S = 3.0                                      # TCP connect to Modal's API before starting anything
 DEFAULT_SERVER_URL = "https://api.modal.com,https://api.modal2.com"  # modal's own default API servers
 
@@ -164,18 +171,30 @@ import modal  # noqa: E402  (after the preflight, which must not wait for this i
 # ---------------------------------------------------------------------------
 
 def parse_summary(text: str) -> dict[str, str]:
-    """The `key: value` lines after the last `---` line (raw strings; empty when there is no summary)."""
+    """The `key: value` lines right after the last `---` line, up to the first line that is not one (raw strings).
+
+    A text value counts only in train.py's aligned value column, so what other programs print after the
+    summary (`nanobind: leaked 3 instances!`) never becomes a key; numbers count anywhere.
+    """
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
     if not starts:
         return {}
     summary = {}
     for line in lines[starts[-1] + 1:]:
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if sep and key and " " not in key:
-            summary[key] = value.strip()
+        match = SUMMARY_LINE.fullmatch(line.strip())
+        if match is None or (not _is_number(match.group(2)) and match.start(2) < SUMMARY_VALUE_COLUMN):
+            break
+        summary[match.group(1)] = match.group(2).strip()
     return summary
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _child_env(cache_dir: str | Path, overrides: dict[str, str] | None) -> dict[str, str]:
@@ -290,11 +309,22 @@ def stream_experiment(train_source: str, cache_dir: str | Path, timeout_s: float
 # Modal app: image, volume, functions
 # ---------------------------------------------------------------------------
 
+def bake_fa3(dest: str = FA3_DIR) -> str:
+    """Image build step: fetch the FA3 build for the image's torch once, so runs never reach the kernel hub."""
+    from kernels import install_kernel
+    variant = install_kernel(FA3_KERNEL, version=FA3_KERNEL_VERSION, backend="cuda")
+    shutil.copytree(variant, dest, dirs_exist_ok=True)
+    return dest
+
+
 app = modal.App(APP_NAME)
 volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
 image = (
     modal.Image.debian_slim(python_version=PYTHON_VERSION)
+    .uv_pip_install(f"torch=={TORCH_VERSION}", index_url=TORCH_INDEX)
     .uv_pip_install(*TRAINING_PACKAGES)
+    .run_function(bake_fa3)
+    .env({"AUTORESEARCH_FA3_DIR": FA3_DIR})
     .add_local_file(PREPARE_PATH, REMOTE_PREPARE_PATH)
 )
 

@@ -28,24 +28,22 @@ and runs made under different values must not be compared):
 The last four exist for smoke-scale runs on small machines and in tests.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import math
 import os
+import time
+import math
+import argparse
 import pickle
+import json
 import random
 import re
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterator
 
+import requests
 import pyarrow as pa
 import pyarrow.parquet as pq
-import requests
 import rustbpe
 import tiktoken
 import torch
@@ -92,9 +90,10 @@ MAX_ATTEMPTS = 5          # download attempts per shard
 RETRY_DELAY_S = 2.0       # wait before retry n is RETRY_DELAY_S * 2**(n-1) seconds (2, 4, 8, 16)
 SOURCE_MARKER = "source.json"   # in DATA_DIR: which --source the shards were built from
 SOURCE_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")  # what --source reads
-SOURCE_DOC_CHARS = 8000   # --source text files are cut into documents of at most this many characters
+SOURCE_DOC_CHARS = 4 * MAX_SEQ_LEN  # --source text files are cut into documents of about one row (~4 chars/token)
 SOURCE_SEED = 42          # fixed shuffle of --source documents before sharding
 ROW_GROUP_SIZE = 1024     # documents per parquet row group in shards built from --source
+MIN_VAL_DOCS = 100        # fewer validation documents than this: val_bpb rests on too little text
 
 # BPE split pattern (GPT-4 style, with \p{N}{1,2} instead of {1,3})
 SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -108,8 +107,8 @@ RUN_PREPARE = "run `python prepare.py` (or `python prepare.py --source DIR`)"
 # Data download
 # ---------------------------------------------------------------------------
 
-def download_single_shard(index: int) -> bool:
-    """Download one parquet shard with retries; only a complete, readable file ever gets the shard's name."""
+def download_single_shard(index):
+    """Download one parquet shard with retries. Returns True on success."""
     filename = f"shard_{index:05d}.parquet"
     filepath = os.path.join(DATA_DIR, filename)
     if os.path.exists(filepath):
@@ -137,8 +136,8 @@ def download_single_shard(index: int) -> bool:
     return False
 
 
-def download_data(num_shards: int, download_workers: int = 8) -> None:
-    """Download training shards + pinned validation shard, with per-shard progress."""
+def download_data(num_shards, download_workers=8):
+    """Download training shards + pinned validation shard."""
     _refuse_to_mix("download", source=None)
     os.makedirs(DATA_DIR, exist_ok=True)
     num_train = min(num_shards, MAX_SHARD)
@@ -301,11 +300,28 @@ def remove_prepared_data() -> None:
             os.remove(path)
     shutil.rmtree(TOKENIZER_DIR, ignore_errors=True)
 
+def validation_shard_warning():
+    """None, or why the validation shard is too small for EVAL_TOKENS (checked after the tokenizer exists).
+
+    The eval packs rows of MAX_SEQ_LEN + 1 tokens and crops a document that fits nowhere, so a document
+    counts with at most one row: with too few usable tokens val_bpb scores the same text several times.
+    """
+    docs = pq.read_table(os.path.join(DATA_DIR, VAL_FILENAME), columns=["text"]).column("text").to_pylist()
+    lengths = [len(ids) + 1 for ids in Tokenizer.from_directory().encode(docs)]  # + BOS
+    usable = sum(min(n, MAX_SEQ_LEN + 1) for n in lengths)
+    if len(docs) >= MIN_VAL_DOCS and usable >= EVAL_TOKENS:
+        return None
+    return (f"the validation shard holds {len(docs):,} documents, {usable:,} usable tokens "
+            f"({sum(lengths):,} in all, at most {MAX_SEQ_LEN + 1} per document), but val_bpb reads "
+            f"EVAL_TOKENS={EVAL_TOKENS:,} tokens and wants at least {MIN_VAL_DOCS} documents: it would score "
+            f"the same text {EVAL_TOKENS / max(usable, 1):.1f} times. Add text (more, shorter documents) "
+            f"or lower AUTORESEARCH_EVAL_TOKENS")
+
 # ---------------------------------------------------------------------------
 # Tokenizer training
 # ---------------------------------------------------------------------------
 
-def list_parquet_files() -> list[str]:
+def list_parquet_files():
     """Return sorted list of parquet file paths in the data directory."""
     if not os.path.isdir(DATA_DIR):
         return []
@@ -313,8 +329,8 @@ def list_parquet_files() -> list[str]:
     return [os.path.join(DATA_DIR, f) for f in files]
 
 
-def text_iterator(stats: dict, max_chars: int = 1_000_000_000, doc_cap: int = 10_000) -> Iterator[str]:
-    """Yield documents from training split (all shards except pinned val shard), counting into stats."""
+def text_iterator(stats, max_chars=1_000_000_000, doc_cap=10_000):
+    """Yield documents from training split (all shards except pinned val shard)."""
     parquet_paths = [p for p in list_parquet_files() if not p.endswith(VAL_FILENAME)]
     for filepath in parquet_paths:
         pf = pq.ParquetFile(filepath)
@@ -329,8 +345,8 @@ def text_iterator(stats: dict, max_chars: int = 1_000_000_000, doc_cap: int = 10
                     return
 
 
-def train_tokenizer() -> None:
-    """Train BPE tokenizer using rustbpe, save as tiktoken pickle + token_bytes."""
+def train_tokenizer():
+    """Train BPE tokenizer using rustbpe, save as tiktoken pickle."""
     tokenizer_pkl = os.path.join(TOKENIZER_DIR, "tokenizer.pkl")
     token_bytes_path = os.path.join(TOKENIZER_DIR, "token_bytes.pt")
 
@@ -347,8 +363,11 @@ def train_tokenizer() -> None:
         raise PrepareError(f"Tokenizer: need at least 1 training shard and the validation shard {VAL_FILENAME} in {DATA_DIR}: {RUN_PREPARE}")
 
     os.makedirs(TOKENIZER_DIR, exist_ok=True)
+
+    # --- Train with rustbpe ---
     print(f"Tokenizer: training BPE tokenizer (vocab_size={VOCAB_SIZE:,}) on {len(train_files)} training shards...", flush=True)
     t0 = time.time()
+
     stats = {"docs": 0, "chars": 0}
     tokenizer = rustbpe.Tokenizer()
     vocab_size_no_special = VOCAB_SIZE - len(SPECIAL_TOKENS)
@@ -370,12 +389,16 @@ def train_tokenizer() -> None:
     )
     print(f"Tokenizer: trained on {stats['docs']:,} documents ({stats['chars'] / 1e6:.1f}M characters) in {time.time() - t0:.1f}s", flush=True)
 
-    # Build token_bytes lookup for BPB evaluation
+    # --- Build token_bytes lookup for BPB evaluation ---
+    print("Tokenizer: building token_bytes lookup...")
     special_set = set(SPECIAL_TOKENS)
     token_bytes_list = []
     for token_id in range(enc.n_vocab):
         token_str = enc.decode([token_id])
-        token_bytes_list.append(0 if token_str in special_set else len(token_str.encode("utf-8")))
+        if token_str in special_set:
+            token_bytes_list.append(0)
+        else:
+            token_bytes_list.append(len(token_str.encode("utf-8")))
     torch.save(torch.tensor(token_bytes_list, dtype=torch.int32), token_bytes_path + ".tmp")
     with open(tokenizer_pkl + ".tmp", "wb") as f:
         pickle.dump(enc, f)
@@ -385,7 +408,8 @@ def train_tokenizer() -> None:
 
     # Sanity check
     test = "Hello world! Numbers: 123. Unicode: 你好"
-    decoded = enc.decode(enc.encode_ordinary(test))
+    encoded = enc.encode_ordinary(test)
+    decoded = enc.decode(encoded)
     if decoded != test:
         raise PrepareError(f"Tokenizer: roundtrip failed: {test!r} -> {decoded!r}")
     print(f"Tokenizer: sanity check passed (vocab_size={enc.n_vocab})")
@@ -431,17 +455,17 @@ class Tokenizer:
         return self.bos_token_id
 
     def encode(self, text, prepend=None, num_threads=8):
-        if prepend is not None and not isinstance(prepend, int):
-            raise TypeError(f"prepend must be an int token id, got {type(prepend)}")
+        if prepend is not None:
+            prepend_id = prepend if isinstance(prepend, int) else self.enc.encode_single_token(prepend)
         if isinstance(text, str):
             ids = self.enc.encode_ordinary(text)
             if prepend is not None:
-                ids.insert(0, prepend)
+                ids.insert(0, prepend_id)
         elif isinstance(text, list):
             ids = self.enc.encode_ordinary_batch(text, num_threads=num_threads)
             if prepend is not None:
                 for row in ids:
-                    row.insert(0, prepend)
+                    row.insert(0, prepend_id)
         else:
             raise ValueError(f"Invalid input type: {type(text)}")
         return ids
@@ -514,11 +538,11 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None):
     # Pre-allocate buffers: [inputs (B*T) | targets (B*T)]
     row_buffer = torch.empty((B, row_capacity), dtype=torch.long)
     cpu_buffer = torch.empty(2 * B * T, dtype=torch.long, pin_memory=pin)
-    device_buffer = cpu_buffer if device.type == "cpu" else torch.empty(2 * B * T, dtype=torch.long, device=device)
+    gpu_buffer = cpu_buffer if device.type == "cpu" else torch.empty(2 * B * T, dtype=torch.long, device=device)  # the device's buffer
     cpu_inputs = cpu_buffer[:B * T].view(B, T)
     cpu_targets = cpu_buffer[B * T:].view(B, T)
-    inputs = device_buffer[:B * T].view(B, T)
-    targets = device_buffer[B * T:].view(B, T)
+    inputs = gpu_buffer[:B * T].view(B, T)
+    targets = gpu_buffer[B * T:].view(B, T)
 
     while True:
         for row_idx in range(B):
@@ -551,8 +575,8 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None):
 
         cpu_inputs.copy_(row_buffer[:, :-1])
         cpu_targets.copy_(row_buffer[:, 1:])
-        if device_buffer is not cpu_buffer:
-            device_buffer.copy_(cpu_buffer, non_blocking=pin)
+        if gpu_buffer is not cpu_buffer:
+            gpu_buffer.copy_(cpu_buffer, non_blocking=pin)
         yield inputs, targets, epoch
 
 # ---------------------------------------------------------------------------
@@ -617,5 +641,7 @@ if __name__ == "__main__":
 
     # Step 2: Train tokenizer
     train_tokenizer()
+    if args.source and (warning := validation_shard_warning()):
+        print(f"WARNING: {warning}")
     print()
     print("Done! Ready to train.")

@@ -127,8 +127,8 @@ def reap_lost(ledger: Ledger, stale_after_s: float = 5.0) -> list[int]:
         last_seen = exp.heartbeat_at or exp.started_at or exp.created_at
         if now - last_seen < stale_after_s or same_process(exp.runner_pid, exp.runner_start):
             continue
-        reason = (f"runner (pid {exp.runner_pid}) is gone; last heartbeat "
-                  f"{now - last_seen:.0f} s ago")
+        runner = f"runner (pid {exp.runner_pid})" if exp.runner_pid else "runner (no pid recorded)"
+        reason = f"{runner} is gone; last heartbeat {now - last_seen:.0f} s ago"
         if ledger.transition(exp.id, {"status": LIVE_STATUSES, "heartbeat_at": exp.heartbeat_at},
                              event="decide", actor="cockpit",
                              detail={"decision": "lost", "runner_pid": exp.runner_pid},

@@ -21,33 +21,59 @@ ADOPTABLE = ("keep",)
 class AdoptOffer:
     experiment: Experiment
     plan: git.AdoptPlan
+    carried: tuple[Experiment, ...] = ()  # earlier kept runs of its branch whose changes it holds
 
     @property
     def main_moved(self) -> bool:
-        """Main's train.py changed since the experiment's parent: ask exact / merge / cancel."""
+        """Main's train.py changed since the experiment's branch left main: ask exact / merge / cancel."""
         return self.plan.main_moved
 
     def describe(self) -> str:
         exp, plan = self.experiment, self.plan
         lines = [f"Adopt #{exp.id} ({exp.val_bpb_text}) into {plan.branch} at {plan.main_head[:7]}?"]
+        if self.carried:
+            lines.append("It also carries the kept changes of " + _listing(self.carried) + ".")
         if plan.main_moved:
-            lines.append(f"main's train.py changed since #{exp.id}'s parent {plan.parent_commit[:7]} "
-                         "(another adoption landed): adopt anyway (exact copy of what was measured), "
-                         "3-way merge (committed, marked needs rerun), or cancel.")
+            lines.append(f"main's train.py changed since #{exp.id}'s branch left main at "
+                         f"{plan.parent_commit[:7]} (another adoption landed): adopt anyway (exact "
+                         "copy of what was measured), 3-way merge (committed, marked needs rerun), "
+                         "or cancel.")
         return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no description)"
+
+
+def _listing(experiments: tuple[Experiment, ...]) -> str:
+    return ", ".join(f"#{e.id} {_one_line(e.description)}" for e in experiments)
 
 
 def _main_of(ledger: Ledger, exp: Experiment) -> Path:
     main = main_worktree_of(ledger, exp.worktree)
     if main is None:
-        raise ActionError(f"#{exp.id}: cannot find the main worktree (its worktree "
-                          f"{exp.worktree or '?'} is gone and the ledger is not inside a git repository)")
+        where = f"its worktree {exp.worktree} is gone" if exp.worktree else "it has no recorded worktree"
+        raise ActionError(f"#{exp.id}: cannot find the main worktree ({where} and the ledger is not "
+                          "inside a git repository)")
     return main
 
 
-def commit_message(exp: Experiment) -> str:
-    description = " ".join(exp.description.split()) or "(no description)"
-    return f"Adopt experiment #{exp.id}: {description} (val_bpb {exp.val_bpb_text})"
+def commit_message(exp: Experiment, carried: tuple[Experiment, ...] = ()) -> str:
+    """Subject naming the experiment; a body listing the other kept changes that come with it."""
+    subject = f"Adopt experiment #{exp.id}: {_one_line(exp.description)} (val_bpb {exp.val_bpb_text})"
+    if not carried:
+        return subject
+    body = "\n".join(f"- #{e.id} {_one_line(e.description)} (val_bpb {e.val_bpb_text})" for e in carried)
+    return f"{subject}\n\nAlso carries these kept changes of its branch:\n{body}"
+
+
+def _carried(ledger: Ledger, exp: Experiment, plan: git.AdoptPlan) -> tuple[Experiment, ...]:
+    """Kept, not yet adopted runs of the branch between where it left main and the experiment."""
+    commits = set(git.commits_between(plan.main, plan.parent_commit, plan.exp_commit))
+    return tuple(e for e in ledger.experiments(branch=exp.branch, decision="keep")
+                 if e.id != exp.id and not e.adopted_sha and e.commit_sha
+                 and e.commit_sha != exp.commit_sha
+                 and any(c.startswith(e.commit_sha) for c in commits))
 
 
 def adopt_check(ledger: Ledger, exp_id: int) -> AdoptOffer:
@@ -59,7 +85,9 @@ def adopt_check(ledger: Ledger, exp_id: int) -> AdoptOffer:
     if not exp.commit_sha:
         raise ActionError(f"#{exp_id} has no recorded commit (imported or observed run)")
     try:
-        plan = git.adopt_check(_main_of(ledger, exp), exp.commit_sha, exp.parent_sha or None)
+        # the base is where the branch left main, not the experiment's parent on its own branch
+        plan = git.adopt_check(_main_of(ledger, exp), exp.commit_sha, None)
+        carried = _carried(ledger, exp, plan)
     except git.GitError as exc:
         raise ActionError(f"#{exp_id}: {exc}") from exc
     if plan.main_dirty:
@@ -67,7 +95,7 @@ def adopt_check(ledger: Ledger, exp_id: int) -> AdoptOffer:
                           f"({', '.join(plan.dirty_files)}); commit or stash them first")
     if plan.identical:
         raise ActionError(f"main's train.py already equals #{exp_id}'s; nothing to adopt")
-    return AdoptOffer(exp, plan)
+    return AdoptOffer(exp, plan, carried)
 
 
 def adopt_experiment(ledger: Ledger, exp_id: int, mode: str = "exact", actor: str = "human") -> str:
@@ -75,8 +103,8 @@ def adopt_experiment(ledger: Ledger, exp_id: int, mode: str = "exact", actor: st
     offer = adopt_check(ledger, exp_id)
     exp = offer.experiment
     try:
-        result = git.adopt(offer.plan.main, exp.commit_sha, exp.parent_sha or None,
-                           commit_message(exp), mode=mode)
+        result = git.adopt(offer.plan.main, exp.commit_sha, offer.plan.parent_commit,
+                           commit_message(exp, offer.carried), mode=mode)
     except git.GitError as exc:
         ledger.event("adopt-failed", experiment_id=exp_id, actor=actor, mode=mode, error=str(exc))
         raise ActionError(str(exc)) from exc

@@ -192,6 +192,11 @@ def branch_exists(repo: Path | str, branch: str) -> bool:
     return _run(repo, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}").returncode == 0
 
 
+def commits_between(repo: Path | str, base: str, tip: str) -> list[str]:
+    """The commits reachable from `tip` but not from `base`, newest first."""
+    return _answer(repo, "rev-list", f"{base}..{tip}").split()
+
+
 def delete_branch(repo: Path | str, branch: str) -> str:
     """`git branch -D`: git's complaint, or "" when the branch is gone."""
     proc = _run(repo, "branch", "-D", branch)

@@ -31,7 +31,7 @@ class AdoptPlan:
     exp_commit: str
     parent_commit: str
     dirty_files: tuple[str, ...]  # tracked files with uncommitted changes in main
-    main_moved: bool  # main's train.py differs from the experiment parent's
+    main_moved: bool  # main's train.py differs from the base's (the merge-base, unless given)
     identical: bool  # main's train.py already equals the experiment's
 
     @property

@@ -20,6 +20,7 @@ CATEGORIES = (  # the experiment categories agents pick from; suggest() reports 
 STRATEGIES = ("explore", "exploit", "combine", "ablation")
 RESET_COMMAND = "git reset --hard HEAD~1"  # undo the experiment's commit on the agent's branch
 NOT_COMPARED = "not compared (integrity): "  # the reason of a run measured but not compared
+NOT_COMPARABLE = "not comparable: "  # the reason of a run measured unlike its reference (comparability key)
 
 _TOLERANCE = 1e-9  # val_bpb is printed with 6 decimals: values closer than this are equal
 _STREAK_COUNTS = frozenset({"crash", "timeout"})  # the agent's own failures
@@ -181,6 +182,7 @@ class RunFacts:
     integrity: Sequence[str] = ()  # why the run must not be compared (none: compare it)
     repeat_of: tuple[int, float] | None = None  # (id, val_bpb) of the measurement it repeats
     val_bpb: float = 0.0  # the summary's
+    unlike: str | None = None  # why it is measured unlike its reference (comparability_problem)
 
 
 def adjust(verdict: Verdict, facts: RunFacts) -> Verdict:
@@ -206,6 +208,8 @@ def adjust(verdict: Verdict, facts: RunFacts) -> Verdict:
         return Verdict("crash", unusable, margin=margin)
     if facts.integrity:
         return Verdict("discard", NOT_COMPARED + "; ".join(facts.integrity), margin=margin)
+    if facts.unlike:
+        return Verdict("discard", NOT_COMPARABLE + facts.unlike, margin=margin)
     if facts.repeat_of is not None:
         original_id, original_val = facts.repeat_of
         return Verdict("repeat", f"repeat of #{original_id} ({original_val:.6f}): "
@@ -224,9 +228,10 @@ def integrity_reasons(plan_reasons: Sequence[str], tag: str, baseline_id: int | 
 
 
 def run_flags(verdict: Verdict, *, contended: bool, plan_integrity: bool) -> dict[str, bool]:
-    """The flags stored with a finished run: contended, integrity, near-miss."""
+    """The flags stored with a finished run: contended, integrity, not-comparable, near-miss."""
     return {"contended": contended,
             "integrity": verdict.reason.startswith(NOT_COMPARED) or plan_integrity,
+            "not_comparable": verdict.reason.startswith(NOT_COMPARABLE),
             "near_miss": verdict.near_miss}
 
 

@@ -9,7 +9,8 @@ Usage:
 
 The stand-in prints startup lines, `\\r` step lines and the `---` summary block exactly as
 train.py does (the output contract); its behaviour comes from ALL_CAPS constants that tests edit
-and commit like an agent would, and from STANDIN_* environment variables for per-run knobs.
+and commit like an agent would, and from STANDIN_* environment variables for per-run knobs
+(STANDIN_DEVICE / _DEVICE_NAME / _ATTENTION set the comparability keys; empty leaves one out).
 """
 from __future__ import annotations
 
@@ -63,6 +64,10 @@ def record(event):
 
 record("start")
 budget = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", 300))
+if os.environ.get("STANDIN_EXIT_NOISE"):  # what triton's nanobind prints at interpreter exit
+    import atexit
+    atexit.register(lambda: print("nanobind: leaked 3 instances!\n - leaked instance 0x7f of type ctx\n" * 40,
+                                  end="", flush=True))
 print("Vocab size: 8,192")
 print("Model config: {'n_layer': 8}")
 print("Time budget: %ds" % budget)
@@ -80,6 +85,8 @@ for step in range(steps):
     if math.isnan(loss):
         print("\nFAIL")
         sys.exit(1)
+if os.environ.get("STANDIN_TRACEBACK"):  # glued to the last step line, as a crash in training prints it
+    raise RuntimeError(os.environ["STANDIN_TRACEBACK"])
 print()
 training = time.time() - t0
 print("Evaluating...")
@@ -100,8 +107,12 @@ if SUMMARY != "none":
     print(f"max_seq_len:      {os.environ.get('AUTORESEARCH_MAX_SEQ_LEN', 2048)}")
     print(f"eval_tokens:      {os.environ.get('AUTORESEARCH_EVAL_TOKENS', 20971520)}")
     print(f"vocab_size:       {os.environ.get('AUTORESEARCH_VOCAB_SIZE', 8192)}")
-    print(f"device:           cpu")
-    print(f"attention:        sdpa")
+    device = os.environ.get("STANDIN_DEVICE", "cpu")
+    print(f"device:           {device}")
+    if os.environ.get("STANDIN_DEVICE_NAME", "cpu model" if device == "cpu" else ""):
+        print(f"device_name:      {os.environ.get('STANDIN_DEVICE_NAME', 'cpu model')}")
+    if os.environ.get("STANDIN_ATTENTION", "sdpa"):
+        print(f"attention:        {os.environ.get('STANDIN_ATTENTION', 'sdpa')}")
 record("end")
 sys.exit(EXIT_CODE)
 '''

@@ -64,6 +64,7 @@ class CreatedAgent:
     new_window: bool  # the window beside the cockpit was full
     base: str  # the commit the worktree starts at: main's head, or the reused branch's
     reused: bool = False  # an earlier agent's branch of this name and tag, continued
+    back: str = ""  # how to get from the agent's pane back to the cockpit
 
     def describe(self) -> list[str]:
         a = self.agent
@@ -73,6 +74,8 @@ class CreatedAgent:
             lines.append(f"{self.launch.fallback}; the kickoff prompt is in {self.kickoff}")
         where = "a new window" if self.new_window else "a split beside the cockpit"
         lines.append(f"started `{self.launch.display}` in tmux pane {a.pane_id} ({where}, pid {a.pid})")
+        if self.back:
+            lines.append(self.back)
         if not self.inside_tmux:
             server = f"-L {a.tmux_socket} " if a.tmux_socket else ""
             lines.append(f"detached tmux session {self.session}: attach with "
@@ -182,7 +185,8 @@ def create_agent(ledger: Ledger, main: Path, name: str, *, command: str | None =
     agent = ledger.get_agent(name)
     assert agent is not None
     return CreatedAgent(agent, launch, kickoff, session, inside,
-                        new_window=pane.window_id != anchor.window_id, base=base, reused=reuse)
+                        new_window=pane.window_id != anchor.window_id, base=base, reused=reuse,
+                        back=panes.back_hint(socket))
 
 
 def _open_pane(launch: Launch, worktree: Path, env: dict[str, str], name: str,
@@ -310,10 +314,13 @@ def stop_agent(ledger: Ledger, name: str, *, actor: str = "cli", socket: str | N
     agent = get_agent(ledger, name)
     if agent.state == "removed":
         raise AgentError(f"agent {name} was removed")
+    running = [e.id for e in ledger.live() if e.agent == name]
     ran = _close_pane(agent, socket)
     state = "gone" if agent.worktree and not Path(agent.worktree).is_dir() else "stopped"
     ledger.upsert_agent(name, actor=actor, event="agent-stop", state=state, pane_id="")
     what = f"stopped (pane {agent.pane_id} closed)" if ran else "was not running; marked stopped"
+    if ran and running:
+        what += "; its running experiment " + ", ".join(f"#{i}" for i in running) + " ends with it"
     return f"agent {name} {what}; its worktree {agent.worktree} and branch {agent.branch} stay"
 
 

@@ -7,10 +7,12 @@ server (the one in $TMUX when inside tmux). Agent panes carry their name in the 
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from app.errors import InfraError
 AGENT_OPTION = "@cockpit_agent"  # pane user option holding the agent's name
 MIN_PANE_WIDTH = 40  # columns a split may leave each half; below this a new window opens
 MIN_PANE_HEIGHT = 8  # rows a split may leave each half
+COCKPIT_SHARE = 0.6  # of the window's width the cockpit keeps when agents split beside it ...
+MIN_COCKPIT_WIDTH = 80  # ... and at least this many columns; narrower windows: agents in their own window
 DEFAULT_SESSION_SIZE = (200, 50)  # columns, rows of a new detached session when there is no terminal
 
 _FIELDS = ("pane_id", "session_name", "window_id", "window_index", "window_active", "pane_active",
@@ -162,21 +166,42 @@ def pane_info(pane_id: str, socket: str | None = None) -> Pane | None:
     return next((p for p in map(_parse, out.splitlines()) if p.pane_id == pane_id), None)
 
 
-def _split_plan(panes: list[Pane], target: Pane) -> tuple[str, str] | None:
-    """Which pane to halve and how (-h side by side, -v stacked), or None when the window is full.
+def _split_plan(panes: list[Pane], target: Pane) -> tuple[str, str, int | None] | None:
+    """Which pane to split, how (-h side by side, -v stacked) and the new pane's size (None: half),
+    or None when the window is full.
 
-    Halves the largest pane other than the cockpit's (the cockpit only while it is alone), along
-    its longer side (a cell is about twice as tall as wide), if both halves keep the minimum size.
+    The cockpit alone gives up a right-hand column of 40 % of the width while it keeps at least
+    MIN_COCKPIT_WIDTH columns; after that the largest other pane is halved along its longer side
+    (see _halve).
     """
-    others = [p for p in panes if p.pane_id != target.pane_id] or [target]
-    for pane in sorted(others, key=lambda p: p.width * p.height, reverse=True):
+    others = [p for p in panes if p.pane_id != target.pane_id]
+    if others:
+        return _halve(others)
+    keep = max(MIN_COCKPIT_WIDTH, math.ceil(target.width * COCKPIT_SHARE))
+    column = target.width - keep - 1  # the border takes one column
+    return (target.pane_id, "-h", column) if column >= MIN_PANE_WIDTH else None
+
+
+def _halve(panes: list[Pane]) -> tuple[str, str, int | None] | None:
+    """Halve the largest of `panes` along its longer side, if both halves keep the minimum size."""
+    for pane in sorted(panes, key=lambda p: p.width * p.height, reverse=True):
         fits_h = pane.width >= 2 * MIN_PANE_WIDTH + 1
         fits_v = pane.height >= 2 * MIN_PANE_HEIGHT + 1
         order = ("-h", "-v") if pane.width > 2 * pane.height else ("-v", "-h")
         for flag in order:
             if (flag == "-h" and fits_h) or (flag == "-v" and fits_v):
-                return pane.pane_id, flag
+                return pane.pane_id, flag, None
     return None
+
+
+def _agents_window(session_panes: list[Pane], anchor: Pane) -> list[Pane]:
+    """The panes of the newest window of agents (not the cockpit's), or [] when there is none."""
+    windows: dict[str, list[Pane]] = {}
+    for pane in session_panes:
+        if pane.window_id != anchor.window_id:
+            windows.setdefault(pane.window_id, []).append(pane)
+    agent_windows = [w for w in windows.values() if all(p.agent for p in w)]
+    return max(agent_windows, key=lambda w: w[0].window_index) if agent_windows else []
 
 
 def split_pane(target: str | None = None, cmd: Command = None, cwd: Path | str | None = None,
@@ -184,8 +209,8 @@ def split_pane(target: str | None = None, cmd: Command = None, cwd: Path | str |
                agent: str | None = None, focus: bool = False, socket: str | None = None) -> str:
     """Open a pane running `cmd` beside `target` (default: this process's pane); return its id.
 
-    Splits `target`'s window (see _split_plan); when the window is full, opens a new window in
-    the same session instead.
+    Splits `target`'s window (see _split_plan) so that the cockpit keeps 60 % of the width; when
+    that window is full, the agents' own window is split instead, else a new window opens.
     """
     target = target or (current_pane() if socket is None else None)
     if target is None:
@@ -193,15 +218,30 @@ def split_pane(target: str | None = None, cmd: Command = None, cwd: Path | str |
     anchor = pane_info(target, socket)
     if anchor is None:
         raise PaneError(f"no tmux pane {target}")
-    window = [p for p in list_panes(anchor.session, socket) if p.window_id == anchor.window_id]
-    plan = _split_plan(window, anchor)
+    session_panes = list_panes(anchor.session, socket)
+    plan = _split_plan([p for p in session_panes if p.window_id == anchor.window_id], anchor)
+    if plan is None:
+        plan = _halve(_agents_window(session_panes, anchor))
     if plan is None:
         return new_window(anchor.session, cmd, cwd, env, title, agent=agent, focus=focus, socket=socket)
-    split_id, flag = plan
+    split_id, flag, size = plan
     pane_id = _tmux(socket, "split-window", flag, "-t", split_id, *([] if focus else ["-d"]),
-                    *_launch_args(cmd, cwd, env)).strip()
+                    *(["-l", str(size)] if size else []), *_launch_args(cmd, cwd, env)).strip()
     _label(pane_id, title, agent, socket)
+    if size:  # the cockpit's own window now has an agents column
+        _keep_cockpit_wide(anchor, socket)
     return pane_id
+
+
+def _keep_cockpit_wide(cockpit: Pane, socket: str | None) -> None:
+    """When the window is resized (a client attaches from a smaller terminal), the cockpit takes
+    60 % of it again, or MIN_COCKPIT_WIDTH columns when that is more; best effort."""
+    narrow = math.ceil(MIN_COCKPIT_WIDTH / COCKPIT_SHARE)
+    resize = (f"if -F '#{{e|<:#{{window_width}},{narrow}}}' "
+              f"'resize-pane -t {cockpit.pane_id} -x {MIN_COCKPIT_WIDTH}' "
+              f"'resize-pane -t {cockpit.pane_id} -x {round(COCKPIT_SHARE * 100)}%'")
+    with suppress(PaneError):  # an old tmux without window hooks: the layout just stays as split
+        _tmux(socket, "set-hook", "-w", "-t", cockpit.window_id, "window-resized", resize)
 
 
 def new_window(session: str, cmd: Command = None, cwd: Path | str | None = None,
@@ -239,6 +279,15 @@ def pane_pid(pane_id: str, socket: str | None = None) -> int:
     if pane is None:
         raise PaneError(f"no tmux pane {pane_id}")
     return pane.pid
+
+
+def back_hint(socket: str | None = None) -> str:
+    """How to get from an agent's pane back to the cockpit, in this server's prefix key."""
+    try:
+        prefix = _tmux(socket, "show-options", "-gv", "prefix").strip() or "C-b"
+    except PaneError:
+        prefix = "C-b"
+    return f"back to the cockpit: {prefix} ; (last pane) or {prefix} l (last window)"
 
 
 def select_pane(pane_id: str, socket: str | None = None) -> None:

@@ -14,13 +14,14 @@ import signal
 import sys
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from app.commands import CommandError
 from app.commands.supervise import ensure_supervisor
 from app.supervisor import process as supervisor
+from app.config import Settings, load_settings
 from app.demo import sandbox as demo
 from app.ledger.store import Experiment, Ledger
 from app.ledger.vocabulary import is_kept
@@ -119,7 +120,6 @@ def _run_tui(sandbox: demo.Sandbox, session: demo.DemoSession,
              keep: bool) -> list[demo.StopReport | None]:
     """The cockpit on the sandbox's ledger. Unless --keep, quitting it asks whether to stop the
     demo: [the stop report], or [None] when told not to."""
-    from app.config import load_settings
     from app.tui import launch
 
     answers: list[demo.StopReport | None] = []
@@ -130,8 +130,13 @@ def _run_tui(sandbox: demo.Sandbox, session: demo.DemoSession,
 
         hook = {"quit_question": f"Stop the demo's {len(session.agents)} agents and their runs?",
                 "on_quit": on_quit}
-    launch(sandbox.ledger_path, settings=load_settings(sandbox.root), **hook)
+    launch(sandbox.ledger_path, settings=cockpit_settings(sandbox.root, session), **hook)
     return answers
+
+
+def cockpit_settings(root: Path, session: demo.DemoSession) -> Settings:
+    """The sandbox's settings with the demo's tag: agents added with `n` join the demo's tag."""
+    return replace(load_settings(root), tag=session.tag)
 
 
 def _finish(sandbox: demo.Sandbox, session: demo.DemoSession, t0: float, keep: bool,

@@ -116,7 +116,7 @@ def _print_detail(d: dict[str, Any]) -> None:
                 "num_steps", "peak_vram_mb", "log_path"):
         if d.get(key) not in (None, ""):
             say(f"  {key:<17} {d[key]}")
-    flags = [f for f in ("near_miss", "contended", "integrity", "needs_rerun") if d.get(f)]
+    flags = [f for f in ("near_miss", "contended", "integrity", "not_comparable", "needs_rerun") if d.get(f)]
     if flags:
         say(f"  {'flags':<17} {', '.join(flags)}")
     if d["crash_tail"]:
@@ -159,9 +159,17 @@ def best_command(args: argparse.Namespace) -> int:
         return 0
     say(f"best: #{b['id']} {fmt_val(b['val_bpb'])} ({b['tag']}, {b['agent']}, {b['commit']}) "
           f"{one_line(b['description'], 60)}")
+    _say_bests_by_tag(by_tag)
+    return 0
+
+
+def _say_bests_by_tag(by_tag: dict[str, dict[str, Any]]) -> None:
+    """One line per tag; each tag's comparability key under it when the tags were measured unalike."""
+    unalike = len({e.get("compare_key") for e in by_tag.values()}) > 1
     for tag, e in by_tag.items():
         say(f"  {tag:<24} #{e['id']:<5} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 50)}")
-    return 0
+        if unalike:
+            say(f"  {'':<24} measured under {one_line(e.get('compare_key') or 'unknown', 100)}")
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -176,8 +184,7 @@ def report_command(args: argparse.Namespace) -> int:
           f"{result['training_minutes']:.1f} training minutes")
     if result["best_by_tag"]:
         say("best per tag:")
-        for tag, e in result["best_by_tag"].items():
-            say(f"  {tag:<24} #{e['id']:<5} {fmt_val(e['val_bpb'])}  {one_line(e['description'], 50)}")
+        _say_bests_by_tag(result["best_by_tag"])
     if result["progression"]:
         say("progression of kept runs:")
         for s in result["progression"]:

@@ -95,7 +95,8 @@ def import_command(args: argparse.Namespace) -> int:
                           [{"line": s.line_no, "reason": s.reason} for s in parsed.skipped],
                           [{"line": r.line_no, "reason": r.reason} for r in parsed.repaired])
     if args.json:
-        print_json({"path": str(args.path), "tag": tag, **vars(report)})
+        print_json({"path": str(args.path), "tag": tag, **vars(report),
+                    "suggestions": parsed.suggestions})
         return 0
     say(f"{args.path.name}: {added} imported, {already} already in the ledger, "
           f"{len(report.skipped)} skipped (tag {tag})")
@@ -103,6 +104,8 @@ def import_command(args: argparse.Namespace) -> int:
         say(f"  skipped line {item['line']}: {item['reason']}")
     for item in report.repaired:
         say(f"  line {item['line']}: {item['reason']}")
+    for hint in parsed.suggestions:
+        say(f"  hint: {hint}")
     return 0
 
 

@@ -284,6 +284,8 @@ def start_agents(sandbox: Sandbox, count: int, seed: int, say: Say, *,
             os.environ.pop(key) if value is None else os.environ.update({key: value})
     if socket:
         say(f"watch the agents' panes with: tmux -L {socket} attach -t {TMUX_SESSION}")
+    if tmux:
+        say(f"agents' panes: {panes.back_hint(socket or None)}")
     return session
 
 

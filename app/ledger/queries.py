@@ -17,6 +17,7 @@ from app.ledger.store import Ledger
 from app.ledger.vocabulary import COMPARABLE_SQL, KEPT_SQL
 
 EVAL_CONSTANT_COLUMNS = ("time_budget", "max_seq_len", "eval_tokens", "vocab_size")
+_MAIN_BEST_MATCH = (*EVAL_CONSTANT_COLUMNS, "compare_key")  # what a main best must share with the run
 _FIRST_KEEP_COLUMNS = ("branch", "tag")
 IMPORT_BATCH = 5000  # rows per import transaction: ~0.1 s of write lock each
 # Pause between import batches: longer than SQLite's longest busy-handler sleep (100 ms), so a
@@ -41,12 +42,12 @@ def first_keep(ledger: Ledger, column: str, value: str) -> Experiment | None:
 def best_on_main(ledger: Ledger, main_branch: str | None, constants: dict[str, Any],
                  exclude_id: int) -> Experiment | None:
     """The best clean kept run run on `main_branch` or adopted into it, measured under the same
-    eval `constants` (a run that did not record one matches any)."""
+    eval `constants` and comparability key (a run that did not record one matches any)."""
     where = [KEPT_SQL, "id != ?", "(branch = ? OR adopted_sha != '')", COMPARABLE_SQL]
     args: list[Any] = [exclude_id, main_branch or ""]
     for key, value in constants.items():
-        if key not in EVAL_CONSTANT_COLUMNS:
-            raise ValueError(f"not an eval constant: {key!r}")
+        if key not in _MAIN_BEST_MATCH:
+            raise ValueError(f"not an eval constant or compare_key: {key!r}")
         where.append(f"({key} IS NULL OR {key} = ?)")
         args.append(value)
     return _experiment(ledger, ledger.conn.execute(

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from app.comparability import comparability_key
 from app.ledger import vocabulary
 from app.ledger.schema import SUMMARY_COLUMNS
 from app.ledger.vocabulary import FOREIGN_BACKENDS, LIVE_STATUSES
@@ -74,6 +75,8 @@ class Experiment:
     heartbeat_at: float | None = None
     gpu_ids: str = ""  # the leased devices, as handed to CUDA_VISIBLE_DEVICES ("0", "0,1", "modal:2")
     gpu_model: str = ""  # their model as NVML names it ("" when declared without NVML)
+    compare_key: str | None = None  # eval constants | device class | attention path (None: unknown)
+    not_comparable: int = 0
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -168,4 +171,6 @@ def summary_columns(summary: dict[str, Any]) -> dict[str, Any]:
     values["summary_json"] = json.dumps(summary, default=str)
     if "device" in summary:
         values["device"] = str(summary["device"])
+    if comparability_key(summary) is not None:
+        values["compare_key"] = comparability_key(summary)
     return values

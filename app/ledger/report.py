@@ -78,7 +78,7 @@ def experiment_detail(ledger: Ledger, exp: Experiment) -> dict[str, Any]:
 def brief(exp: Experiment) -> dict[str, Any]:
     return {"id": exp.id, "tag": exp.tag, "agent": exp.agent, "branch": exp.branch,
             "commit": exp.commit_sha[:7], "val_bpb": exp.val_bpb, "description": exp.description,
-            "decision": exp.decision, "status": exp.status}
+            "decision": exp.decision, "status": exp.status, "compare_key": exp.compare_key}
 
 
 def overview(ledger: Ledger, recent: int = 5) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Ledger schema and migrations; `PRAGMA user_version` holds the version."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from app.comparability import comparability_key
 from app.ledger import chain
 
 if TYPE_CHECKING:
@@ -111,6 +113,22 @@ def _v3(db: sqlite_utils.Database) -> None:
     chain.seal_existing(db.conn, time.time())
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    """Comparability: each run's key (eval constants + device class + attention path) and the
+    not-comparable flag; existing runs get the key their stored summary gives (NULL: unknown)."""
+    db.execute("ALTER TABLE experiments ADD COLUMN compare_key TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN not_comparable INTEGER NOT NULL DEFAULT 0")
+    rows = db.execute("SELECT id, summary_json FROM experiments WHERE summary_json != ''").fetchall()
+    for exp_id, summary_json in rows:
+        try:
+            summary = json.loads(summary_json)
+        except ValueError:
+            continue
+        key = comparability_key(summary) if isinstance(summary, dict) else None
+        if key is not None:
+            db.execute("UPDATE experiments SET compare_key = ? WHERE id = ?", (key, exp_id))
+
+
 def _v4(db: sqlite_utils.Database) -> None:
     """The supervisor's row: who runs, its heartbeat, trouble, and what it has already told."""
     db.table("supervisor").create({
@@ -122,5 +140,6 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 # MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
 # may have gaps (each branch numbers its own; missing ones are skipped).
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4,
+                                                                  6: _v6}
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -15,19 +15,21 @@ than MAX_SEGMENT_CHARS is cut to that length and reported, never buffered whole.
 from __future__ import annotations
 
 import codecs
+import copy
 import math
 import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from app.logs.crashtail import TAIL_LINES, TRACEBACK, Traceback, start_of_traceback
 from app.logs.textsafe import sanitize
 
 # ---------------------------------------------------------------------------
 # Limits and the output contract
 
 MAX_SEGMENT_CHARS = 64 * 1024  # longest segment kept; the rest of a longer one is dropped
-TAIL_LINES = 50  # logical lines kept for the crash tail
+SUMMARY_VALUE_COLUMN = 18  # train.py pads `key:` so values start here; text further left ends the block
 TAIL_LINE_CHARS = 1000  # each tail line is cut to this many characters
 MAX_SUMMARY_KEYS = 1000  # summary keys kept; more are dropped and reported
 MAX_SUMMARY_VALUE_CHARS = 4096  # a longer summary value is cut to this many characters
@@ -39,7 +41,8 @@ REQUIRED_SUMMARY_KEYS = (  # upstream's summary keys, in upstream's order
 _STEP_HEAD = re.compile(  # `step 00042 (13.7%) |`: number, optional progress, then `|` or the end
     r"\s*step\s+(\d{1,30})\s*(?:\(\s*([^()%|]*?)\s*%\s*\))?\s*(?:\||\Z)"
 )
-_SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")
+MISSING_VALUES = ("n/a", "na", "-", "none", "")  # a step field not measured (nan is a value)
+_SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")  # a line of the block: `key: value`
 
 
 # ---------------------------------------------------------------------------
@@ -122,8 +125,9 @@ def _step_record(text: str, head: re.Match[str]) -> StepRecord:
         known = _KNOWN_FIELDS.get(name)
         if known is None:
             extra[name] = raw
-        else:
-            values[known[0]] = known[1](raw)
+        elif raw.lower() not in MISSING_VALUES:  # `mfu: n/a` (ROCm forks): missing, not an error
+            # the first word only: a crash may glue its traceback onto the last field
+            values[known[0]] = known[1](raw.split(maxsplit=1)[0] if raw else raw)
     pct = head.group(2)
     loss, lrm, dt_ms, tok_per_sec, mfu_pct, epoch, remaining_s = values
     return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), loss=loss, lrm=lrm,
@@ -171,6 +175,21 @@ def summary_problems(summary: Mapping[str, float | int | str] | None) -> list[st
     return problems
 
 
+def summary_pair(line: str) -> tuple[str, float | int | str] | None:
+    """`key: value` of a summary line, or None when the line ends the block.
+
+    A number is always a value; text counts only in train.py's aligned column, so what other programs
+    print after the summary (`nanobind: leaked 3 instances!`, `Warning: ...`) never becomes a metric.
+    """
+    match = _SUMMARY_LINE.fullmatch(line)
+    if match is None:
+        return None
+    value = parse_summary_value(match.group(2))
+    if isinstance(value, str) and match.start(2) < SUMMARY_VALUE_COLUMN:
+        return None
+    return match.group(1), value
+
+
 # ---------------------------------------------------------------------------
 # Streaming parser
 
@@ -183,7 +202,7 @@ class ParseResult:
     failed: bool  # a `FAIL` line was seen
     last_step: StepRecord | None
     num_step_records: int
-    tail: list[str]  # last logical lines, sanitized and capped
+    tail: list[str]  # from the last traceback through its exception line, else the last lines; sanitized
     problems: list[str]  # what is wrong with the log, in words
 
 
@@ -203,6 +222,7 @@ class StreamParser:
         self._line_segments = 0  # non-blank segments seen on the current physical line
         self._line_last = ""  # the last non-blank segment of the current physical line
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._traceback: Traceback | None = None
         self._summary: dict[str, float | int | str] | None = None
         self._in_summary = False
         self._truncated = 0
@@ -231,11 +251,19 @@ class StreamParser:
             self._last_step = parse_step_line(self._last_step_text)
         return self._last_step
 
+    def flush(self) -> list[StepRecord]:
+        """At the end of the input: close the open segment (a log cut off mid-line ends in one)
+        and return the step records that completes, so the last step is not lost."""
+        if self._result is not None:
+            return []
+        records = self._consume(self._decoder.decode(b"", final=True))
+        self._close_segment(*self._join_pending(""), records)
+        return records if self._keep_records else []
+
     def finish(self) -> ParseResult:
         """Flush the last open segment and line; return the result (same object on repeat calls)."""
         if self._result is None:
-            self._consume(self._decoder.decode(b"", final=True))
-            self._close_segment(*self._join_pending(""), [])
+            self.flush()
             if self._line_segments:
                 self._end_line()
             self._result = ParseResult(
@@ -249,12 +277,21 @@ class StreamParser:
         return self._result
 
     def tail(self) -> list[str]:
-        """The last logical lines so far (each `\\r`-rewritten line as its last segment), sanitized."""
+        """The crash tail so far: from the last traceback through its exception line and what follows it,
+        else the last lines (each `\\r`-rewritten line as its last segment); sanitized."""
         lines = list(self._tail)
+        traceback = self._traceback
         pending = "".join(self._pending)
-        open_line = pending if pending.strip() else self._line_last
-        if open_line.strip():
-            lines = (lines + [open_line.rstrip()])[-TAIL_LINES:]
+        open_line = (pending if pending.strip() else self._line_last).rstrip()
+        if open_line:
+            lines = (lines + [open_line])[-TAIL_LINES:]
+            if TRACEBACK in open_line or traceback is None:
+                traceback = start_of_traceback(open_line)
+            else:
+                traceback = copy.deepcopy(traceback)
+                traceback.add(open_line)
+        if traceback is not None:
+            lines = traceback.lines()
         return [sanitize(line)[:TAIL_LINE_CHARS] for line in lines]
 
     # -- internals ----------------------------------------------------------
@@ -332,8 +369,13 @@ class StreamParser:
         single = self._line_segments == 1
         self._line_segments, self._line_last = 0, ""
         if not line:
+            self._in_summary = False
             return
         self._tail.append(line[: 4 * TAIL_LINE_CHARS])  # room for escapes that sanitize() removes
+        if TRACEBACK in line:
+            self._traceback = start_of_traceback(line[: 4 * TAIL_LINE_CHARS])
+        elif self._traceback is not None:
+            self._traceback.add(line[: 4 * TAIL_LINE_CHARS])
         line = line.lstrip()
         if single and line == "---":
             self._in_summary, self._summary = True, {}
@@ -341,14 +383,14 @@ class StreamParser:
             self._add_summary_line(line)
 
     def _add_summary_line(self, line: str) -> None:
-        match = _SUMMARY_LINE.fullmatch(line)
-        if match is None or self._summary is None:
+        pair = summary_pair(line)
+        if pair is None or self._summary is None:
+            self._in_summary = False  # the block ends at the first line that is not `key: value`
             return
-        key, raw = match.groups()
+        key, value = pair
         if key not in self._summary and len(self._summary) >= MAX_SUMMARY_KEYS:
             self._summary_overflow = True
             return
-        value = parse_summary_value(raw)
         self._summary[key] = sanitize(value)[:MAX_SUMMARY_VALUE_CHARS] if isinstance(value, str) else value
 
     def _problems(self) -> list[str]:

@@ -217,8 +217,9 @@ def _advance(ledger: Ledger, tail: _Tail, runlog: Path, size: int, writer_gone: 
     elif summary is not None:
         _finish_ok(ledger, tail, summary)
     elif writer_gone:
-        _finish_crash(ledger, tail, f"the process writing run.log (pid {exp.runner_pid}) exited "
-                                    "without a summary")
+        writer = f"the process writing run.log (pid {exp.runner_pid})" if exp.runner_pid else \
+            "the process writing run.log"
+        _finish_crash(ledger, tail, f"{writer} exited without a summary")
     elif fresh and time.time() - tail.last_write >= STEP_EVERY_S:
         _send_steps(ledger, tail)
 

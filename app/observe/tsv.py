@@ -21,6 +21,14 @@ from app.ledger.schema import SUMMARY_COLUMNS
 UPSTREAM_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 REQUIRED_COLUMNS = ("commit", "val_bpb", "status")  # a header must name these to be recognised
 STATUSES = ("keep", "discard", "crash")
+WINNER_STATUSES = ("best", "baseline", "adopted")  # a fork's words for a kept run: suggest mapping them
+COLUMN_ALIASES = {  # a fork's column name -> ours, used when the file lacks ours
+    "exp": "commit", "experiment": "commit", "id": "commit",
+    "peak_mem_gb": "memory_gb", "mem_gb": "memory_gb", "peak_memory_gb": "memory_gb",
+}
+OTHER_METRICS = ("val_loss", "val_sharpe", "loss")  # metrics that are not val_bpb: refused
+MISSING = ("", "n/a", "na", "nan", "-", "none", "null")  # cells that mean "not measured"
+MB_ABOVE = 1024.0  # a memory_gb value above this is megabytes (no GPU has a terabyte)
 EXPORT_STATUS = {  # ledger decision -> upstream status; anything else is not exportable
     "keep": "keep",
     "approved": "keep",
@@ -71,6 +79,12 @@ class TsvImport:
     rows: list[TsvRow] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     repaired: list[Repaired] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)  # what the user may want to do next
+    keys: list[str] = field(default_factory=list)  # our name for each column (aliases resolved)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = _canonical(self.columns)
 
 
 # ---------------------------------------------------------------------------
@@ -110,8 +124,38 @@ def parse_results_tsv(data: bytes, status_map: Mapping[str, str] | None = None) 
             result.skipped.append(parsed)
         else:
             result.rows.append(parsed)
+    _drop_repeats(result)
     result.repaired.sort(key=lambda note: note.line_no)
+    result.skipped.sort(key=lambda note: note.line_no)
+    winners = sorted({row.extra["original_status"] for row in result.rows
+                      if row.extra.get("original_status", "").lower() in WINNER_STATUSES
+                      and row.status == "discard"})
+    if winners:
+        flags = " ".join(f"--map-status {w}=keep" for w in winners)
+        result.suggestions.append(f"status {', '.join(map(repr, winners))} looks like a kept run "
+                                  f"but imports as discard: re-run with {flags}")
     return result
+
+
+def _drop_repeats(result: TsvImport) -> None:
+    """A row repeated inside the file is imported once; the repeats are reported as such."""
+    first_line: dict[str, int] = {}
+    kept = []
+    for row in result.rows:
+        key = row_key(row)
+        if key in first_line:
+            result.skipped.append(Skipped(row.line_no, f"repeats line {first_line[key]} of this file"))
+            continue
+        first_line[key] = row.line_no
+        kept.append(row)
+    result.rows = kept
+
+
+def _canonical(columns: list[str]) -> list[str]:
+    """Lower-cased column names with a fork's aliases replaced by ours where ours is absent."""
+    keys = [name.lower() for name in columns]
+    return [COLUMN_ALIASES[k] if k in COLUMN_ALIASES and COLUMN_ALIASES[k] not in keys else k
+            for k in keys]
 
 
 def _start_import(line_no: int, text: str) -> TsvImport:
@@ -119,7 +163,12 @@ def _start_import(line_no: int, text: str) -> TsvImport:
     header = [name.strip() for name in text.split("\t")]
     while header and not header[-1]:
         header.pop()
-    keys = [name.lower() for name in header]
+    keys = _canonical(header)
+    other = next((k for k in keys if k in OTHER_METRICS), None)
+    if other and "val_bpb" not in keys:
+        raise TsvFormatError(
+            f"line {line_no}: this file records {other}, not val_bpb: the cockpit ranks runs by "
+            "val_bpb only, so its rows cannot be compared with any other; nothing imported")
     if all(col in keys for col in REQUIRED_COLUMNS):
         duplicates = sorted({k for k in keys if keys.count(k) > 1})
         if duplicates:
@@ -168,21 +217,30 @@ def _looks_like_upstream_row(text: str) -> bool:
 def _parse_row(
     line_no: int, text: str, result: TsvImport, status_map: Mapping[str, str]
 ) -> TsvRow | Skipped:
-    columns = result.columns
+    columns, keys = result.columns, result.keys
     values = [v.strip() for v in text.split("\t")]
+    notes: list[str] = []
+    if len(values) == 1 and len(columns) > 1 and keys[-1] == "description":
+        spaced = text.split(None, len(columns) - 1)
+        if len(spaced) < len(columns):
+            return Skipped(line_no, f"no tabs, and {len(spaced)} space-separated fields for "
+                                    f"{len(columns)} columns")
+        values = spaced
+        notes.append("fields separated by spaces instead of tabs: read by position")
     while len(values) > len(columns) and not values[-1]:
         values.pop()
-    notes: list[str] = []
     if len(values) > len(columns):
         if columns[-1].lower() != "description":
             return Skipped(line_no, f"{len(values)} fields but the header has {len(columns)} columns")
         notes.append(f"{len(values) - len(columns)} extra tab(s) joined into description")
         values[len(columns) - 1:] = [" ".join(v for v in values[len(columns) - 1:] if v)]
-    by_key = {c.lower(): values[i] if i < len(values) else "" for i, c in enumerate(columns)}
+    by_key = {k: values[i] if i < len(values) else "" for i, k in enumerate(keys)}
     commit = by_key["commit"]
     if not commit:
         return Skipped(line_no, "no commit")
-    extra = {c: by_key[c.lower()] for c in columns if c.lower() not in UPSTREAM_COLUMNS}
+    if not commit.strip("-=#* "):
+        return Skipped(line_no, "a section heading, not an experiment")
+    extra = {c: by_key[k] for c, k in zip(columns, keys) if k not in UPSTREAM_COLUMNS}
     status = by_key["status"].lower()
     if not status:
         return Skipped(line_no, f"no status ({len(values)} of {len(columns)} columns)")
@@ -202,12 +260,18 @@ def _parse_row(
         return Skipped(line_no, f"val_bpb {raw_val!r} is not a number")
     if val_bpb is not None and val_bpb < 0:
         return Skipped(line_no, f"val_bpb {raw_val!r} is negative")
+    if status == "crash" and val_bpb is not None:
+        notes.append(f"crash row's val_bpb {raw_val} stored as missing (a crash measures nothing)")
+        val_bpb = None
     raw_memory = by_key.get("memory_gb", "")
     try:
         memory_gb = _measurement(raw_memory)
     except ValueError:
         memory_gb = None
         notes.append(f"memory_gb {raw_memory!r} is not a number: dropped")
+    if memory_gb is not None and memory_gb > MB_ABOVE:
+        notes.append(f"memory_gb {raw_memory} is megabytes: stored as {memory_gb / 1024:.1f} GB")
+        memory_gb /= 1024
     result.repaired.extend(Repaired(line_no, note) for note in notes)
     return TsvRow(
         line_no=line_no,
@@ -221,8 +285,8 @@ def _parse_row(
 
 
 def _measurement(text: str) -> float | None:
-    """A metric cell: empty, 0, nan and inf mean "not measured" (upstream writes 0.000000)."""
-    if not text:
+    """A metric cell: empty, n/a, 0, nan and inf mean "not measured" (upstream writes 0.000000)."""
+    if text.strip().lower() in MISSING:
         return None
     value = float(text)
     if not math.isfinite(value) or value == 0:

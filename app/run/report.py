@@ -127,8 +127,11 @@ def format_block(result: RunResult) -> str:
         lines.append(f"  flags         {', '.join(result.flags)}")
     lines.append(f"  log           {result.log_path}")
     if result.tail:
-        lines.append(f"  last {min(TAIL_SHOWN, len(result.tail))} lines of the log:")
-        lines += [f"    {line}" for line in result.tail[-TAIL_SHOWN:]]
+        shown = result.tail[-TAIL_SHOWN:]
+        if len(result.tail) > TAIL_SHOWN and result.tail[0].startswith("Traceback"):
+            shown = [result.tail[0], "  ..."] + result.tail[2 - TAIL_SHOWN:]  # the traceback's start and end
+        lines.append("  crash tail of the log:")
+        lines += [f"    {line}" for line in shown]
     if result.rethink:
         lines.append(f"  {result.rethink}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.comparability import comparability_key, comparability_problem
 from app.ledger.store import Ledger, LedgerBusy, StepRow, finite, summary_columns
 from app.logs.parse import StepRecord, StreamParser, summary_problems
 from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
@@ -239,9 +240,11 @@ class Runner:
                           killed=supervised.stop_reason in ("killed", "signal"))
         constants = {k: summary.get(k) for k in ("time_budget", "max_seq_len", "eval_tokens",
                                                  "vocab_size")} if summary else {}
+        constants = {k: v for k, v in constants.items() if finite(v) is not None}
+        if summary and comparability_key(summary):
+            constants["compare_key"] = comparability_key(summary)
         context = gather(self.ledger, exp_id=self.exp_id, branch=plan.branch, tag=plan.tag,
-                         main_branch=plan.main_branch,
-                         constants={k: v for k, v in constants.items() if finite(v) is not None})
+                         main_branch=plan.main_branch, constants=constants)
         verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
         verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
         check = plausibility(_raw_val(summary), _val(context.branch_baseline or context.tag_baseline
@@ -258,7 +261,8 @@ class Runner:
             "exit_code": supervised.exit_code, "finished_at": time.time(), "delta": verdict.delta,
             "margin": verdict.margin, "near_miss": int(verdict.near_miss),
             "contended": int(flags["contended"]), "integrity": int(flags["integrity"]),
-            "implausible": int(flags["implausible"])}
+            "implausible": int(flags["implausible"]),
+            "not_comparable": int(flags["not_comparable"])}
         if summary:
             values.update(summary_columns(summary))
         if decision not in ("keep", "discard", "repeat", "pending"):
@@ -291,8 +295,17 @@ class Runner:
                                         constants_mismatch(summary or {}, baseline)),
             repeat_of=((plan.repeat_of.id, plan.repeat_of.val_bpb or 0.0)
                        if plan.repeat_of is not None else None),
+            unlike=self._unlike(summary, context),
             val_bpb=(summary or {}).get("val_bpb", 0))
         return adjust(verdict, facts)
+
+    @staticmethod
+    def _unlike(summary: dict | None, context: Context) -> str | None:
+        """Why the run is measured unlike the branch best (else the tag's first keep); None: alike."""
+        reference = context.branch_best or context.tag_baseline
+        return comparability_problem(comparability_key(summary or {}),
+                                     reference.compare_key if reference else None,
+                                     reference.id if reference else None)
 
     def _flags(self, verdict: Verdict, summary: dict | None, context: Context) -> dict[str, Any]:
         base = context.branch_baseline

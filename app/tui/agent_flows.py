@@ -103,8 +103,12 @@ async def new_agent(app: CockpitApp, _name: str | None = None) -> None:
 async def stop_agent(app: CockpitApp, name: str) -> None:
     agent = app.agent_status(name)
     pane = f"its pane {agent.pane_id} closes" if agent and agent.pane_id else "its pane closes"
-    body = (f"{pane} and the agent's process ends; its worktree {agent.worktree if agent else ''} "
-            f"and branch {agent.branch if agent else ''} stay.")
+    body = f"{pane} and the agent's process ends"
+    if agent and agent.running:
+        body += (f"; its running experiment #{agent.running.id} is killed with it (the pane's "
+                 "processes end)")
+    body += (f". Its worktree {agent.worktree} and branch {agent.branch} stay." if agent
+             else ". Its worktree and branch stay.")
     if not await app.push_screen_wait(ConfirmModal(f"Stop agent {name}?", body, confirm_label="Stop")):
         return
     core = _core()
@@ -131,13 +135,15 @@ async def focus_agent(app: CockpitApp, name: str) -> None:
 
     def focus() -> Any:
         core.panes.select_pane(agent.pane_id, socket)
-        return core.panes.pane_info(agent.pane_id, socket)
+        return core.panes.pane_info(agent.pane_id, socket), core.panes.back_hint(socket)
 
-    pane = await _in_thread(app, "agent focus", focus)
-    if pane is None:
+    found = await _in_thread(app, "agent focus", focus)
+    if found is None or found[0] is None:
         return
+    pane, back = found
     if _inside_server(agent.tmux_socket):
-        outcome = f"agent {name}: pane {pane.pane_id} in session {pane.session} is the active pane"
+        outcome = (f"agent {name}: pane {pane.pane_id} in session {pane.session} is the active "
+                   f"pane; {back}")
     else:
         server = f"-L {agent.tmux_socket} " if agent.tmux_socket else ""
         outcome = (f"agent {name} runs in tmux session {pane.session} (pane {pane.pane_id}, now its "

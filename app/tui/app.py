@@ -6,6 +6,7 @@ Usage:
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,7 +24,8 @@ from app.tui.messages import ActionFinished, LedgerChanged
 from app.tui.palette import CockpitCommands
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.screens.help import HelpScreen, HelpSection
-from app.tui.widgets.experiments_table import one_line
+from app.tui.widgets.experiments_table import LEGEND, one_line
+from app.tui.widgets.row_table import RowTable
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -48,6 +50,7 @@ class CockpitApp(App[None]):
         Binding("exclamation_mark", "attention", "Attention", id="app.attention", key_display="!",
                 tooltip="What needs you: reviews, agents waiting or stuck, crashes, new bests"),
         Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("u", "undo", "Undo", id="app.undo", tooltip="Take back an approval before it is written"),
     ]
 
     def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
@@ -66,6 +69,7 @@ class CockpitApp(App[None]):
         self.watch_worktrees = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
         self._attention_count = 0  # items that needed the human at the last ledger change
+        self.pending_undo: tuple[str, asyncio.Event] | None = None  # (what, set to undo it)
         if read_only:
             self.sub_title = "read-only"
 
@@ -175,6 +179,15 @@ class CockpitApp(App[None]):
             self.on_quit(stop)
         self.call_from_thread(self.exit)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "undo":
+            return self.pending_undo is not None
+        return True
+
+    def action_undo(self) -> None:
+        if self.pending_undo is not None:
+            self.pending_undo[1].set()
+
     def action_help(self) -> None:
         from app.tui.screens.compare import CompareScreen
         from app.tui.screens.detail import DetailScreen
@@ -182,12 +195,13 @@ class CockpitApp(App[None]):
 
         sections: list[HelpSection] = [
             ("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
+            ("Both tables", RowTable.BINDINGS),
             ("Everywhere", self._global_bindings()),
             ("Experiment detail", DetailScreen.BINDINGS),
             ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
             ("Compare", CompareScreen.BINDINGS)]
         hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
-        self.push_screen(HelpScreen(sections, hidden=hidden,
+        self.push_screen(HelpScreen(sections, hidden=hidden, legend=LEGEND,
                                     footer="Every action is also in the command palette (ctrl+p), "
                                            "e.g. \"experiment: kill #12\"."))
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from app.tui.app import CockpitApp
 
 WRITE_ACTIONS = frozenset({"kill", "approve", "reject", "adopt", "note"}) | AGENT_WRITE_ACTIONS
+UNDO_S = 5.0  # an approval is written this long after it is confirmed; `u` meanwhile undoes it
 
 
 def _core() -> SimpleNamespace:
@@ -67,8 +68,32 @@ async def kill(app: CockpitApp, exp_id: int) -> None:
 
 
 async def approve(app: CockpitApp, exp_id: int) -> None:
+    """Confirm, then wait UNDO_S for `u` before writing: once written, the agent acts on it."""
+    question = f"Approve #{exp_id}? It becomes a keep and its agent builds on it."
+    if not await app.push_screen_wait(ConfirmModal(question, app.experiment_summary(exp_id),
+                                                   confirm_label="Approve", danger=False)):
+        return
+    if await _undone(app, f"approve #{exp_id}"):
+        _finished(app, "approve", exp_id, f"approval of #{exp_id} undone: it is still pending")
+        return
     _finished(app, "approve", exp_id,
               await _write(app, "approve", exp_id, lambda ledger: _core().actions.approve(ledger, exp_id)))
+
+
+async def _undone(app: CockpitApp, what: str) -> bool:
+    """Offer `u` for UNDO_S seconds; True when it was pressed."""
+    undo = asyncio.Event()
+    app.pending_undo = (what, undo)
+    app.refresh_bindings()
+    app.notify(f"{what} in {UNDO_S:.0f} s: press u to undo", timeout=UNDO_S)
+    try:
+        await asyncio.wait_for(undo.wait(), UNDO_S)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        app.pending_undo = None
+        app.refresh_bindings()
+    return undo.is_set()
 
 
 async def reject(app: CockpitApp, exp_id: int) -> None:

@@ -71,6 +71,8 @@ def agent_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Comm
 
 
 def view_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Command]:
+    if app.pending_undo is not None:
+        yield Command(f"undo: {app.pending_undo[0]}", app.action_undo, "before it is written")
     yield Command("view: help", app.action_help, "every key")
     yield Command("view: attention", app.action_attention,
                   "what needs you: reviews, agents waiting or stuck, crashes, new bests")
@@ -86,8 +88,10 @@ def view_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Comma
     set_filter = dashboard.set_filter
     yield Command("filter: clear", dashboard.action_clear_filters, "all tags, agents, decisions")
     for tag in data.tags if data else ():
-        yield Command(f"view: tag {one_line(tag)}", partial(set_filter, tag=tag),
+        yield Command(f"view: tag {one_line(tag)}", partial(set_filter, tag=tag, plot_tag=None),
                       "table and progression plot")
+        yield Command(f"view: plot tag {one_line(tag)}", partial(set_filter, plot_tag=tag),
+                      "the progression plot and the header's best only")
     for name in data.agent_names if data else ():
         yield Command(f"filter: agent {one_line(name)}", partial(set_filter, agent=name))
     for state in STATES:

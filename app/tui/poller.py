@@ -38,6 +38,7 @@ from app.ledger.pool import PoolView, load_pool
 from app.ledger.records import Experiment
 from app.ledger.store import LEDGER_ERRORS, Ledger
 from app.ledger.supervisor import SupervisorRow, read_supervisor
+from app.ledger.tags import latest_finished_tag
 from app.ledger.vocabulary import is_kept, state_of
 from app.supervisor.attention import AttentionItem
 from app.supervisor.status import current_attention
@@ -54,7 +55,9 @@ ATTENTION_S = 2.0  # attention and the supervisor's liveness are re-read at leas
 class DashboardQuery:
     """What the dashboard shows; the UI swaps in a new one, the poller reloads."""
 
-    tag: str | None = None  # table filter and plot tag; None: every tag (plot: the live/newest)
+    tag: str | None = None  # table filter (the plot and header follow it); None: every tag
+    plot_tag: str | None = None  # the tag the plot and header show (`T`); None: `tag`, else the
+    # tag whose run finished last when the dashboard first loaded
     agent: str | None = None
     state: str | None = None  # one of STATES
     search: str = ""  # substring of description, hypothesis or agent
@@ -80,9 +83,11 @@ class Progression:
     """Upstream's progress.png for one tag: every measured run, and the running best of kept runs."""
 
     tag: str
-    points: tuple[tuple[int, float, str], ...]  # (experiment number in the tag, val_bpb, state)
-    best_steps: tuple[tuple[int, float], ...]  # (experiment number, best val_bpb so far)
+    points: tuple[tuple[int, float, str], ...]  # (experiment id, val_bpb, state)
+    best_steps: tuple[tuple[int, float], ...]  # (experiment id, best val_bpb so far)
     total: int  # experiments in the tag (crashes included)
+    first_id: int = 0  # the tag's first and last experiment ids (the x axis)
+    last_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,20 +122,21 @@ def load_progression(ledger: Ledger, tag: str) -> Progression:
     runs = tag_runs(ledger, tag)
     points: list[tuple[int, float, str]] = []
     best_steps: list[tuple[int, float]] = []
-    for number, exp in enumerate(runs, start=1):
+    for exp in runs:
         if exp.val_bpb is None:
             continue
         state = state_of(exp)
-        points.append((number, exp.val_bpb, state))
+        points.append((exp.id, exp.val_bpb, state))
         if is_kept(exp) and (not best_steps or exp.val_bpb < best_steps[-1][1]):
-            best_steps.append((number, exp.val_bpb))
+            best_steps.append((exp.id, exp.val_bpb))
     if len(points) > MAX_PLOT_POINTS:
         others = [p for p in points if p[2] != "keep"]
         stride = max(1, len(others) * 2 // MAX_PLOT_POINTS)
         points = sorted([p for p in points if p[2] == "keep"] + others[::stride])
+    first, last = (runs[0].id, runs[-1].id) if runs else (0, 0)
     if best_steps:
-        best_steps.append((len(runs), best_steps[-1][1]))
-    return Progression(tag, tuple(points), tuple(best_steps), len(runs))
+        best_steps.append((last, best_steps[-1][1]))
+    return Progression(tag, tuple(points), tuple(best_steps), len(runs), first, last)
 
 
 class LedgerPoller:
@@ -153,6 +159,7 @@ class LedgerPoller:
         self._data: DashboardData | None = None
         self._progression_key: tuple | None = None
         self._curves: dict[int, tuple[int, list[tuple[float, float]]]] = {}
+        self._default_tag: str | None = None  # chosen once: the plot never switches on its own
 
     @property
     def query(self) -> DashboardQuery:
@@ -238,8 +245,9 @@ class LedgerPoller:
         best = best_per_tag(ledger)
         live = live_rows(ledger)
         agents = self._agents(ledger, live)
-        plot_tag = query.tag if query.tag is not None else (
-            live[-1].tag if live else tags[0] if tags else None)
+        if self._default_tag not in tags:
+            self._default_tag = latest_finished_tag(ledger)
+        plot_tag = next((t for t in (query.plot_tag, query.tag) if t is not None), self._default_tag)
         progression = None
         if plot_tag is not None:
             key = (plot_tag, self._signature)

@@ -143,7 +143,7 @@ def test_a_missing_command_falls_back_to_a_shell(ledger: Ledger, main: Path, soc
 
 def test_inside_tmux_the_agent_splits_the_current_window_then_opens_a_new_one(
         ledger: Ledger, main: Path, socket: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    human = panes.ensure_session("work", STAND_IN_COCKPIT, main, size=(100, 20), socket=socket)
+    human = panes.ensure_session("work", STAND_IN_COCKPIT, main, size=(140, 20), socket=socket)
     server = subprocess.run(["tmux", "-L", socket, "display-message", "-p", "#{socket_path},#{pid},0"],
                             capture_output=True, text=True, check=True).stdout.strip()
     monkeypatch.setenv("TMUX", server)
@@ -154,6 +154,14 @@ def test_inside_tmux_the_agent_splits_the_current_window_then_opens_a_new_one(
     assert windows[:2] == [human.window_id] * 2 and windows[2] != human.window_id
     assert [c.new_window for c in made] == [False, False, True]
     assert not panes.has_session(f"cockpit-{main.name}", socket)
+
+
+def test_stop_says_the_running_experiment_ends_with_the_agent(
+        ledger: Ledger, main: Path, socket: str) -> None:
+    create(ledger, main, "gus", socket, command="sleep 600")
+    exp_id = ledger.register(agent="gus", description="x", status="running")
+    message = agents.stop_agent(ledger, "gus")
+    assert f"its running experiment #{exp_id} ends with it" in message
 
 
 def test_stop_closes_the_pane_and_keeps_worktree_and_branch(ledger: Ledger, main: Path, socket: str) -> None:

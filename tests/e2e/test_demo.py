@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -178,11 +179,17 @@ def test_tmux_agents_and_their_private_server_stop(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("STANDIN_SLEEP", "300")
     monkeypatch.setenv("STANDIN_SLEEP_ALWAYS", "1")
     sandbox = standin_sandbox(tmp_path / "d")
-    session = demo.start_agents(sandbox, 2, 1, quiet, use_tmux=True)
+    said: list[str] = []
+    session = demo.start_agents(sandbox, 2, 1, said.append, use_tmux=True)
     try:
         assert session.mode == "tmux" and session.tmux_socket
-        agent_panes = [p for p in panes.list_panes(demo.TMUX_SESSION, session.tmux_socket) if p.agent]
+        every_pane = panes.list_panes(demo.TMUX_SESSION, session.tmux_socket)
+        agent_panes = [p for p in every_pane if p.agent]
         assert sorted(p.agent for p in agent_panes) == ["ada", "bo"]
+        cockpit = next(p for p in every_pane if not p.agent)  # the cockpit keeps 60 % of its window
+        beside = [p for p in agent_panes if p.window_id == cockpit.window_id]
+        assert beside and cockpit.width >= 0.6 * (cockpit.width + beside[0].width + 1)
+        assert any(re.search(r"back to the cockpit: \S+ ; \(last pane\) or \S+ l", s) for s in said)
         wait_for(lambda: running(sandbox.ledger_path) >= 2, timeout=120, interval=0.3,
                  message="2 experiments never ran at once")
         report = demo.stop_demo(sandbox.root)

@@ -66,20 +66,32 @@ def test_split_pane_runs_argv_without_shell(cockpit: panes.Pane, socket: str) ->
     assert wait_for(lambda: panes.pane_info(pane_id, socket).command == "sleep")
 
 
-def test_split_layout_then_new_window_when_full(socket: str, tmp_path: Path) -> None:
+def test_agents_take_a_column_and_the_cockpit_keeps_60_percent(socket: str, tmp_path: Path) -> None:
+    cockpit = panes.ensure_session("wide", "exec sleep 600", tmp_path, size=(200, 50), socket=socket)
+    made = [panes.split_pane(cockpit.pane_id, "exec sleep 600", agent=f"a{i}", socket=socket)
+            for i in range(5)]
+    info = {p.pane_id: p for p in panes.list_panes("wide", socket)}
+    assert info[cockpit.pane_id].width == 120 and info[cockpit.pane_id].height == 50
+    beside = [info[m] for m in made if info[m].window_id == cockpit.window_id]
+    assert len(beside) == 4 and all(p.width == 79 and p.height >= 8 for p in beside)  # stacked
+    assert info[made[4]].window_id != cockpit.window_id  # the column was full: their own window
+    for columns, rows, expected in ((80, 24, 78), (200, 50, 120), (150, 40, 90)):
+        subprocess.run(["tmux", "-L", socket, "resize-window", "-t", cockpit.window_id, "-x", str(columns),
+                        "-y", str(rows)], check=True)
+        assert wait_for(lambda expected=expected: panes.pane_info(cockpit.pane_id, socket).width == expected)
+
+
+def test_narrow_window_puts_agents_in_their_own_window(socket: str, tmp_path: Path) -> None:
     cockpit = panes.ensure_session("small", "exec sleep 600", tmp_path, size=(90, 20), socket=socket)
-    first = panes.split_pane(cockpit.pane_id, "exec sleep 600", socket=socket)
+    first = panes.split_pane(cockpit.pane_id, "exec sleep 600", agent="a", socket=socket)
+    second = panes.split_pane(cockpit.pane_id, "exec sleep 600", title="agent b", agent="b", socket=socket)
     info = {p.pane_id: p for p in panes.list_panes("small", socket)}
-    assert info[first].height == 20 and info[first].width < 50  # side by side with the cockpit
-    second = panes.split_pane(cockpit.pane_id, "exec sleep 600", socket=socket)
-    info = {p.pane_id: p for p in panes.list_panes("small", socket)}
-    assert info[second].window_id == cockpit.window_id
-    assert info[cockpit.pane_id].width == 45 and info[cockpit.pane_id].height == 20  # cockpit not shrunk
-    assert info[second].height < 10 and info[first].height < 11  # the agent column was stacked
-    third = panes.split_pane(cockpit.pane_id, "exec sleep 600", title="agent c", agent="c", socket=socket)
-    info = {p.pane_id: p for p in panes.list_panes("small", socket)}
-    assert info[third].window_id != cockpit.window_id and info[third].session == "small"
-    assert info[third].agent == "c"
+    assert info[cockpit.pane_id].width == 90 and info[cockpit.pane_id].height == 20  # untouched
+    assert info[first].window_id != cockpit.window_id
+    assert info[second].window_id == info[first].window_id and info[second].agent == "b"
+    prefix = subprocess.run(["tmux", "-L", socket, "show-options", "-gv", "prefix"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert f"{prefix} l (last window)" in panes.back_hint(socket)
 
 
 def test_capture_is_plain_text(cockpit: panes.Pane, socket: str) -> None:

@@ -6,6 +6,7 @@ import http.server
 import io
 import json
 import math
+import re
 import sys
 import threading
 from pathlib import Path
@@ -140,6 +141,34 @@ def test_cli_source_without_text_fails_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no text found" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache" / "tokenizer").exists()
+
+def test_validation_shard_with_room_for_eval_tokens_gives_no_warning(cache: Path) -> None:
+    assert prepare.validation_shard_warning() is None  # 200 short documents, EVAL_TOKENS 1,536
+
+
+def test_validation_shard_too_small_for_eval_tokens_is_named(cache: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prepare, "EVAL_TOKENS", 10_000_000)
+    warning = prepare.validation_shard_warning()
+    assert warning is not None
+    assert re.search(r"the validation shard holds 200 documents, [\d,]+ usable tokens", warning)
+    assert "EVAL_TOKENS=10,000,000" in warning and "lower AUTORESEARCH_EVAL_TOKENS" in warning
+    monkeypatch.setattr(prepare, "EVAL_TOKENS", 100)
+    monkeypatch.setattr(prepare, "MIN_VAL_DOCS", 1000)
+    assert "wants at least 1000 documents" in prepare.validation_shard_warning()
+
+
+def test_cli_source_warns_when_long_documents_leave_eval_scoring_the_same_text(tmp_path: Path) -> None:
+    """Issue 10's smoke-scale trap: a few documents longer than a row, a validation shard of one of them."""
+    long_docs = [json.dumps({"text": doc * 40}) + "\n" for doc in make_documents(12)]
+    (tmp_path / "docs.jsonl").write_text("".join(long_docs))
+    env = script_env(tmp_path / "cache")  # SMOKE_ENV: MAX_SEQ_LEN 256, EVAL_TOKENS 16,384
+    source = str(tmp_path / "docs.jsonl")
+    result = run_script(REPO / "prepare.py", env, "--source", source, "--num-shards", "4")
+    assert result.returncode == 0, result.stderr
+    warning = next(line for line in result.stdout.splitlines() if line.startswith("WARNING: "))
+    assert "at most 257 per document" in warning and "would score the same text" in warning
+
 
 # ---------------------------------------------------------------------------
 # Tokenizer

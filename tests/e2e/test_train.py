@@ -3,6 +3,7 @@ in-process."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,17 +104,56 @@ def test_smoke_run_step_lines_follow_the_contract(smoke: SmokeRun) -> None:
     assert "FAIL" not in smoke.stdout
 
 
+def readme_smoke_recipe() -> tuple[dict[str, str], dict[str, str]]:
+    """The README's smoke-scale block: its AUTORESEARCH_* settings and the train.py constants its sed sets."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("A smoke-scale run on a 2-core CPU", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    env = dict(re.findall(r"\b((?:AUTORESEARCH|OMP)_\w+)=(\S+)", block))
+    constants = dict(re.findall(r"s/\^(\w+) = \[\^#\]\*/\1 = ([^/]+?)\s*/", block))
+    return env, constants
+
+
+@pytest.mark.slow
+def test_readme_smoke_recipe_lowers_val_bpb(tmp_path: Path) -> None:
+    """The README's recipe, on the demo's offline corpus: no validation warning, and training helps."""
+    from app.demo.corpus import write_corpus as write_stdlib_corpus
+
+    settings, constants = readme_smoke_recipe()
+    assert set(settings) >= {"AUTORESEARCH_VOCAB_SIZE", "AUTORESEARCH_MAX_SEQ_LEN",
+                             "AUTORESEARCH_EVAL_TOKENS", "AUTORESEARCH_TIME_BUDGET"}
+    assert constants.keys() == SMOKE_CONSTANTS.keys()
+    settings.pop("AUTORESEARCH_CACHE")
+    assert settings.pop("OMP_NUM_THREADS") == "1"  # as script_env sets it
+    env = script_env(tmp_path / "cache", **settings)
+    corpus = write_stdlib_corpus(tmp_path / "corpus.jsonl").path
+    train = write_scripts(tmp_path / "run", constants)
+    prepared = run_script(train.parent / "prepare.py", env, "--source", str(corpus), "--num-shards", "4")
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    assert "WARNING" not in prepared.stdout
+    helper = [PYTHON, str(REPO / "tests" / "corehelpers.py"), "untrained-bpb", str(train)]
+    with subprocess.Popen(helper, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as untrained:
+        trained = run_script(train, env, timeout=600)
+        out, err = untrained.communicate(timeout=600)
+    assert untrained.returncode == 0, err
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr
+    before = float(out.rsplit("untrained_val_bpb:", 1)[1])
+    after = float(parse_summary(trained.stdout)["val_bpb"])
+    print(f"README smoke recipe: untrained val_bpb {before:.4f} -> trained {after:.4f}")
+    assert after < before - 0.5, (before, after)
+
+
 @pytest.mark.slow
 def test_exploding_loss_fails_fast(tmp_path: Path, smoke: SmokeRun) -> None:
     train = write_scripts(tmp_path / "run", dict(SMOKE_CONSTANTS, UNEMBEDDING_LR='float("inf")'))
     result = run_script(train, script_env(smoke.cache))
     assert result.returncode == 1
-    assert "\nFAIL\n" in result.stdout and "---" not in result.stdout
+    assert result.stdout.rstrip().endswith("FAIL") and "---" not in result.stdout
 
 
-def test_batch_config_that_does_not_divide_is_a_clear_error(tmp_path: Path) -> None:
+def test_batch_config_that_does_not_divide_is_a_clear_error(tmp_path: Path, smoke: SmokeRun) -> None:
     train = write_scripts(tmp_path / "run", dict(SMOKE_CONSTANTS, TOTAL_BATCH_SIZE="3000"))
-    result = run_script(train, script_env(tmp_path / "cache"))
+    result = run_script(train, script_env(smoke.cache))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert ("TOTAL_BATCH_SIZE (3,000) must be a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN "
             "(8 * 256 = 2,048)") in result.stderr
@@ -146,16 +186,40 @@ def naive_attention(q, k, v, window):
     return torch.einsum("bhij,bjhd->bihd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v)
 
 
-@pytest.mark.parametrize("window", [0, 1, 5, 15, 16, 40, -1])
+PATHS_ON_CPU = ["sdpa_attention_bthd", "flex_attention_bthd"]  # FA3 needs CUDA: bench/gpu_check.py
+
+
+@pytest.mark.parametrize("path", PATHS_ON_CPU)
+@pytest.mark.parametrize(("length", "window"), [
+    (1, 0), (16, 0), (16, 1), (16, 5), (16, 15), (16, 16), (16, -1),
+    (130, 64), (130, 128), (130, 129), (200, 100), (256, 128), (256, 256)])
 @pytest.mark.parametrize("kv_heads", [4, 2])
-def test_sdpa_attention_matches_a_sliding_window_reference(defs: dict, window: int, kv_heads: int) -> None:
-    assert defs["ATTENTION"] == "sdpa"
-    g = torch.Generator().manual_seed(window + 100 * kv_heads)
-    q = torch.randn(2, 16, 4, 8, generator=g)
-    k, v = torch.randn(2, 16, kv_heads, 8, generator=g), torch.randn(2, 16, kv_heads, 8, generator=g)
-    out = defs["attention"](q, k, v, (window, 0))
+def test_attention_paths_match_a_masked_softmax_reference(defs: dict, path: str, length: int, window: int,
+                                                          kv_heads: int) -> None:
+    g = torch.Generator().manual_seed(length + 1000 * window + 100 * kv_heads)
+    q = torch.randn(2, length, 4, 8, generator=g)
+    k, v = torch.randn(2, length, kv_heads, 8, generator=g), torch.randn(2, length, kv_heads, 8, generator=g)
+    out = defs[path](q, k, v, window)
     assert out.shape == q.shape
-    torch.testing.assert_close(out, naive_attention(q, k, v, window), atol=1e-5, rtol=1e-5)
+    assert (out - naive_attention(q, k, v, window)).abs().max().item() <= 1e-5
+
+
+def test_the_model_gives_the_same_loss_on_every_cpu_path(defs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPT.forward dispatches on ATTENTION: flex (eager) and sdpa agree through the model, S and L layers."""
+    assert defs["ATTENTION"] == "sdpa", "the CPU default"
+    torch.manual_seed(0)
+    config = defs["GPTConfig"](sequence_len=160, vocab_size=64, n_layer=2, n_head=2, n_kv_head=1, n_embd=64)
+    model = defs["GPT"](config)
+    model.init_weights()
+    for block in model.transformer.h:  # zero-initialised projections would hide the attention output
+        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.05)
+    x = torch.randint(0, 64, (2, 160))
+    losses = {}
+    for path in ("sdpa", "flex"):
+        monkeypatch.setitem(defs, "ATTENTION", path)
+        with torch.no_grad():  # FlexAttention has no backward on CPU
+            losses[path] = model(x, torch.roll(x, -1, dims=1), reduction="none")
+    assert (losses["flex"] - losses["sdpa"]).abs().max().item() <= 1e-5
 
 
 def test_window_pattern_and_value_embedding_layers(defs: dict) -> None:

@@ -4,6 +4,7 @@ TUI stops a run started by `cockpit run`."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,17 @@ async def highlight(pilot, exp_id: int) -> DashboardScreen:
     return dashboard
 
 
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=app.size.width, file=io.StringIO(), record=True, force_terminal=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
 def footer_keys(app) -> set[str]:
     return {key.key for key in app.screen.query_one(Footer).children if hasattr(key, "key")}
 
@@ -82,16 +94,28 @@ async def test_kill_asks_first_then_requests_the_kill(fx) -> None:
             assert exp.decision == "killed"  # the fixture's runner is gone: the cockpit stops it
 
 
-async def test_approve_and_reject_pending_keep_candidates(fx, tmp_path: Path) -> None:
+@pytest.fixture
+def quick_undo(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Approvals are written 1 s after their confirmation instead of 5 s."""
+    from app.tui import experiment_flows
+
+    monkeypatch.setattr(experiment_flows, "UNDO_S", 1.0)
+    return 1.0
+
+
+async def test_approve_and_reject_pending_keep_candidates(fx, tmp_path: Path, quick_undo) -> None:
     pending = fx.ids["pending"]
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     async with app.run_test(size=(120, 40)) as pilot:
         await highlight(pilot, fx.best_id)
         await pilot.pause()
         assert not {"a", "r"} & footer_keys(app)  # not pending: hidden
-        await highlight(pilot, pending)
+        dashboard = await highlight(pilot, pending)
         await wait_until(pilot, lambda: {"a", "r"} <= footer_keys(app))
         await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        assert dashboard.table.selected.id == pending  # the cursor stays on the approved run
         with Ledger(fx.ledger_path, read_only=True) as ledger:
             await wait_until(pilot, lambda: ledger.get(pending).review == "approved")
             assert ledger.get(pending).decision == "keep"
@@ -125,8 +149,42 @@ async def test_note_is_saved_on_the_experiment(fx) -> None:
             assert ledger.events(fx.ids["crash"], kind="note")
 
 
+async def test_approve_can_be_undone_before_it_is_written(fx, quick_undo) -> None:
+    pending = fx.ids["pending"]
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    told = notifications(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await highlight(pilot, pending)
+        await wait_until(pilot, lambda: "a" in footer_keys(app))
+        assert "u" not in footer_keys(app)
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.pending_undo is not None)
+        await pilot.press("u")
+        await wait_until(pilot, lambda: any("undone" in m for m, _ in told))
+        await pilot.pause(quick_undo * 2)
+        with Ledger(fx.ledger_path, read_only=True) as ledger:
+            assert ledger.get(pending).review == "pending" and not ledger.events(pending, kind="approve")
+
+
+async def test_experiment_keys_do_nothing_while_the_agents_table_has_focus(fx, quick_undo) -> None:
+    pending = fx.ids["pending"]
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dashboard = await highlight(pilot, pending)
+        await wait_until(pilot, lambda: "a" in footer_keys(app))
+        dashboard.query_one("#agents-table").focus()
+        await wait_until(pilot, lambda: "a" not in footer_keys(app))
+        await pilot.press("a", "r", "k")
+        await pilot.pause(quick_undo * 2)
+        assert isinstance(app.screen, DashboardScreen)
+        with Ledger(fx.ledger_path, read_only=True) as ledger:
+            assert ledger.get(pending).review == "pending"
+
+
 @pytest.mark.slow
-async def test_palette_runs_experiment_commands(fx) -> None:
+async def test_palette_runs_experiment_commands(fx, quick_undo) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     pending = fx.ids["pending"]
     async with app.run_test(size=(120, 40)) as pilot:
@@ -135,6 +193,8 @@ async def test_palette_runs_experiment_commands(fx) -> None:
         await pilot.press(*f"experiment: approve #{pending}")
         await wait_until(pilot, lambda: first_command(app).startswith(f"experiment: approve #{pending}"))
         await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
         with Ledger(fx.ledger_path, read_only=True) as ledger:
             await wait_until(pilot, lambda: ledger.get(pending).review == "approved")
 
@@ -154,12 +214,14 @@ async def test_palette_offers_only_what_applies(fx) -> None:
         assert "experiment: open #4242" in numbered  # outside the window, still reachable
 
 
-async def test_failed_action_is_reported_as_an_error(fx) -> None:
+async def test_failed_action_is_reported_as_an_error(fx, quick_undo) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
     async with app.run_test(size=(120, 40)) as pilot:
         told = notifications(app)
         await highlight(pilot, fx.best_id)
         app.run_flow("approve", fx.best_id)  # not pending: app.actions refuses
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
         await wait_until(pilot, lambda: any(sev == "error" for _, sev in told))
         assert any("not awaiting review" in msg for msg, _ in told)
 
@@ -327,3 +389,42 @@ def test_e2e_kill_from_the_tui_in_tmux_stops_cockpit_run(tmp_path: Path) -> None
             run.kill()
             run.wait()
         kill_server(socket)  # also removes the socket file
+
+
+async def test_detail_screen_has_the_experiments_actions(fx, quick_undo) -> None:
+    from app.tui.screens.detail import DetailScreen
+
+    pending = fx.ids["pending"]
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await highlight(pilot, pending)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.data)
+        await wait_until(pilot, lambda: {"a", "r", "N"} <= footer_keys(app))
+        assert not {"k", "O"} & footer_keys(app)  # finished, not kept: no kill, no adopt
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("y")
+        with Ledger(fx.ledger_path, read_only=True) as ledger:
+            await wait_until(pilot, lambda: ledger.get(pending).review == "approved")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen)
+                         and "O" in footer_keys(app) and "a" not in footer_keys(app))
+
+
+async def test_help_explains_every_symbol_the_table_shows(fx) -> None:
+    from app.tui.widgets.experiments_table import LEGEND, state_label
+
+    app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=POLL)
+    async with app.run_test(size=(100, 60)) as pilot:
+        dashboard = await highlight(pilot, fx.ids["baseline"])
+        explained = {part for symbol, _ in LEGEND for part in symbol.split()}
+        for exp in dashboard.data.rows:
+            symbols = [p for p in state_label(exp).split() if not p.isalpha() and not p.endswith("%")]
+            assert set(symbols) <= explained, state_label(exp)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.2)
+        assert re.search(r"g home +First row", screen_text(app))
+        app.screen.query_one("#help-dialog").scroll_end(animate=False)
+        await pilot.pause(0.2)
+        assert re.search(r"⇣ +contended", screen_text(app))

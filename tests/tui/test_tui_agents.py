@@ -184,9 +184,11 @@ async def test_the_n_form_creates_an_agent_beside_the_cockpit(
         form.query_one("#new-agent-name", Input).value = "ada"
         command.value = "sleep 600"
         form.query_one("#new-agent-tag", Input).value = "tuinew"
-        form.query_one("#new-agent-name", Input).focus()
-        await pilot.press("enter")
+        checkbox = form.query_one(Checkbox)
+        checkbox.focus()
+        await pilot.press("enter")  # on the checkbox too, enter creates (it does not toggle)
         await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        assert not checkbox.value
         await wait_until(pilot, lambda: any("agent ada: worktree" in m for m, _ in told), timeout=15)
         with Ledger(ledger_path, read_only=True) as ledger:
             agent = ledger.get_agent("ada")

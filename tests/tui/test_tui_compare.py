@@ -99,3 +99,30 @@ async def test_diff_between_the_two_commits(tmp_path: Path) -> None:
         assert screen.query_one(TabbedContent).active == "metrics"
         await pilot.press("escape")
         assert not isinstance(app.screen, CompareScreen)
+
+
+async def test_loss_curves_overlaid_against_progress_then_step(tmp_path: Path) -> None:
+    """Both runs' sampled steps (the fixture's baseline and approved runs) on one plot; `x`
+    switches the x axis between training progress and the step number."""
+    from app.ledger.store import Ledger
+    from app.tui.widgets.loss_curve import LossCurve
+
+    fx = build_ledger(tmp_path / "fx")
+    id_a, id_b = fx.ids["baseline"], fx.ids["approved"]
+    with Ledger(fx.ledger_path, read_only=True) as ledger:
+        steps_a, steps_b = ledger.steps(id_a), ledger.steps(id_b)
+    app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await open_compare(pilot, fx, id_a, id_b)
+        await pilot.press("l")
+        assert screen.query_one(TabbedContent).active == "curves"
+        curve = screen.query_one(LossCurve)
+        assert curve.main == [(s.progress_pct, s.loss) for s in steps_b]
+        assert curve.reference == [(s.progress_pct, s.loss) for s in steps_a]
+        assert curve.labels == (f"#{id_b}", f"#{id_a}") and f"#{id_b}: loss" in curve.caption
+        await pilot.press("x")
+        assert curve.by_step and curve.main == [(float(s.step), s.loss) for s in steps_b]
+        assert "at step" in curve.caption
+        assert "ahead of" in curve.caption or "trailing" in curve.caption
+        await pilot.press("x")
+        assert not curve.by_step and curve.main[-1][0] == steps_b[-1].progress_pct

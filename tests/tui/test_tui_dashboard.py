@@ -165,7 +165,7 @@ async def test_sort_filter_and_search(fx) -> None:
         assert app.focused is table and dashboard.poller.query.search == "SMOOTHING"
         await pilot.press("escape")
         await wait_until(pilot, lambda: table.row_count == len(EXPERIMENTS))
-        await pilot.press("g")  # agent filter: the first agent
+        await pilot.press("A")  # agent filter: the first agent
         await wait_until(pilot, lambda: {e.agent for e in dashboard.data.rows} == {"alice"})
 
 

@@ -1,4 +1,4 @@
-"""Dashboard snapshots on the fixture ledger (fixed data and clock) at 80x24 and 120x40.
+"""Dashboard snapshots on the fixture ledger (fixed data and clock) at 80x24, 120x40 and 200x50.
 
 Regenerate after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`,
 then look at the SVGs under tests/__snapshots__/ before committing them.
@@ -44,7 +44,7 @@ def fx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return fixture
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)])
 def test_dashboard(snap_compare, fx, size: tuple[int, int]) -> None:
     app = make_app(fx.ledger_path, clock=fx.clock, poll_interval=0.05)
     assert snap_compare(app, terminal_size=size, run_before=settled(fx))

@@ -171,6 +171,14 @@ def test_reap_marks_only_stale_runs_whose_runner_is_gone(ledger) -> None:
     assert [e.detail["decision"] for e in ledger.events(dead_stale, kind="decide")] == ["lost"]
 
 
+def test_reap_of_a_run_without_a_recorded_runner_says_so_not_pid_none(ledger) -> None:
+    exp_id = ledger.register(agent="a1", description="x", status="running",
+                             started_at=time.time() - 30, heartbeat_at=time.time() - 30)
+    assert actions.reap_lost(ledger, stale_after_s=5) == [exp_id]
+    reason = ledger.get(exp_id).reason
+    assert "None" not in reason and "no pid recorded" in reason
+
+
 def test_reap_never_writes_through_a_read_only_ledger(ledger) -> None:
     exp_id = live(ledger, runner_alive=False, heartbeat_age=30)
     with Ledger(ledger.path, read_only=True) as ro:

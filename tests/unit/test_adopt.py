@@ -113,3 +113,42 @@ def test_main_is_found_through_the_ledger_once_the_worktree_is_gone(setup) -> No
         stray.register(worktree=str(worktree), commit_sha="abc", decision="keep", status="finished")
         with pytest.raises(ActionError, match="cannot find the main worktree"):
             adopt_check(stray, 1)
+
+
+def test_second_kept_run_is_compared_with_main_not_its_parent_and_names_what_it_carries(setup) -> None:
+    """Adopting #B whose parent is the kept #A on the same branch: main has not moved (its
+    train.py is still where the branch left it), and the commit says it brings #A's change too."""
+    main, worktree, ledger = setup
+    first = run_kept(ledger, worktree, "DEPTH = 8", "DEPTH = 2", "shallower", 0.98)
+    second = run_kept(ledger, worktree, "LR = 0.04", "LR = 0.03", "lower lr", 0.97)
+    offer = adopt_check(ledger, second)
+    assert not offer.main_moved
+    assert [e.id for e in offer.carried] == [first]
+    assert f"#{first} shallower" in offer.describe()
+    adopt_experiment(ledger, second)
+    text = (main / "train.py").read_text()
+    assert "DEPTH = 2" in text and "LR = 0.03" in text
+    body = git(main, "log", "-1", "--format=%B")
+    assert f"#{first} shallower (val_bpb 0.980000)" in body
+
+
+def test_main_moved_merge_uses_where_the_branch_left_main(setup) -> None:
+    """A 3-way merge of #B over a moved main keeps #A's change (base: the merge-base, not #A)."""
+    main, worktree, ledger = setup
+    run_kept(ledger, worktree, "DEPTH = 8", "DEPTH = 2", "shallower", 0.98)
+    second = run_kept(ledger, worktree, "LR = 0.04", "LR = 0.03", "lower lr", 0.97)
+    commit_edit(main, "train.py", "HEADS = 4", "HEADS = 2", "another adoption")
+    offer = adopt_check(ledger, second)
+    assert offer.main_moved
+    adopt_experiment(ledger, second, mode="merge")
+    text = (main / "train.py").read_text()
+    assert "DEPTH = 2" in text and "LR = 0.03" in text and "HEADS = 2" in text
+
+
+def test_no_worktree_and_no_repository_says_so_without_a_question_mark(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        exp_id = ledger.register(agent="a1", commit_sha="abc1234", description="x", status="finished",
+                                 decision="keep", val_bpb=0.9)
+        with pytest.raises(ActionError) as caught:
+            adopt_check(ledger, exp_id)
+    assert "?" not in str(caught.value) and "no recorded worktree" in str(caught.value)

@@ -18,6 +18,7 @@ from app.logs.parse import (
     REQUIRED_SUMMARY_KEYS,
     TAIL_LINE_CHARS,
     TAIL_LINES,
+    TRACEBACK,
     ParseResult,
     StepRecord,
     StreamParser,
@@ -145,6 +146,9 @@ def test_real_log_that_stops_mid_run() -> None:
     assert result.summary is None and not result.failed
     assert result.problems == ["no summary block (no `---` line after training)"]
     assert result.tail[-1] == raw.rsplit(b"\r", 1)[1].decode().rstrip()
+    streamed = StreamParser()
+    records = streamed.feed(raw) + streamed.flush()  # the step the cut-off log ends with, too
+    assert len(records) == len(numbers) and records[-1] == result.last_step
 
 
 def test_real_smoke_log() -> None:
@@ -193,7 +197,7 @@ def test_crlf_log_parses_like_the_lf_original() -> None:
 def test_splits_inside_multibyte_utf8_change_nothing() -> None:
     steps = "".join("\r" + step_text(s, extra=" note: ünï 🚀 |") for s in range(3))
     text = "démarrage → 日本語 🚀\n" + steps
-    data = (text + "\n" + SUMMARY + "device_note: ü→🚀\n").encode()
+    data = (text + "\n" + SUMMARY + "device_note:      ü→🚀\n").encode()
     one_shot, _ = parse_chunked(data, sizes=[len(data)])
     for sizes in ([1], [2], [3], [5, 1, 7]):
         assert parse_chunked(data, sizes=sizes)[0] == one_shot
@@ -322,6 +326,53 @@ def test_the_last_of_two_summary_blocks_wins(tmp_path: Path) -> None:
 def test_dashes_inside_step_noise_are_not_a_summary(text: str, tmp_path: Path) -> None:
     result = parse_bytes(text.encode(), tmp_path)
     assert result.summary is None
+
+
+NANOBIND_EXIT = (  # triton's leak report at interpreter exit after gc.freeze(), as a CUDA run prints it
+    "nanobind: leaked 3 instances!\n"
+    ' - leaked instance 0x7f0c2c0b4e30 of type "triton._C.libtriton.ir.context"\n'
+    "nanobind: leaked 1 types!\n"
+    "nanobind: this is likely caused by a reference counting issue in the binding code.\n"
+)
+
+
+def test_other_programs_lines_after_the_summary_never_become_metrics(tmp_path: Path) -> None:
+    clean = parse_bytes(synthetic_log(), tmp_path)
+    noisy = parse_bytes(synthetic_log() + NANOBIND_EXIT.encode(), tmp_path)
+    assert noisy.summary == clean.summary and noisy.problems == []
+    assert clean.summary is not None and "nanobind" not in noisy.summary
+    rocm = parse_file(real_log("forks/JKeller45__autoresearch-rocm__run.log"))
+    assert rocm.summary is not None and list(rocm.summary)[-1] == "activation_checkpointing"
+    assert "Warning" not in rocm.summary and rocm.summary["mfu_percent"] == "n/a"
+
+
+@pytest.mark.parametrize("ending", ["\nlate_key:         1\n", "not a summary line\nlate_key:         1\n",
+                                    "banner: hello world\nlate_key: 1\n"])
+def test_the_summary_block_ends_at_the_first_line_that_is_not_key_value(ending: str, tmp_path: Path) -> None:
+    result = parse_bytes(synthetic_log() + ending.encode(), tmp_path)
+    assert result.summary is not None and "late_key" not in result.summary and "banner" not in result.summary
+    assert result.summary["attention"] == "fa3"
+
+
+def test_crash_tail_starts_at_a_traceback_glued_to_the_last_step_line() -> None:
+    result = parse_file(real_log("forks/miolini__autoresearch-macos__run@oom.log"))
+    assert result.tail[0] == TRACEBACK
+    assert result.tail[-1].startswith("RuntimeError: MPS backend out of memory")
+
+
+def test_crash_tail_keeps_the_exception_line_whatever_comes_around_it(tmp_path: Path) -> None:
+    frames = "".join(f'  File "/x/mod{n}.py", line {n}, in f{n}\n    call_{n}()\n' for n in range(200))
+    noise = "".join(f"nanobind: leaked {n} instances!\n" for n in range(100))
+    data = ("\r" + step_text(3) + TRACEBACK + "\n" + frames + "torch.OutOfMemoryError: CUDA out of memory.\n"
+            "See documentation for Memory Management\n" + noise).encode()
+    tail = parse_bytes(data, tmp_path).tail
+    assert len(tail) <= TAIL_LINES and tail[0] == TRACEBACK
+    assert tail[1] == "  ... 361 traceback lines left out ..."  # 400 frame lines, 39 shown
+    assert tail[2:4] == ["    call_180()", '  File "/x/mod181.py", line 181, in f181']
+    exception = tail.index("torch.OutOfMemoryError: CUDA out of memory.")
+    assert tail[exception - 1] == "    call_199()"
+    assert tail[exception + 1] == "See documentation for Memory Management"
+    assert tail[exception + 2:] == [f"nanobind: leaked {n} instances!" for n in range(7)]
 
 
 # ---------------------------------------------------------------------------

@@ -71,12 +71,19 @@ def fake_prepare(tmp_path: Path) -> Path:
 # parse_summary
 # ---------------------------------------------------------------------------
 
-def test_parse_summary_keeps_every_key_after_the_last_separator_in_order():
+def test_parse_summary_keeps_the_block_after_the_last_separator_in_order():
     text = ("startup\n---\nnot: this one\n\rstep 00001 (1.0%) | loss: 4.1 | remaining: 3s    "
             "\rstep 00002 (2.0%) | loss: 4.0 | remaining: 2s    \n---\nval_bpb:          0.997900\n"
-            "free-form line without a colon\ndevice_name:      NVIDIA H100 80GB HBM3\nfork_extra: 7\n")
+            "device_name:      NVIDIA H100 80GB HBM3\nfork_extra: 7\n")
     assert list(modal_train.parse_summary(text).items()) == [
         ("val_bpb", "0.997900"), ("device_name", "NVIDIA H100 80GB HBM3"), ("fork_extra", "7")]
+
+
+@pytest.mark.parametrize("noise", ["nanobind: leaked 3 instances!\n - leaked instance 0x7f of type x\n",
+                                   "free-form line without a colon\n", "\n"])
+def test_parse_summary_stops_at_the_first_line_that_is_not_key_value(noise):
+    text = "---\nval_bpb:          0.997900\nattention:        fa3\n" + noise + "late_key:         1\n"
+    assert modal_train.parse_summary(text) == {"val_bpb": "0.997900", "attention": "fa3"}
 
 
 def test_parse_summary_without_separator_is_empty():
@@ -214,6 +221,46 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, fake_prepare):
         next(modal_train.run_train_source("print(1)", tmp_path, 5, {"X": 1}, prepare_path=fake_prepare))
     with pytest.raises(FileNotFoundError, match="prepare.py"):
         next(modal_train.run_train_source("print(1)", tmp_path, 5, prepare_path=tmp_path / "missing.py"))
+
+
+# ---------------------------------------------------------------------------
+# The image: built from this file alone, no credentials; pins agree with pyproject's `gpu` extra
+# ---------------------------------------------------------------------------
+
+def test_image_definition_builds_locally_without_credentials(tmp_path):
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import modal, modal_train; "
+             "assert isinstance(modal_train.image, modal.Image); print(modal.__version__)")
+    done = subprocess.run([sys.executable, "-c", probe, str(REPO)], env=no_token_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert tuple(int(part) for part in done.stdout.split(".")[:2]) >= (1, 1)  # Image.uv_pip_install
+
+
+def test_image_pins_are_pyprojects_gpu_extra():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    gpu = project["project"]["optional-dependencies"]["gpu"]
+    assert sorted(gpu) == sorted([f"torch=={modal_train.TORCH_VERSION}", *modal_train.TRAINING_PACKAGES])
+    assert project["tool"]["uv"]["index"][0]["url"] == modal_train.TORCH_INDEX
+    assert any(dep.startswith("modal>=1.1") for dep in project["project"]["dependencies"])
+
+
+def test_bake_fa3_copies_the_hub_build_for_the_image(tmp_path, monkeypatch):
+    """The kernel hub is out of reach here: its download is the only stand-in."""
+    import kernels
+    variant = tmp_path / "hub" / "build" / "torch210-cxx11-cu128-x86_64-linux"
+    (variant / "flash_attn3").mkdir(parents=True)
+    (variant / "metadata.json").write_text('{"version": 1}')
+    (variant / "flash_attn3" / "__init__.py").write_text("")
+    calls = []
+    monkeypatch.setattr(kernels, "install_kernel", lambda repo, **kw: calls.append((repo, kw)) or variant)
+    dest = modal_train.bake_fa3(str(tmp_path / "opt" / "fa3"))
+    assert calls == [("kernels-community/flash-attn3", {"version": 1, "backend": "cuda"})]
+    assert sorted(p.relative_to(dest).as_posix() for p in Path(dest).rglob("*")) == [
+        "flash_attn3", "flash_attn3/__init__.py", "metadata.json"]
 
 
 # ---------------------------------------------------------------------------

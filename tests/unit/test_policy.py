@@ -9,6 +9,7 @@ import pytest
 from app.policy import (
     ADVICE,
     CATEGORIES,
+    NOT_COMPARABLE,
     NOT_COMPARED,
     RESET_COMMAND,
     STRATEGIES,
@@ -347,6 +348,11 @@ KILLED = Verdict("killed", "stopped on request", margin=0.002)
      "summary unusable: bad"),
     (KEEP, RunFacts(integrity=["x"], repeat_of=(7, 1.0)), "discard", NOT_COMPARED + "x"),
     (CRASH, RunFacts(integrity=["x"], repeat_of=(7, 1.0)), "crash", "exit code 1"),
+    (KEEP, RunFacts(unlike="measured unlike #2 (attention flex != fa3)"), "discard",
+     NOT_COMPARABLE + "measured unlike #2 (attention flex != fa3)"),
+    (DISCARD, RunFacts(unlike="u", repeat_of=(7, 1.0)), "discard", NOT_COMPARABLE + "u"),
+    (KEEP, RunFacts(unlike="u", integrity=["x"]), "discard", NOT_COMPARED + "x"),
+    (CRASH, RunFacts(unlike="u"), "crash", "exit code 1"),
 ])
 def test_adjust_rules(verdict, facts, decision, reason):
     adjusted = adjust(verdict, facts)
@@ -370,12 +376,16 @@ def test_integrity_reasons(plan, baseline_id, mismatch, reasons):
 
 
 @pytest.mark.parametrize("verdict, contended, plan_integrity, flags", [
-    (KEEP, False, False, {"contended": False, "integrity": False, "near_miss": False}),
-    (KEEP, True, True, {"contended": True, "integrity": True, "near_miss": False}),
+    (KEEP, False, False,
+     {"contended": False, "integrity": False, "not_comparable": False, "near_miss": False}),
+    (KEEP, True, True,
+     {"contended": True, "integrity": True, "not_comparable": False, "near_miss": False}),
     (Verdict("discard", NOT_COMPARED + "x"), False, False,
-     {"contended": False, "integrity": True, "near_miss": False}),
+     {"contended": False, "integrity": True, "not_comparable": False, "near_miss": False}),
+    (Verdict("discard", NOT_COMPARABLE + "x"), False, False,
+     {"contended": False, "integrity": False, "not_comparable": True, "near_miss": False}),
     (Verdict("discard", "close", near_miss=True), False, False,
-     {"contended": False, "integrity": False, "near_miss": True}),
+     {"contended": False, "integrity": False, "not_comparable": False, "near_miss": True}),
 ])
 def test_run_flags(verdict, contended, plan_integrity, flags):
     assert run_flags(verdict, contended=contended, plan_integrity=plan_integrity) == flags

@@ -170,6 +170,88 @@ def test_eval_constants_unlike_the_tag_baseline_are_flagged_and_not_compared(pro
         assert db.best(branch="autoresearch/t1-alice").id == 1
 
 
+@pytest.mark.parametrize("unlike, difference", [
+    ({"STANDIN_ATTENTION": "flex"}, "attention flex != sdpa"),
+    ({"STANDIN_DEVICE": "cuda", "STANDIN_DEVICE_NAME": "NVIDIA A100-SXM4-80GB"},
+     "device NVIDIA A100-SXM4-80GB != cpu"),
+])
+def test_a_run_measured_unlike_the_branch_best_is_not_comparable_and_never_best(
+        project, monkeypatch, unlike, difference) -> None:
+    baseline = run_json(project.wt, message="baseline")
+    for name, value in unlike.items():
+        monkeypatch.setenv(name, value)
+    set_constant(project.wt, "VAL_BPB", 0.5)  # far better, but measured on other terms
+    result = run_json(project.wt)
+    assert result["decision"] == "discard" and "not-comparable" in result["flags"]
+    assert result["reason"].startswith(f"not comparable: measured unlike #{baseline['id']} (")
+    assert difference in result["reason"]
+    assert result["git_action"] == "git reset --hard HEAD~1"
+    with ledger(project) as db:
+        exp = db.get(result["id"])
+        assert exp.not_comparable == 1 and exp.compare_key
+        assert exp.compare_key != db.get(baseline["id"]).compare_key
+        assert db.best(branch="autoresearch/t1-alice").id == baseline["id"]
+        assert db.best(tag="t1").id == baseline["id"]
+
+
+def test_a_new_tag_on_other_hardware_starts_its_own_series(project, monkeypatch) -> None:
+    run_json(project.wt, message="cpu baseline")
+    gpu = agent_worktree(project.main, "bob", tag="t2")
+    monkeypatch.setenv("STANDIN_DEVICE", "cuda")
+    monkeypatch.setenv("STANDIN_DEVICE_NAME", "NVIDIA H100 80GB HBM3")
+    first = run_json(gpu, message="gpu baseline")
+    assert first["decision"] == "keep" and "not-comparable" not in first["flags"]
+    set_constant(gpu, "VAL_BPB", 0.98)
+    assert run_json(gpu)["decision"] == "keep"
+    other = agent_worktree(project.main, "carol", tag="t2")  # a fresh branch of t2 on the CPU
+    monkeypatch.setenv("STANDIN_DEVICE", "cpu")
+    monkeypatch.setenv("STANDIN_DEVICE_NAME", "cpu model")
+    result = run_json(other, message="cpu baseline in a GPU tag")
+    assert result["decision"] == "discard" and "not-comparable" in result["flags"]
+    assert "device cpu != NVIDIA H100 80GB HBM3" in result["reason"]
+    constants = "time_budget=300 max_seq_len=2048 eval_tokens=20971520 vocab_size=8192"
+    for command in ("best", "report"):
+        code, out, _ = cli(command, cwd=project.main)
+        assert code == 0
+        assert f"measured under {constants} | NVIDIA H100 80GB HBM3 | sdpa" in out  # the tags' keys differ
+        assert f"measured under {constants} | cpu | sdpa" in out
+    code, out, _ = cli("status", str(result["id"]), cwd=project.main)
+    assert "not_comparable" in out and "not comparable: measured unlike" in out
+
+
+@pytest.mark.parametrize("missing", [{"STANDIN_ATTENTION": ""},
+                                     {"STANDIN_DEVICE": "cuda", "STANDIN_DEVICE_NAME": ""}])
+def test_a_summary_without_the_comparability_keys_is_not_comparable(project, monkeypatch, missing) -> None:
+    for name, value in missing.items():
+        monkeypatch.setenv(name, value)
+    result = run_json(project.wt, message="baseline without keys")
+    assert result["decision"] == "discard" and "not-comparable" in result["flags"]
+    assert "lacks the comparability keys" in result["reason"]
+    with ledger(project) as db:
+        assert db.best(branch="autoresearch/t1-alice") is None and db.get(result["id"]).compare_key is None
+
+
+def test_exit_noise_after_the_summary_is_no_metric(project, monkeypatch) -> None:
+    monkeypatch.setenv("STANDIN_EXIT_NOISE", "1")
+    result = run_json(project.wt, message="baseline")
+    assert result["decision"] == "keep"
+    with ledger(project) as db:
+        summary = db.get(result["id"]).summary
+    assert "nanobind" not in summary and summary["attention"] == "sdpa"
+
+
+def test_crash_tail_starts_at_the_traceback_and_keeps_the_exception(project, monkeypatch) -> None:
+    monkeypatch.setenv("STANDIN_TRACEBACK", "CUDA out of memory (stand-in)")
+    monkeypatch.setenv("STANDIN_EXIT_NOISE", "1")
+    result = run_json(project.wt)
+    assert result["decision"] == "crash"
+    assert result["tail"][0] == "Traceback (most recent call last):"
+    assert "RuntimeError: CUDA out of memory (stand-in)" in result["tail"]
+    code, out, _ = run(project.wt)
+    assert "Traceback (most recent call last):" in out
+    assert "RuntimeError: CUDA out of memory (stand-in)" in out
+
+
 def test_contended_run_is_flagged(project, monkeypatch) -> None:
     run_json(project.wt, message="baseline")
     monkeypatch.setenv("STANDIN_STEPS", "3")

@@ -219,10 +219,12 @@ def test_memory_and_val_bpb_special_values():
         + "a1b2c3d\tnan\tlots\tcrash\tNaN loss\n"
         + "b2c3d4e\t\t\tcrash\tempty cells\n"
         + "c3d4e5f\t1.5\t-\tdiscard\tdash memory\n"
+        + "d4e5f6a\tn/a\tN/A\tdiscard\tnot measured\n"
     )
     result = parse(text)
-    assert [(r.val_bpb, r.memory_gb) for r in result.rows] == [(None, None), (None, None), (1.5, None)]
-    assert [n.line_no for n in result.repaired] == [2, 4]
+    assert [(r.val_bpb, r.memory_gb) for r in result.rows] == [(None, None), (None, None), (1.5, None),
+                                                              (None, None)]
+    assert [n.line_no for n in result.repaired] == [2]  # `-` and `n/a` are plainly "not measured"
     assert "memory_gb 'lots'" in result.repaired[0].reason
 
 
@@ -250,7 +252,7 @@ def test_header_only_file_imports_nothing():
     "text, message",
     [
         ("hello world\nsecond line\n", "no recognisable results.tsv header"),
-        ("commit\tval_loss\tstatus\nabc\t1.0\tkeep\n", "no recognisable"),
+        ("commit\tval_loss\tstatus\nabc\t1.0\tkeep\n", "records val_loss, not val_bpb"),
         ("id,val_bpb,status\n1,0.9,keep\n", "no recognisable"),
         ("commit\tval_bpb\tstatus\tStatus\n", "duplicate column"),
     ],
@@ -348,3 +350,17 @@ def test_export_then_import_round_trip_with_awkward_rows(tmp_path):
     assert [row_key(r) for r in back.rows] == [row_key(r) for r in rows]
     assert [(r.val_bpb, r.memory_gb, r.description) for r in back.rows] == [
         (0.9979, 44.0, "baseline — ünïcödé"), (None, None, "OOM with a tab"), (1.0011, 44.1, "")]
+
+
+def test_winner_like_statuses_suggest_map_status_and_spaced_rows_must_fit():
+    text = (UPSTREAM_HEADER + "a1b2c3d\t1.0\t1.0\tbest\tfirst winner\n"
+            + "b2c3d4e\t0.9\t1.0\tadopted\tsecond\n"
+            + "c3d4e5f 0.8\n")  # spaces, but too few fields for the header: refused, said why
+    result = parse(text)
+    assert [r.status for r in result.rows] == ["discard", "discard"]
+    assert result.suggestions == [("status 'adopted', 'best' looks like a kept run but imports as "
+                                   "discard: re-run with --map-status adopted=keep --map-status best=keep")]
+    skipped = result.skipped[0]
+    assert skipped.line_no == 4 and "2 space-separated fields for 5 columns" in skipped.reason
+    mapped = parse(text, status_map={"best": "keep", "adopted": "keep"})
+    assert [r.status for r in mapped.rows] == ["keep", "keep"] and mapped.suggestions == []

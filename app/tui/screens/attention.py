@@ -1,19 +1,17 @@
 """What needs the human, listed on one key (`!`); choosing an item jumps to it (dismisses with it).
 
-`status_head` begins the status bar: the count and whether the supervisor is alive come first in the
-line, so they stay visible at 80 columns.
+`attention_part` is the header's part (app/tui/screens/status_lines.py): the count and whether the
+supervisor is alive, first in the line so they stay visible at 80 columns.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.theme import Theme
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -21,29 +19,21 @@ from app.logs.textsafe import sanitize
 from app.supervisor.attention import AttentionItem, agent_labels
 from app.tui.poller import DashboardData
 
-__all__ = ["AttentionModal", "agent_labels", "item_line", "status_head"]
+__all__ = ["AttentionModal", "agent_labels", "attention_part", "item_line"]
 
 LABELS = {"review": "review", "waiting": "waiting", "stuck": "stuck", "crash-streak": "crashes",
           "new-best": "new best", "supervisor": "supervisor"}
 
 
-def status_head(data: DashboardData | None, theme: Theme, where: str) -> Text:
-    """`cockpit · ⚑ 2 need you (!) · no supervisor · WHERE` (or `⚑ 0 · supervised`); the
-    attention part once there is data."""
-    text = Text.assemble(("cockpit", "bold"), " · ")
-    if data is None:
-        return text.append(where)
-    items, warning, error = data.attention, theme.warning or "yellow", theme.error or "red"
+def attention_part(data: DashboardData) -> Text:
+    """`⚑ 2 need you (!) · no supervisor` (reversed and bold: legible in every theme), or
+    `⚑ 0 · supervised`."""
+    items = data.attention
     down = any(item.kind == "supervisor" for item in items)
-    if items:
-        text.append(f"⚑ {len(items)} need you", style=Style(color=warning, bold=True))
-        text.append(" (!)")
-    else:
-        text.append("⚑ 0", style="dim")
+    text = Text.assemble((f"⚑ {len(items)} need you", "bold reverse"), " (!)") if items else Text("⚑ 0")
     text.append(" · ")
-    text.append("no supervisor" if down else "supervised",
-                style=Style(color=error, bold=True) if down else "dim")
-    return text.append(" · ").append(where)
+    text.append("no supervisor" if down else "supervised", style="bold" if down else "")
+    return text
 
 
 def item_line(item: AttentionItem) -> Text:

@@ -1,5 +1,6 @@
 """Two experiments side by side: every metric with its delta (val_bpb: which is better, marked by a
-symbol as well as colour), and the train.py diff between their commits."""
+symbol as well as colour), their loss curves overlaid (against progress or step), and the
+train.py diff between their commits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,9 +17,12 @@ from textual.worker import get_current_worker
 
 from app.ledger.store import LEDGER_ERRORS, Experiment, Ledger
 from app.ledger.vocabulary import labelled, verdict_of
+from app.logs.curve import Point
 from app.logs.textsafe import sanitize
+from app.tui.detail_data import experiment_curve, find_log
 from app.tui.screens.detail import fmt, metrics_of, tab_label
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
+from app.tui.widgets.loss_curve import LossCurve
 from app.tui.widgets.metrics_table import MetricsTable
 
 BETTER = "★"  # marks the better val_bpb (lower is better)
@@ -62,14 +66,19 @@ class CompareScreen(Screen):
         Binding("escape,q", "back", "Back", id="compare.back", tooltip="Back to the previous screen"),
         Binding("t", "show_tab('metrics')", "Metrics tab", show=False, id="compare.metrics"),
         Binding("d", "show_tab('diff')", "Diff tab", show=False, id="compare.diff"),
+        Binding("l", "show_tab('curves')", "Loss curves tab", show=False, id="compare.curves"),
+        Binding("x", "toggle_x", "Curves: step / progress", id="compare.x",
+                tooltip="Loss against the step number or against training progress"),
     ]
 
     class _Loaded(Message):
-        def __init__(self, a: Experiment, b: Experiment, diff: DiffResult) -> None:
+        def __init__(self, a: Experiment, b: Experiment, diff: DiffResult,
+                     curves: dict[bool, tuple[list[Point], list[Point]]]) -> None:
             super().__init__()
             self.a = a
             self.b = b
             self.diff = diff
+            self.curves = curves  # by_step -> (a's points, b's points)
 
     class _Failed(Message):
         def __init__(self, reason: str) -> None:
@@ -82,12 +91,16 @@ class CompareScreen(Screen):
         self.id_a = id_a
         self.id_b = id_b
         self.rows: list[MetricRow] = []
+        self.by_step = False
+        self.curves: dict[bool, tuple[list[Point], list[Point]]] = {}
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"#{self.id_a} vs #{self.id_b} · loading…"), id="compare-title")
         with TabbedContent(initial="metrics", id="compare-tabs"):
             with TabPane(tab_label("t", "Metrics"), id="metrics"):
                 yield MetricsTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+            with TabPane(tab_label("l", "Loss curves"), id="curves"):
+                yield LossCurve(id="compare-curve")
             with TabPane(tab_label("d", "Diff"), id="diff"):
                 yield DiffView(id="compare-diff")
         yield Footer()
@@ -100,14 +113,30 @@ class CompareScreen(Screen):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        target = self.query_one("#compare-table" if tab == "metrics" else "#compare-diff")
-        target.focus()
+        target = {"metrics": "#compare-table", "diff": "#compare-diff"}.get(tab)
+        if target:
+            self.query_one(target).focus()
+
+    def action_toggle_x(self) -> None:
+        self.by_step = not self.by_step
+        self.query_one(TabbedContent).active = "curves"
+        self._show_curves()
+
+    def _show_curves(self) -> None:
+        a_points, b_points = self.curves.get(self.by_step, ([], []))
+        self.query_one("#compare-curve", LossCurve).set_curves(
+            b_points, a_points or None, labels=(f"#{self.id_b}", f"#{self.id_a}"), by_step=self.by_step)
 
     @work(thread=True, exclusive=True, group="compare-load", exit_on_error=False)
     def _load(self) -> None:
         try:
             with Ledger(self.ledger_path, read_only=True) as ledger:
                 a, b = ledger.get(self.id_a), ledger.get(self.id_b)
+                cache: dict[tuple, list[Point]] = {}
+                logs = [find_log(e.log_path, ledger.path) for e in (a, b)]
+                curves = {by_step: (experiment_curve(ledger, a, logs[0], cache, by_step),
+                                    experiment_curve(ledger, b, logs[1], cache, by_step))
+                          for by_step in (False, True)}
         except LEDGER_ERRORS as exc:
             self.post_message(self._Failed(str(exc)))
             return
@@ -116,7 +145,7 @@ class CompareScreen(Screen):
                  f"#{b.id} {(b.commit_sha or '?')[:7]}")
         diff = train_py_diff(repo, a.commit_sha, b.commit_sha, title)
         if not get_current_worker().is_cancelled:
-            self.post_message(self._Loaded(a, b, diff))
+            self.post_message(self._Loaded(a, b, diff, curves))
 
     @on(_Failed)
     def _failed(self, message: _Failed) -> None:
@@ -134,6 +163,8 @@ class CompareScreen(Screen):
                  overflow="ellipsis"))
         self._fill_table(a, b, better)
         self.query_one("#compare-diff", DiffView).set_diff(message.diff)
+        self.curves = message.curves
+        self._show_curves()
 
     def _fill_table(self, a: Experiment, b: Experiment, better: str | None) -> None:
         good = self.get_component_rich_style("compare--better")

@@ -24,7 +24,8 @@ from app.tui.agent_flows import can_stop
 from app.tui.experiment_flows import WRITE_ACTIONS
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import DashboardData, LedgerPoller
-from app.tui.screens.attention import agent_labels, status_head
+from app.tui.screens.attention import agent_labels
+from app.tui.screens.status_lines import header_text, table_status_text
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
 from app.tui.widgets.gpu_strip import GpuStrip
@@ -41,17 +42,7 @@ BROKEN_LEDGER_TEXT = "Cannot read the ledger:\n{reason}\n\nRetrying every half s
 NO_EXPERIMENTS_TEXT = ("No experiments yet. In an agent's worktree, `cockpit run -m \"baseline\"` "
                        "records the first one; agents started with `cockpit agent new NAME` do "
                        "it on their own.")
-NO_MATCH_TEXT = "No experiment matches these filters: escape clears them."
-
-
-def display_path(path: Path) -> str:
-    """Short form for the status bar: relative to the working directory, or with ~ for home."""
-    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
-        try:
-            return prefix + str(path.resolve().relative_to(base.resolve()))
-        except ValueError:
-            continue
-    return str(path)
+ROW_KEYS = frozenset({"kill", "approve", "reject", "adopt", "note", "mark", "compare"})  # act on the row
 
 
 def _cycle(options: list, current: object) -> object:
@@ -74,9 +65,12 @@ class DashboardScreen(Screen):
         Binding("c", "compare", "Compare", id="dashboard.compare"),
         Binding("slash", "search", "Search", id="dashboard.search"),
         Binding("s", "cycle_sort", "Sort", id="dashboard.sort", show=False),
-        Binding("t", "cycle_tag", "Tag", id="dashboard.tag", show=False),
+        Binding("t", "cycle_tag", "Tag filter", id="dashboard.tag", show=False,
+                tooltip="Show one tag's experiments (the plot and header follow)"),
+        Binding("T", "cycle_plot_tag", "Plot tag", id="dashboard.plot_tag", show=False,
+                tooltip="The tag the plot and the header's best show (it never changes by itself)"),
         Binding("d", "cycle_state", "Decision filter", id="dashboard.state", show=False),
-        Binding("g", "cycle_agent", "Agent filter", id="dashboard.agent", show=False),
+        Binding("A", "cycle_agent", "Agent filter", id="dashboard.agent", show=False),
         Binding("escape", "clear_filters", "Clear filters", id="dashboard.clear", show=False),
         Binding("p", "toggle_plot", "Plot", id="dashboard.plot", show=False),
         Binding("n", "new_agent", "New agent", id="dashboard.new_agent", show=False),
@@ -174,6 +168,7 @@ class DashboardScreen(Screen):
         self.query_one(AgentsPanel).show(data.agents, places, agent_labels(data.attention))
         self.query_one(GpuStrip).show(data.gpus)
         self.table.show(data.rows, data.best, places)
+        self.table.show_sort(data.query.sort)
         if self.plot is not None:
             self.plot.show(data.progression)
         self._update_follow()
@@ -182,11 +177,19 @@ class DashboardScreen(Screen):
         self._render_table_status()
         self._refresh_bindings_if_changed()
 
+    def _agents_focused(self) -> bool:
+        focused = self.focused
+        return focused is not None and focused.id == "agents-table"
+
+    def on_descendant_focus(self) -> None:
+        self._refresh_bindings_if_changed()
+
     def _refresh_bindings_if_changed(self) -> None:
         """Refresh the Footer only when what applies to the highlighted row changed (it recomposes)."""
         exp, agent = self.selected, self.agents_panel.selected
         state = (exp and (exp.id, actions_for(exp)),
-                 self.marked_id, agent and (can_stop(agent), bool(agent.worktree)))
+                 self.marked_id, agent and (can_stop(agent), bool(agent.worktree)),
+                 self._agents_focused())
         if state != self._bindings_state:
             self._bindings_state = state
             self.refresh_bindings()
@@ -231,35 +234,13 @@ class DashboardScreen(Screen):
     # -- status lines ---------------------------------------------------------------------------
 
     def _render_status_bar(self) -> None:
-        data = self.data  # attention first: it stays visible at 80 columns
-        text = status_head(data, self.app.current_theme, sanitize(display_path(self.ledger_path)))
-        if self.read_only:
-            text.append(" · read-only", style="bold")
-        if data is not None:
-            text.append(f" · {data.experiment_count:,} experiments · {len(data.live)} live")
-            if data.progression is not None and data.progression.tag in data.best:
-                best = data.best[data.progression.tag]
-                text.append(f" · best {sanitize(best.tag)} {best.val_bpb_text} (#{best.id})")
+        text = header_text(self.data, self.ledger_path, self.read_only)
         self.query_one("#status-bar", Static).update(text, layout=False)  # fixed: one line
 
     def _render_table_status(self) -> None:
-        data = self.data
-        if data is None:
-            return
-        query = data.query
-        text = Text(f"{len(data.rows):,} of {data.total:,}" if data.total > len(data.rows)
-                    else f"{data.total:,} experiments")
-        for label, value in (("tag", query.tag), ("agent", query.agent), ("decision", query.state)):
-            if value is not None:
-                text.append(f" · {label} {sanitize(value)}")
-        if query.search:
-            text.append(f" · search “{sanitize(query.search)}”")
-        text.append(f" · sorted by {query.sort}")
-        if self.marked_id is not None:
-            text.append(f" · marked #{self.marked_id} (c compares)")
-        if data.experiment_count and not data.rows:
-            text.append(f" · {NO_MATCH_TEXT}")
-        self.query_one("#table-status", Static).update(text, layout=False)  # fixed: one line
+        if self.data is not None:
+            text = table_status_text(self.data, self.marked_id)
+            self.query_one("#table-status", Static).update(text, layout=False)  # fixed: one line
 
     # -- query changes --------------------------------------------------------------------------
 
@@ -271,7 +252,14 @@ class DashboardScreen(Screen):
 
     def action_cycle_tag(self) -> None:
         tags = list(self.data.tags) if self.data else []
-        self._set_query(tag=_cycle([None, *tags], self.poller.query.tag))
+        self._set_query(tag=_cycle([None, *tags], self.poller.query.tag), plot_tag=None)
+
+    def action_cycle_plot_tag(self) -> None:
+        data = self.data
+        if data is None or not data.tags:
+            return
+        shown = data.progression.tag if data.progression else None
+        self._set_query(plot_tag=_cycle(list(data.tags), shown))
 
     def action_cycle_state(self) -> None:
         self._set_query(state=_cycle([None, *STATES], self.poller.query.state))
@@ -313,8 +301,11 @@ class DashboardScreen(Screen):
     # -- actions on the highlighted experiment ---------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide what does not apply to the highlighted experiment, and every write when read-only."""
+        """Hide what does not apply to the highlighted experiment, and every write when read-only;
+        while the agents table has focus, keys act on agents, never on the experiments table."""
         if action in WRITE_ACTIONS and self.read_only:
+            return False
+        if action in ROW_KEYS and self._agents_focused():
             return False
         exp = self.selected
         if action in EXPERIMENT_ACTIONS:
@@ -388,7 +379,8 @@ class DashboardScreen(Screen):
     def action_compare(self) -> None:
         exp = self.selected
         if self.marked_id is None or exp is None:
-            self.notify("Mark an experiment with m, then highlight another and press c", severity="warning")
+            self.notify("Mark an experiment with m, then highlight another and press c",
+                        severity="warning")
             return
         self.cockpit.compare_experiments(self.marked_id, exp.id)
 

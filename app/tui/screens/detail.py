@@ -26,7 +26,7 @@ from textual.worker import get_current_worker
 from app import git
 from app.ledger.schema import SUMMARY_COLUMNS
 from app.ledger.store import LEDGER_ERRORS, Event, Experiment, Ledger
-from app.ledger.vocabulary import labelled, verdict_of
+from app.ledger.vocabulary import actions_for, labelled, verdict_of
 from app.logs.textsafe import sanitize
 from app.tui.detail_data import DetailData, load_detail
 from app.tui.widgets.diff_view import DiffResult, DiffView, find_repo, train_py_diff
@@ -40,8 +40,11 @@ if TYPE_CHECKING:
 CRASHED = ("crash", "timeout", "lost")  # decisions whose log tail is highlighted
 TABS = (("o", "overview", "Overview"), ("c", "curve", "Curve"), ("p", "diff-parent", "vs parent"),
         ("m", "diff-main", "vs main"), ("l", "log", "Log"), ("e", "events", "Events"))
+ACTIONS = (("k", "kill", "Kill"), ("a", "approve", "Approve"), ("r", "reject", "Reject"),
+           ("O", "adopt", "Adopt"), ("N", "note", "Note"))  # key, flow, label (o is the Overview tab)
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
-         ("implausible", "? implausible"), ("needs_rerun", "↻ needs rerun"))
+         ("implausible", "‽ implausible"), ("not_comparable", "≠ not comparable (see reason)"),
+         ("needs_rerun", "↻ needs rerun"))
 
 
 # ---------------------------------------------------------------------------
@@ -107,6 +110,7 @@ class DetailScreen(Screen):
         Binding("escape,q", "back", "Back", id="detail.back", tooltip="Back to the previous screen"),
         *(Binding(key, f"show_tab('{tab}')", f"{label} tab", show=False, id=f"detail.{tab}")
           for key, tab, label in TABS),
+        *(Binding(key, f"act('{action}')", label, id=f"detail.{action}") for key, action, label in ACTIONS),
     ]
 
     class _Loaded(Message):
@@ -187,6 +191,16 @@ class DetailScreen(Screen):
     def action_back(self) -> None:
         self.dismiss()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The experiment's actions only where they apply, and none that write when read-only."""
+        if action != "act":
+            return True
+        exp = self.data.experiment if self.data else None
+        return str(parameters[0]) in actions_for(exp, read_only=self.read_only)
+
+    def action_act(self, action: str) -> None:
+        self.app.run_flow(action, self.exp_id)  # type: ignore[attr-defined]
+
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
         self._focus_pane(tab)
@@ -264,6 +278,7 @@ class DetailScreen(Screen):
         first = self.data is None
         self.data = data = message.data
         exp = data.experiment
+        self.refresh_bindings()
         self.query_one("#detail-title", Static).update(title_text(exp))
         self._show_overview(data)
         self._show_events(data.events)

@@ -20,20 +20,33 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close", id="help.close")]
 
     def __init__(self, sections: Iterable[HelpSection], *, hidden: frozenset[str] = frozenset(),
-                 footer: str = "") -> None:
-        """`hidden`: action names unavailable here (read-only), listed but marked."""
+                 footer: str = "", legend: Sequence[tuple[str, str]] = ()) -> None:
+        """`hidden`: action names unavailable here (read-only), listed but marked; `legend`:
+        (symbol, meaning) for every symbol the screens show."""
         super().__init__(classes="modal")
         self.sections = list(sections)
         self.hidden = hidden
         self.footer = footer
+        self.legend = list(legend)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-dialog", classes="dialog"):
             yield Static("Keys", classes="dialog-title")
             for title, bindings in self.sections:
                 yield Static(self._table(title, bindings), classes="help-section")
+            if self.legend:
+                yield Static(self._legend(), classes="help-section", id="help-legend")
             if self.footer:
                 yield Static(self.footer, classes="dialog-body")
+
+    def _legend(self) -> Table:
+        table = Table(title="Symbols", title_justify="left", show_header=False, box=None,
+                      padding=(0, 2, 0, 0), expand=False)
+        table.add_column("symbol", no_wrap=True, style="bold")
+        table.add_column("meaning")
+        for symbol, meaning in self.legend:
+            table.add_row(Text(symbol), Text(meaning))
+        return table
 
     def _table(self, title: str, bindings: Sequence[BindingType]) -> Table:
         table = Table(title=title, title_justify="left", show_header=False, box=None,

@@ -26,7 +26,11 @@ class NewAgentForm:
 class NewAgentModal(ModalScreen[NewAgentForm | None]):
     """Enter creates, escape cancels; the search checkbox replaces the command."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="new_agent.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="new_agent.cancel"),
+        # before the focused widget's own enter (the checkbox would toggle): enter always creates
+        Binding("enter", "submit", "Create", id="new_agent.create", priority=True, show=False),
+    ]
 
     def __init__(self, *, command: str, tag: str, where: str) -> None:
         """`command` and `tag`: the defaults; `where`: where the pane will open, in words."""
@@ -65,9 +69,12 @@ class NewAgentModal(ModalScreen[NewAgentForm | None]):
         event.stop()
         self.query_one("#new-agent-command", Input).disabled = event.value
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.submit()
+    def action_submit(self) -> None:
+        focused = self.focused
+        if focused is not None and focused.id == "new-agent-cancel":
+            self.dismiss(None)
+        else:
+            self.submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -26,6 +26,7 @@ from app.tui.poller import AgentStatus
 from app.tui.watcher import AgentWatch
 from app.tui.widgets.experiments_table import TONES, one_line
 from app.tui.widgets.pane_preview import PanePreview
+from app.tui.widgets.row_table import RowTable
 
 if TYPE_CHECKING:
     from app.git import DiffStat
@@ -96,7 +97,7 @@ class AgentsPanel(Vertical):
                        if watch and ledger_path is not None else None)
 
     def compose(self) -> ComposeResult:
-        yield DataTable(cursor_type="row", id="agents-table")
+        yield RowTable(cursor_type="row", id="agents-table")
         yield PanePreview(hints="e: diff" if self._read_only else "enter: go to pane · e: diff · K: stop",
                           id="pane-preview")
         yield Static(EMPTY_TEXT, id="agents-empty")

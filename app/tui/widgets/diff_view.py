@@ -18,6 +18,7 @@ from textual.widgets import Static
 
 from app import git
 from app.logs.textsafe import sanitize
+from app.tui.widgets.theme_colour import legible_on
 
 MAX_DIFF_LINES = 5000  # lines of a diff shown; the rest is cut with a note
 
@@ -101,7 +102,8 @@ class DiffView(VerticalScroll, can_focus=True):
     """Scrollable diff text; empty diffs and failures show a sentence instead."""
 
     COMPONENT_CLASSES = {"diff-view--added", "diff-view--removed", "diff-view--hunk",
-                         "diff-view--header", "diff-view--message"}
+                         "diff-view--header", "diff-view--message", "diff-view--added-mark",
+                         "diff-view--removed-mark"}
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -125,6 +127,11 @@ class DiffView(VerticalScroll, can_focus=True):
     def _style(self, name: str) -> Style:
         return Style.from_styles(self.get_component_styles(name))
 
+    def mark_style(self, kind: str) -> Style:
+        """The +/- sign: bold, black or white on the solid block, whichever contrasts more."""
+        block = self.get_component_styles(f"diff-view--{kind}-mark").background
+        return Style(background=block, foreground=legible_on(block), bold=True)
+
     def _show(self) -> None:
         result = self.result
         if result is None or not self.is_mounted:
@@ -142,15 +149,19 @@ class DiffView(VerticalScroll, can_focus=True):
         """Assemble the highlighted lines with the tcss styles for added/removed/hunk/header."""
         styles = {kind: self._style(f"diff-view--{kind}")
                   for kind in ("added", "removed", "hunk", "header", "message")}
+        styles |= {f"{kind}-mark": self.mark_style(kind) for kind in ("added", "removed")}
         out = [Content(result.title), Content("")]
         for line in result.lines:
             if line.kind in ("hunk", "header"):
                 out.append(Content.styled(line.text, styles[line.kind]))
                 continue
-            row = Content(line.text[:1]) + line.code
-            if line.kind != "context":
-                row = row.stylize_before(styles[line.kind], 0, len(row))
-            out.append(row)
+            if line.kind == "context":
+                out.append(Content(" " + line.text[:1]) + line.code)
+                continue
+            # the +/- sign on a solid block: tells the lines apart where a tint turns black
+            # (256 colours) or vanishes (light themes)
+            mark = Content.styled(line.text[:1], styles[f"{line.kind}-mark"])
+            out.append(Content(" ") + mark + line.code.stylize_before(styles[line.kind], 0, len(line.code)))
         if result.cut:
             out.append(Content.styled(f"… {result.cut:,} more lines not shown", styles["message"]))
         return Content("\n").join(out)

@@ -11,28 +11,55 @@ from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from app.ledger.records import Experiment
 from app.ledger.vocabulary import state_of, symbol
 from app.logs.textsafe import sanitize
+from app.tui.widgets.row_table import RowTable
 
+FLAGS = (  # flag symbol after the decision, and what it means (one flag per row, in this priority)
+    ("★", "adopted into main"),
+    ("!", "integrity problem (prepare.py or eval constants differ): never compared"),
+    ("‽", "implausible val_bpb: never kept without a human"),
+    ("≠", "not comparable: measured on other hardware, attention path or eval constants"),
+    ("⇣", "contended: far fewer steps or tok/s than its baseline, an unfair comparison"),
+    ("≈", "near-miss: a discard within 0.002 of the best"),
+    ("↻", "needs rerun: a 3-way merge nobody has measured"),
+)
+LEGEND = (  # every symbol the dashboard shows, for the help screen
+    *((symbol(s), {"registered": "starting (registered)", "queued": "queued: waiting for a GPU (#: "
+                   "its place)"}.get(s, s)) for s in (
+        "keep", "discard", "repeat", "crash", "killed", "timeout", "lost", "pending", "running",
+        "queued", "registered")),
+    *FLAGS,
+    ("Δ best", "val_bpb minus the tag's best kept run (best: it is the best)"),
+    ("█░", "progress of a running experiment"),
+    ("⚠ silent", "a running experiment without a heartbeat for a while"),
+    ("—", "nothing yet / not applicable"),
+    ("▼ ▲", "the column the table is sorted by"),
+    ("● ◆ • ─", "plot: kept, pending, discarded runs; the running best"),
+)
 TONES = {  # state -> colour family (a component class, styled in styles/app.tcss)
     "keep": "good", "discard": "bad", "repeat": "bad", "crash": "error", "killed": "error",
     "timeout": "error", "lost": "error", "pending": "attention", "running": "live",
     "registered": "live", "queued": "attention",
 }
-COLUMNS = (  # key, label, fixed width (None: fills what is left)
-    ("id", "#", 5), ("agent", "agent", 8), ("state", "decision", 11), ("val_bpb", "val_bpb", 8),
-    ("delta", "Δ best", 7), ("description", "description", None),
+COLUMNS = (  # key, label, fixed width (None: fits its content; the description fills what is left)
+    ("id", "#", None), ("tag", "tag", 6), ("agent", "agent", 8), ("state", "decision", 11),
+    ("val_bpb", "val_bpb", 8), ("delta", "Δ best", 7), ("description", "description", None),
 )
+MIN_ID_WIDTH = 3
+SORTED_BY = {  # the poller's sort -> (column, arrow) shown in that column's header
+    "newest": ("id", "▼"), "val_bpb": ("val_bpb", "▲"), "agent": ("agent", "▲"), "decision": ("state", "▲"),
+}
 CELL_PADDING = 2  # DataTable's default cell padding (one each side)
 MIN_DESCRIPTION = 16
 
 
 def state_label(exp: Experiment, place: int | None = None) -> str:
     """`✓ keep`, `◆ pending`, `▶ 42%`, `◌ queued #2` (its place in the GPU queue) ... plus one
-    flag: adopted ★, integrity !, near-miss ≈."""
+    flag (FLAGS)."""
     state = state_of(exp)
     word = state
     if state == "running" and exp.progress_pct is not None:
@@ -41,9 +68,9 @@ def state_label(exp: Experiment, place: int | None = None) -> str:
         word = "starting"
     elif state == "queued" and place is not None:
         word = f"queued #{place}"
-    flag = ("★" if exp.adopted_sha else "!" if exp.integrity else "?" if exp.implausible
-            else "⇣" if exp.contended
-            else "≈" if exp.near_miss else "↻" if exp.needs_rerun else "")
+    present = (exp.adopted_sha, exp.integrity, exp.implausible, exp.not_comparable,
+               exp.contended, exp.near_miss, exp.needs_rerun)
+    flag = next((mark for (mark, _), on in zip(FLAGS, present) if on), "")
     return f"{symbol(state)} {word}" + (f" {flag}" if flag else "")
 
 
@@ -61,7 +88,7 @@ def delta_text(exp: Experiment, best: dict[str, Experiment]) -> str:
     return f"{exp.val_bpb - top.val_bpb:+.4f}"
 
 
-class ExperimentsTable(DataTable):
+class ExperimentsTable(RowTable):
     """Experiments in the order the poller gives; cursor stays on the same experiment."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Open", id="experiments.open")]
@@ -77,6 +104,7 @@ class ExperimentsTable(DataTable):
         self._rows: dict[str, Experiment] = {}
         self._places: dict[int, tuple[int, int]] = {}  # queued experiment -> (place, queue length)
         self._description_width = 40
+        self._id_width = MIN_ID_WIDTH  # digits of the largest id shown: never cut
 
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
@@ -114,17 +142,31 @@ class ExperimentsTable(DataTable):
                         self.update_cell(key, column, cell, update_width=column == "description")
         self._values = values
         self._rows = {str(exp.id): exp for exp in rows}
+        id_width = max([MIN_ID_WIDTH, *(len(str(exp.id)) for exp in rows)])
+        if id_width != self._id_width:
+            self._id_width = id_width
+            self.on_resize()
         order = list(values)
         if [row.key.value for row in self.ordered_rows] != order:
             position = {key: index for index, key in enumerate(order)}
-            self.sort("id", key=lambda cell: position[cell.plain])
+            self.sort("id", key=lambda cell: position[cell.plain.strip()])
         if selected is not None and str(selected.id) in values:
             index = self.get_row_index(str(selected.id))
             if index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
 
+    def show_sort(self, sort: str) -> None:
+        """Mark the sorted column's header with the direction of the sort."""
+        column, arrow = SORTED_BY.get(sort, ("", ""))
+        for key, label, _width in COLUMNS:
+            wanted = f"{label}{arrow}" if key == column else label
+            header = self.columns[ColumnKey(key)]
+            if header.label.plain != wanted:
+                header.label = Text(wanted)
+                self.refresh()
+
     def on_resize(self) -> None:
-        fixed = sum(w for *_, w in COLUMNS if w) + CELL_PADDING * len(COLUMNS) + 2
+        fixed = self._id_width + sum(w for *_, w in COLUMNS if w) + CELL_PADDING * len(COLUMNS) + 2
         width = max(MIN_DESCRIPTION, self.size.width - fixed)
         if width != self._description_width:
             self._description_width = width
@@ -140,7 +182,8 @@ class ExperimentsTable(DataTable):
 
     def _row_values(self, exp: Experiment, best: dict[str, Experiment]) -> tuple:
         place = self._places.get(exp.id, (None,))[0]
-        return (exp.id, one_line(exp.agent), state_label(exp, place), TONES.get(state_of(exp), "muted"),
+        return (exp.id, one_line(exp.tag), one_line(exp.agent), state_label(exp, place),
+                TONES.get(state_of(exp), "muted"),
                 exp.val_bpb_text if exp.val_bpb is not None else "", delta_text(exp, best),
                 one_line(exp.description))
 
@@ -148,12 +191,13 @@ class ExperimentsTable(DataTable):
         return self.get_component_rich_style(f"experiments-table--{tone}", partial=True)
 
     def _cells(self, row: tuple) -> tuple[Text, ...]:
-        exp_id, agent, label, tone, val_bpb, delta, description = row
+        exp_id, tag, agent, label, tone, val_bpb, delta, description = row
         summary = Text(description, no_wrap=True, overflow="ellipsis")
         summary.truncate(self._description_width, overflow="ellipsis")
         delta_tone = "good" if delta.startswith("-") or delta == "best" else "bad" if delta else "muted"
         return (
-            Text(str(exp_id), justify="right"),
+            Text(str(exp_id).rjust(self._id_width)),
+            Text(tag, no_wrap=True, overflow="ellipsis"),
             Text(agent, no_wrap=True, overflow="ellipsis"),
             Text(label, style=self._style(tone), no_wrap=True),
             Text(val_bpb, justify="right"),

@@ -12,8 +12,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from textual.color import Color
 from textual_plotext import PlotextPlot
+
+from app.tui.widgets.theme_colour import theme_rgb
 
 Point = tuple[float, float]  # (progress %, loss)
 
@@ -63,22 +64,26 @@ class LossCurve(PlotextPlot):
         self.reference: list[Point] | None = None
         self.labels: tuple[str, str] = ("this run", "best")
         self.empty_message = "no step records yet"
+        self.by_step = False  # x is the step number instead of progress %
 
     def set_curves(self, main: Sequence[Point], reference: Sequence[Point] | None = None,
-                   labels: tuple[str, str] = ("this run", "best")) -> None:
-        """Plot `main` (and `reference`, if any) as loss against progress %."""
+                   labels: tuple[str, str] = ("this run", "best"), by_step: bool = False) -> None:
+        """Plot `main` (and `reference`, if any) as loss against progress % (against the step
+        number with `by_step`: the points are then (step, loss))."""
         self.main = _by_progress(main)
         self.reference = _by_progress(reference) if reference else None
         self.labels = labels
+        self.by_step = by_step
         self._replot()
 
     @property
     def caption(self) -> str:
         """The plot title: latest loss, and how far ahead or behind the reference it is."""
         if not self.main:
-            return f"loss vs progress: {self.empty_message}"
-        progress, loss = self.main[-1]
-        title = f"{self.labels[0]}: loss {loss:.4f} at {progress:.1f}%"
+            return f"loss vs {'step' if self.by_step else 'progress'}: {self.empty_message}"
+        x, loss = self.main[-1]
+        at = f"step {x:.0f}" if self.by_step else f"{x:.1f}%"
+        title = f"{self.labels[0]}: loss {loss:.4f} at {at}"
         gap = gap_to_reference(self.main, self.reference)
         if gap is not None:
             verdict = "trailing" if gap > 0 else "ahead of"
@@ -91,7 +96,7 @@ class LossCurve(PlotextPlot):
         self._replot()
 
     def _theme_rgb(self, variable: str) -> tuple[int, int, int]:
-        return Color.parse(self.app.theme_variables[variable]).rgb
+        return theme_rgb(self.app, variable)
 
     def _replot(self) -> None:
         if not self.is_mounted:
@@ -100,8 +105,9 @@ class LossCurve(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         plt.title(self.caption)
-        plt.xlabel("progress %")
-        plt.xlim(0, 100)
+        plt.xlabel("step" if self.by_step else "progress %")
+        if not self.by_step:
+            plt.xlim(0, 100)
         if self.reference:
             xs, ys = zip(*thin(self.reference))
             plt.plot(list(xs), list(ys), marker="braille", label=self.labels[1],
@@ -109,5 +115,5 @@ class LossCurve(PlotextPlot):
         if self.main:
             xs, ys = zip(*thin(self.main))
             plt.plot(list(xs), list(ys), marker="braille", label=self.labels[0],
-                     color=self._theme_rgb("accent"))
+                     color=self._theme_rgb("text-accent"))
         self.refresh()

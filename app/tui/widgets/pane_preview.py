@@ -46,6 +46,7 @@ class PanePreview(Vertical):
         self.agent: AgentStatus | None = None
         self._hints = hints  # the keys that apply, shown at the end of the title
         self._shown: dict[str, Text] = {}
+        self._edits = Text()
         self._worker: Worker | None = None
         self._unchanged = 0  # captures in a row that showed the same text
         self._ticks = 0
@@ -56,6 +57,12 @@ class PanePreview(Vertical):
 
     def on_mount(self) -> None:
         self.set_interval(REFRESH_S, self._tick)
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.call_after_refresh(self._restyle))
+
+    def _restyle(self) -> None:
+        """Colours are baked into the texts: redo them in the new theme's."""
+        agent, self.agent, self._shown = self.agent, None, {}
+        self.show(agent, self._edits)
 
     def _tick(self) -> None:
         self._ticks += 1
@@ -64,7 +71,7 @@ class PanePreview(Vertical):
 
     def show(self, agent: AgentStatus | None, edits: Text) -> None:
         """Follow `agent` (None: nothing highlighted); `edits` is its train.py diff stat."""
-        previous, self.agent = self.agent, agent
+        previous, self.agent, self._edits = self.agent, agent, edits
         if agent is None:
             self._set("#preview-title", Text())
             self._set("#preview-body", Text())
