@@ -47,8 +47,7 @@ VOLUME_NAME = "autoresearch-cache"                         # Modal volume holdin
 CACHE_MOUNT = "/cache"                                     # volume mount point = AUTORESEARCH_CACHE remotely
 GPU_TYPE = os.environ.get("AUTORESEARCH_MODAL_GPU", "H100")  # GPU for `train` (e.g. H100, A100-80GB, L40S)
 PYTHON_VERSION = "3.12"                                    # Python inside the image
-TORCH_VERSION = "2.10.0"                                   # pyproject's `gpu` extra: FA3 hub builds exist for it
-TORCH_INDEX = "https://download.pytorch.org/whl/cu128"     # its CUDA 12.8 build (runs on CUDA 12.x drivers)
+TORCH_VERSION = "2.10.0"                                   # pyproject's `gpu` extra: PyPI's CUDA 12.8 build, FA3 hub builds
 TRAINING_PACKAGES = [                                      # the rest of the `gpu` extra's training stack
     "kernels==0.17.2", "numpy>=2.0", "pyarrow>=20.0", "requests>=2.32", "rustbpe>=0.1.0", "tiktoken>=0.11",
 ]
@@ -321,8 +320,7 @@ app = modal.App(APP_NAME)
 volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
 image = (
     modal.Image.debian_slim(python_version=PYTHON_VERSION)
-    .uv_pip_install(f"torch=={TORCH_VERSION}", index_url=TORCH_INDEX)
-    .uv_pip_install(*TRAINING_PACKAGES)
+    .uv_pip_install(f"torch=={TORCH_VERSION}", *TRAINING_PACKAGES)
     .run_function(bake_fa3)
     .env({"AUTORESEARCH_FA3_DIR": FA3_DIR})
     .add_local_file(PREPARE_PATH, REMOTE_PREPARE_PATH)

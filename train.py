@@ -815,6 +815,10 @@ print(f"device:           {DEVICE_TYPE}")
 print(f"device_name:      {device_name}")
 print(f"attention:        {ATTENTION}")
 
+# Hand the final weights to the cockpit when it asks, so it can measure val_bpb itself
+if os.environ.get("COCKPIT_WEIGHTS_OUT"):
+    torch.save({"config": asdict(config), "model": model.state_dict()}, os.environ["COCKPIT_WEIGHTS_OUT"])
+
 # Skip interpreter teardown on CUDA: its leak reports (triton's nanobind) would print after the summary
 sys.stdout.flush()
 if DEVICE_TYPE == "cuda":

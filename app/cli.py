@@ -4,6 +4,7 @@ Usage:
     cockpit                                  # the TUI on this repository's ledger
     cockpit run -m "what I changed" --hypothesis "why" --category optimizer
     cockpit history --json | cockpit suggest | cockpit note "lesson" --exp 12
+    cockpit log run.log                      # the log viewer on any file
 
 Exit statuses: 0 ok (whatever an experiment's decision), 2 usage or refusal, 3 infrastructure.
 """
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     "app.commands.demo",
     "app.commands.gpus",
     "app.commands.verify",
+    "app.commands.log",
     "app.commands.supervise",
 )
 

@@ -42,6 +42,8 @@ class Settings:
     gpus: str | tuple[str, ...] = "auto"  # "auto" (NVML) | ["0", "1"] (indices/UUIDs) | [] (no pool)
     gpus_per_run: int = 1             # devices leased to each local run
     modal_max_concurrent: int = 0     # Modal runs of this repository in flight at once; 0 = no cap
+    trusted_eval: str = "keeps"       # keeps | always | off: which runs the cockpit re-measures itself
+    metric_tolerance: float = 0.001   # printed vs measured val_bpb further apart -> metric-mismatch
     notify: tuple[str, ...] = ()      # apprise URLs the supervisor sends to ("ntfys://topic", ...)
     notify_events: tuple[str, ...] = NOTIFY_EVENTS  # which attention kinds are sent
     attention_prompts: tuple[str, ...] = ()  # regexes of agent prompts, beside the built-in ones
@@ -53,7 +55,8 @@ class Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
-_CHOICES = {"backend": ("local", "modal"), "review": ("auto", "gate")}
+_CHOICES = {"backend": ("local", "modal"), "review": ("auto", "gate"),
+            "trusted_eval": ("keeps", "always", "off")}
 _MINIMUM = {"gpus_per_run": 1, "modal_max_concurrent": 0}
 
 
@@ -89,6 +92,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "contended_frac": (0.0, 1.0),
     "crash_streak": (1, 1000),
     "implausible_ratio": (0.01, 1.0),
+    "metric_tolerance": (0.0, 1.0),
 }
 
 

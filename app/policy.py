@@ -394,3 +394,4 @@ def _rate(experiments: Sequence[PastExperiment], outcome: str) -> float:
     if not experiments:
         return 0.0
     return sum(_outcome_class(e.decision) == outcome for e in experiments) / len(experiments)
+

@@ -170,7 +170,7 @@ def prepare_data(workdir: Path, corpus_chars: int, log) -> dict[str, str]:
 
 
 def train_run(path: str, budget: int, env: dict[str, str], workdir: Path, log) -> dict:
-    from app.logs.parse import parse_log
+    from app.logs.parse import StreamParser
     run_dir = workdir / f"run-{path}"
     run_dir.mkdir(exist_ok=True)
     for name in ("train.py", "prepare.py"):
@@ -182,7 +182,9 @@ def train_run(path: str, budget: int, env: dict[str, str], workdir: Path, log) -
                               env={**env, "AUTORESEARCH_ATTENTION": path,
                                    "AUTORESEARCH_TIME_BUDGET": str(budget)},
                               timeout=2 * budget + 900, check=False)
-    parsed = parse_log(log_path)
+    parser = StreamParser(keep_records=False)
+    parser.feed(log_path.read_bytes())
+    parsed = parser.finish()
     summary = parsed.summary or {}
     row = {"path": path, "exit_code": done.returncode, "wall_s": round(time.time() - started, 1),
            "log": str(log_path)}

@@ -119,11 +119,15 @@ sys.exit(EXIT_CODE)
 
 
 def make_project(tmp_path: Path, name: str = "project", config: str = "") -> Path:
-    """A real repo with the stand-in train.py committed on main; `config` goes to pyproject.toml."""
+    """A real repo with the stand-in train.py committed on main; `config` goes to pyproject.toml.
+
+    The stand-in has no model to hand over, so the cockpit's own evaluation is off unless
+    `config` sets trusted_eval."""
     main = make_repo(tmp_path / name)
     commit_file(main, "train.py", STANDIN_TRAIN_PY, "stand-in train.py")
-    if config:
-        commit_file(main, "pyproject.toml", f"[tool.cockpit]\n{config}\n", "cockpit settings")
+    if "trusted_eval" not in config:
+        config = f'trusted_eval = "off"\n{config}'
+    commit_file(main, "pyproject.toml", f"[tool.cockpit]\n{config}\n", "cockpit settings")
     return main
 
 

@@ -20,11 +20,11 @@ from typing import Any
 
 from app.commands import CommandError
 from app.commands.supervise import ensure_supervisor
-from app.supervisor import process as supervisor
 from app.config import Settings, load_settings
 from app.demo import sandbox as demo
 from app.ledger.store import Experiment, Ledger
 from app.ledger.vocabulary import is_kept
+from app.supervisor import process as supervisor
 
 POLL_S = 1.0
 NOT_FINISHED = ("killed", "lost", None)

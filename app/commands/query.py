@@ -21,6 +21,7 @@ from app.commands import (
     stream_json_list,
 )
 from app.ledger import report
+from app.ledger.schema import TRUST_FLAGS
 from app.ledger.store import Ledger, LedgerError
 from app.ledger.vocabulary import outcome
 from app.run.plan import agent_name, tag_name
@@ -112,11 +113,13 @@ def _print_detail(d: dict[str, Any]) -> None:
     say(f"#{d['id']} {outcome(d['decision'], d['status'])}"
           + (f" (review {d['review']})" if d["review"] else "") + f": {d['description']}")
     for key in ("reason", "hypothesis", "category", "tag", "agent", "branch", "commit_sha",
-                "backend", "val_bpb", "delta", "margin", "exit_code", "training_seconds",
+                "backend", "val_bpb", "reported_val_bpb", "measured_val_bpb", "trusted_eval_s",
+                "delta", "margin", "exit_code", "training_seconds", "train_wall_s",
                 "num_steps", "peak_vram_mb", "log_path"):
         if d.get(key) not in (None, ""):
             say(f"  {key:<17} {d[key]}")
-    flags = [f for f in ("near_miss", "contended", "integrity", "not_comparable", "needs_rerun") if d.get(f)]
+    flags = [f for f in ("near_miss", "contended", "integrity", "not_comparable", "needs_rerun",
+                         *TRUST_FLAGS) if d.get(f)]
     if flags:
         say(f"  {'flags':<17} {', '.join(flags)}")
     if d["crash_tail"]:

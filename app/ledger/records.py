@@ -77,6 +77,14 @@ class Experiment:
     gpu_model: str = ""  # their model as NVML names it ("" when declared without NVML)
     compare_key: str | None = None  # eval constants | device class | attention path (None: unknown)
     not_comparable: int = 0
+    reported_val_bpb: float | None = None  # what train.py printed
+    measured_val_bpb: float | None = None  # what the cockpit measured from the final weights
+    trusted_eval_s: float | None = None  # seconds the cockpit's own evaluation took
+    train_wall_s: float | None = None  # training time on the runner's clock
+    metric_mismatch: int = 0
+    non_causal: int = 0
+    over_budget: int = 0
+    unmeasured: int = 0
 
     @property
     def summary(self) -> dict[str, Any]:

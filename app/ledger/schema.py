@@ -138,8 +138,22 @@ def _v4(db: sqlite_utils.Database) -> None:
                           "notified_json": "[]"})
 
 
+# The cockpit's own measurement of val_bpb (app/run/trusted.py): what train.py printed, what the
+# cockpit measured from the final weights, what it cost, the runner's clock on training, and the
+# flags a measurement can raise. `val_bpb` stays the value the decision rests on.
+TRUST_FLAGS = ("metric_mismatch", "non_causal", "over_budget", "unmeasured")
+
+
+def _v7(db: sqlite_utils.Database) -> None:
+    table = db.table("experiments")
+    for column in ("reported_val_bpb", "measured_val_bpb", "trusted_eval_s", "train_wall_s"):
+        table.add_column(column, float)
+    for flag in TRUST_FLAGS:
+        table.add_column(flag, int, not_null_default=0)
+
+
 # MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
 # may have gaps (each branch numbers its own; missing ones are skipped).
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4,
-                                                                  6: _v6}
+                                                                  6: _v6, 7: _v7}
 SCHEMA_VERSION = max(MIGRATIONS)

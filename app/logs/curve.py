@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.logs.parse import StepRecord, StreamParser
+from app.logs.parse import StreamParser
+from app.logs.steps import StepRecord
 
 CURVE_FROM_LOG_MAX_BYTES = 256 * 1024 * 1024  # logs larger than this are not parsed for a curve
 READ_BYTES = 1 << 20

@@ -5,17 +5,20 @@ Usage:
     index.index_more()                 # index the next few MB (call from a worker until complete)
     index.lines(0, 40)                 # the first screen, available at once
     index.tail(40)                     # the last screen, available before the index is complete
-    index.find("val_bpb", 0)           # first logical line showing it, or None
+    find_row(index, "val_bpb", 0)      # first logical line showing it (app/logs/search.py)
     index.refresh()                    # pick up lines appended to a growing log
 
 A logical line is a `\\n`-terminated line whose `\\r` segments are collapsed to the last non-blank
-one, which is what a terminal shows after a `\\r` progress line. The index keeps one number per
-64 KiB block (how many newlines precede it), so a 1 GB log costs ~128 KiB of index whatever its
-line count; a block's newline positions are found again on demand and cached.
+one, which is what a terminal shows after a `\\r` progress line. `LogIndex(path, segments=True)`
+indexes every `\\r` segment as a row of its own instead (a lone `\\r` or a `\\n` ends a row; `\\r\\n`
+is one line end), so each progress step can be shown and found; the viewer builds it only on demand.
+The index keeps one number per 64 KiB block (how many newlines precede it), so a 1 GB log costs
+~128 KiB of index whatever its line count; a block's newline positions are found again on demand and cached.
 """
 from __future__ import annotations
 
 import os
+import re
 import threading
 from array import array
 from bisect import bisect_left
@@ -39,10 +42,19 @@ BLOCK_CACHE = 16  # blocks whose newline positions are kept
 BLANK_SKIPS = 8  # blank trailing segments skipped back over before giving up
 
 Cancelled = Callable[[], bool]
+_SEPARATOR = re.compile(rb"\r(?!\n)|\n")  # a segment row ends at a lone \r or at \n
 
 
 def _never() -> bool:
     return False
+
+
+def _separators_in(buf: bytes, start: int, end: int) -> int:
+    """Row ends in buf[start:end] in segment mode; buf may hold one byte past `end` (lookahead)."""
+    found = buf.count(b"\n", start, end) + buf.count(b"\r", start, end) - buf.count(b"\r\n", start, end)
+    if end > start and buf[end - 1:end + 1] == b"\r\n":
+        found -= 1  # the \r of a \r\n split by the block end
+    return found
 
 
 def _newlines_in(buf: bytes | bytearray, start: int, end: int) -> int:
@@ -60,9 +72,10 @@ def _newlines_in(buf: bytes | bytearray, start: int, end: int) -> int:
 class LogIndex:
     """A growing index of logical line starts in one log file; safe to share between threads."""
 
-    def __init__(self, path: Path | str, *, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, path: Path | str, *, block_size: int = BLOCK_SIZE, segments: bool = False) -> None:
         self.path = Path(path)
         self.block_size = block_size
+        self.segments = segments
         self._fd = os.open(self.path, os.O_RDONLY)
         self._lock = threading.RLock()
         self._size = os.fstat(self._fd).st_size
@@ -145,13 +158,17 @@ class LogIndex:
         end = min(size, start + max(bs, max_bytes - max_bytes % bs))
         if end <= scanned:
             return self.complete
-        data = self._read(end - start, start)
+        data = self._read(end - start + self.segments, start)  # + a lookahead byte for \r\n
+        length = min(len(data), end - start)
         counts = array("q")
         running = 0
-        for offset in range(0, len(data), bs):
-            running += _newlines_in(data, offset, min(offset + bs, len(data)))
+        for offset in range(0, length, bs):
+            stop = min(offset + bs, length)
+            running += (_separators_in(data, offset, stop) if self.segments
+                        else _newlines_in(data, offset, stop))
             counts.append(running)
-        last_newline = data.rfind(b"\n")
+        last_newline = self._last_separator(data, length)
+        data = data[:length]
         with self._lock:
             if generation != self._generation or scanned != self._scanned:
                 return self.complete  # reset or extended by someone else meanwhile
@@ -166,6 +183,15 @@ class LogIndex:
             self._tail_cache = None
             return self.complete
 
+    def _last_separator(self, data: bytes, length: int) -> int:
+        newline = data.rfind(b"\n", 0, length)
+        if not self.segments:
+            return newline
+        carriage = data.rfind(b"\r", 0, length)
+        while carriage >= 0 and data[carriage + 1:carriage + 2] == b"\n":
+            carriage = data.rfind(b"\r", 0, carriage)
+        return max(newline, carriage)
+
     # --- newline positions ---------------------------------------------------------------------
 
     def _block_newlines(self, block: int) -> array:
@@ -175,12 +201,20 @@ class LogIndex:
             self._blocks.move_to_end(block)
             return cached
         start = block * self.block_size
-        data = self._read(min(self.block_size, self._scanned - start), start)
+        length = min(self.block_size, self._scanned - start)
+        data = self._read(length + self.segments, start)
         positions = array("i")
+        if self.segments:
+            positions.extend(m.start() for m in _SEPARATOR.finditer(data, 0, length + 1)
+                             if m.start() < length)
+            return self._cache_block(block, positions)
         pos = data.find(b"\n")
         while pos >= 0:
             positions.append(pos)
             pos = data.find(b"\n", pos + 1)
+        return self._cache_block(block, positions)
+
+    def _cache_block(self, block: int, positions: array) -> array:
         self._blocks[block] = positions
         if len(self._blocks) > BLOCK_CACHE:
             self._blocks.popitem(last=False)
@@ -238,7 +272,7 @@ class LogIndex:
         return last or (start, end)
 
     def _render(self, start: int, end: int) -> str:
-        seg_start, seg_end = self._shown_segment(start, end)
+        seg_start, seg_end = (start, end) if self.segments else self._shown_segment(start, end)
         length = seg_end - seg_start
         raw = self._read(min(length, MAX_LINE_BYTES), seg_start)
         text = sanitize(raw.decode("utf-8", "replace")).expandtabs()
@@ -277,6 +311,8 @@ class LogIndex:
             floor = max(0, size - TAIL_SCAN_BYTES)
             while len(ranges) < n and end > floor:
                 newline = self._rfind(b"\n", floor, end)
+                if self.segments:
+                    newline = max(newline, self._rfind(b"\r", max(floor, newline), end))
                 ranges.append((newline + 1 if newline >= 0 else floor, end))
                 end = newline
             ranges.reverse()
@@ -288,70 +324,34 @@ class LogIndex:
         with self._lock:
             return [self._render(start, end) for start, end in self._tail_ranges(n)]
 
-    # --- search --------------------------------------------------------------------------------
+    # --- positions, for app/logs/search.py and the viewer ----------------------------------------
 
-    def find(self, pattern: str, start_line: int, backwards: bool = False,
-             cancelled: Cancelled = _never) -> int | None:
-        """The first logical line at or after (before, backwards) `start_line` that shows `pattern`.
+    def read(self, length: int, offset: int) -> bytes:
+        """Raw bytes of the file (what search scans)."""
+        return self._read(length, offset)
 
-        Case-insensitive unless the pattern has capitals. Streams the raw bytes window by window
-        and only renders lines with a raw hit, so a search over 1 GB stays fast; a hit inside a
-        `\\r` segment that the terminal overwrote does not count.
-        """
-        if not pattern:
-            return None
-        fold = pattern == pattern.lower()
-        needle = (pattern.lower() if fold else pattern).encode("utf-8")
+    def row_of_offset(self, offset: int) -> int | None:
+        """The row holding byte `offset`, or None while that byte is not indexed yet."""
         with self._lock:
-            count = self.line_count
-            if count == 0:
+            if not 0 <= offset < self._scanned:
                 return None
-            start_line = min(max(start_line, 0), count - 1)
-            start, end = self._line_range(start_line)
-            limit = self._scanned
-        if backwards:
-            return self._find_backwards(pattern, needle, fold, end, cancelled)
-        return self._find_forwards(pattern, needle, fold, start, limit, cancelled)
+            return self._line_of_offset(offset)
 
-    def _shows(self, line: int, pattern: str, fold: bool) -> bool:
-        text = self.line(line)
-        return pattern in (text.lower() if fold else text)
+    def row_range(self, row: int) -> tuple[int, int]:
+        """Byte range of row `row`, without its line end."""
+        with self._lock:
+            return self._line_range(row)
 
-    def _find_forwards(self, pattern: str, needle: bytes, fold: bool, pos: int, limit: int,
-                       cancelled: Cancelled) -> int | None:
-        overlap = len(needle) - 1
-        while pos < limit and not cancelled():
-            window = self._read(min(SCAN_WINDOW, limit - pos), pos)
-            hit = (window.lower() if fold else window).find(needle)
-            if hit < 0:
-                if pos + len(window) >= limit:
-                    return None
-                pos += max(1, len(window) - overlap)
-                continue
-            with self._lock:
-                line = self._line_of_offset(pos + hit)
-                if self._shows(line, pattern, fold):
-                    return line
-                pos = self._line_range(line)[1] + 1
-        return None
+    def shown_range(self, row: int) -> tuple[int, int]:
+        """Byte range of what row `row` shows (its last non-blank segment unless in segment mode)."""
+        with self._lock:
+            start, end = self._line_range(row)
+            return (start, end) if self.segments else self._shown_segment(start, end)
 
-    def _find_backwards(self, pattern: str, needle: bytes, fold: bool, end: int,
-                        cancelled: Cancelled) -> int | None:
-        overlap = len(needle) - 1
-        while end > 0 and not cancelled():
-            start = max(0, end - SCAN_WINDOW)
-            window = self._read(end - start, start)
-            hit = (window.lower() if fold else window).rfind(needle)
-            if hit < 0:
-                if start == 0:
-                    return None
-                end = min(end - 1, start + overlap)
-                continue
-            with self._lock:
-                line = self._line_of_offset(start + hit)
-                if self._shows(line, pattern, fold):
-                    return line
-                end = self._line_range(line)[0]
-                if end > 0:
-                    end -= 1  # skip the newline ending the line before
-        return None
+    def index_through(self, offset: int, cancelled: Cancelled = _never) -> bool:
+        """Index at least up to byte `offset`; False when cancelled first."""
+        while self._scanned <= offset and not self.complete:
+            if cancelled():
+                return False
+            self.index_more()
+        return True

@@ -20,9 +20,18 @@ import math
 import re
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.logs.crashtail import TAIL_LINES, TRACEBACK, Traceback, start_of_traceback
+from app.logs.steps import (
+    STEP_HEAD,
+    StepRecord,
+    parse_step_line,
+    split_fail,
+    step_record,
+    to_float,
+    to_int,
+)
 from app.logs.textsafe import sanitize
 
 # ---------------------------------------------------------------------------
@@ -38,115 +47,7 @@ REQUIRED_SUMMARY_KEYS = (  # upstream's summary keys, in upstream's order
     "total_tokens_M", "num_steps", "num_params_M", "depth",
 )
 
-_STEP_HEAD = re.compile(  # `step 00042 (13.7%) |`: number, optional progress, then `|` or the end
-    r"\s*step\s+(\d{1,30})\s*(?:\(\s*([^()%|]*?)\s*%\s*\))?\s*(?:\||\Z)"
-)
-MISSING_VALUES = ("n/a", "na", "-", "none", "")  # a step field not measured (nan is a value)
 _SUMMARY_LINE = re.compile(r"([A-Za-z_][\w.\-]*)\s*:\s*(\S.*)")  # a line of the block: `key: value`
-
-
-# ---------------------------------------------------------------------------
-# Step lines
-
-
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    """One `step NNNNN (x%) | key: value | ...` segment; fields missing or unreadable are None."""
-
-    step: int
-    progress_pct: float | None = None
-    loss: float | None = None
-    lrm: float | None = None
-    dt_ms: float | None = None
-    tok_per_sec: float | None = None
-    mfu_pct: float | None = None
-    epoch: int | None = None
-    remaining_s: float | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # fork-specific fields, raw text
-
-
-def _to_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _to_int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:  # also raised for ints of thousands of digits
-        return None
-
-
-def _to_ms(text: str) -> float | None:
-    """`312ms`, `1.5s` or a bare number of milliseconds -> milliseconds."""
-    if text.endswith("ms"):
-        return _to_float(text[:-2])
-    if text.endswith("s"):
-        seconds = _to_float(text[:-1])
-        return None if seconds is None else seconds * 1000
-    return _to_float(text)
-
-
-def _to_s(text: str) -> float | None:
-    """`259s`, `900ms` or a bare number of seconds -> seconds."""
-    if text.endswith("ms"):
-        millis = _to_float(text[:-2])
-        return None if millis is None else millis / 1000
-    return _to_float(text.removesuffix("s"))
-
-
-_KNOWN_FIELDS = {  # field name in the step line -> (position after progress_pct in StepRecord, parser)
-    "loss": (0, _to_float),
-    "lrm": (1, _to_float),
-    "dt": (2, _to_ms),
-    "tok/sec": (3, lambda v: _to_float(v.replace(",", ""))),
-    "mfu": (4, lambda v: _to_float(v.removesuffix("%"))),
-    "epoch": (5, _to_int),
-    "remaining": (6, _to_s),
-}
-
-
-def parse_step_line(text: str) -> StepRecord | None:
-    """Parse one step segment; None when `text` is not a step line. Never raises."""
-    head = _STEP_HEAD.match(text)
-    return None if head is None else _step_record(text, head)
-
-
-def _step_record(text: str, head: re.Match[str]) -> StepRecord:
-    values: list[float | int | None] = [None] * len(_KNOWN_FIELDS)
-    extra: dict[str, str] = {}
-    for item in text[head.end() :].split("|"):
-        name, colon, raw = item.partition(":")
-        name, raw = name.strip(), raw.strip()
-        if not colon or not name:
-            continue
-        known = _KNOWN_FIELDS.get(name)
-        if known is None:
-            extra[name] = raw
-        elif raw.lower() not in MISSING_VALUES:  # `mfu: n/a` (ROCm forks): missing, not an error
-            # the first word only: a crash may glue its traceback onto the last field
-            values[known[0]] = known[1](raw.split(maxsplit=1)[0] if raw else raw)
-    pct = head.group(2)
-    loss, lrm, dt_ms, tok_per_sec, mfu_pct, epoch, remaining_s = values
-    return StepRecord(int(head.group(1)), None if pct is None else _to_float(pct), loss=loss, lrm=lrm,
-                      dt_ms=dt_ms, tok_per_sec=tok_per_sec, mfu_pct=mfu_pct,
-                      epoch=None if epoch is None else int(epoch), remaining_s=remaining_s,
-                      extra=extra)
-
-
-def _split_fail(segment: str) -> tuple[str, bool]:
-    """Separate a trailing `FAIL` (upstream prints it right after the last step, same line)."""
-    stripped = segment.rstrip()
-    if not stripped.endswith("FAIL"):
-        return segment, False
-    before = stripped[:-4]
-    if not before.strip():
-        return "", True
-    if before[-1].isspace() and before.lstrip().startswith("step"):
-        return before, True
-    return segment, False
 
 
 # ---------------------------------------------------------------------------
@@ -155,10 +56,10 @@ def _split_fail(segment: str) -> tuple[str, bool]:
 
 def parse_summary_value(text: str) -> float | int | str:
     """`7000` -> int, `0.93`/`nan`/`inf` -> float, anything else -> the text itself."""
-    as_int = _to_int(text)
+    as_int = to_int(text)
     if as_int is not None:
         return as_int
-    as_float = _to_float(text)
+    as_float = to_float(text)
     return text if as_float is None else as_float
 
 
@@ -349,10 +250,10 @@ class StreamParser:
             return
         self._line_segments += 1
         self._line_last = segment
-        segment, failed = _split_fail(segment)
+        segment, failed = split_fail(segment)
         if failed:
             self.failed = True
-        head = _STEP_HEAD.match(segment)
+        head = STEP_HEAD.match(segment)
         if head is None:
             return
         if self._in_summary:  # steps after `---`: that line was not the final summary
@@ -360,7 +261,7 @@ class StreamParser:
         self.num_step_records += 1
         self._last_step_text, self._last_step = segment, None
         if self._keep_records:
-            self._last_step = _step_record(segment, head)
+            self._last_step = step_record(segment, head)
             records.append(self._last_step)
 
     def _end_line(self) -> None:

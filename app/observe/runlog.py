@@ -16,7 +16,8 @@ from typing import Any
 from app import git
 from app.ledger.queries import newest_in_worktree
 from app.ledger.store import LIVE_STATUSES, Experiment, Ledger, StepRow, finite, summary_columns
-from app.logs.parse import StepRecord, StreamParser, summary_problems
+from app.logs.parse import StreamParser, summary_problems
+from app.logs.steps import StepRecord
 from app.run.plan import derived_tag
 from app.run.procs import process_identity, same_process
 
@@ -27,6 +28,8 @@ MARK_BYTES = 256  # bytes before the read offset that must not change while tail
 SUMMARY_WINDOW = 256 * 1024  # the summary block is looked for in this many final bytes
 COMPARE_BYTES = 4096  # bytes compared at each end to tell two logs apart
 STEP_EVERY_S = 1.0  # step rows and heartbeat at most this often, like the runner
+STEP_BUCKETS_PER_PCT = 10  # steps kept per 1 % of progress (one per 0.1 %: a 7000-step run's curve
+# keeps ~1000 points, however fast the log was read; a log without progress keeps one per 10 steps)
 
 
 @dataclass
@@ -41,7 +44,7 @@ class _Tail:
     parser: StreamParser = field(default_factory=StreamParser)
     done: bool = False
     max_step: int = -1  # newest step in the ledger
-    unsent: StepRecord | None = None
+    unsent: list[StepRecord] = field(default_factory=list)  # read, not yet in the ledger (thinned)
     last_write: float = 0.0
     summary_json: str = ""
 
@@ -198,7 +201,7 @@ def _advance(ledger: Ledger, tail: _Tail, runlog: Path, size: int, writer_gone: 
                 copy.write(chunk)
                 for record in tail.parser.feed(chunk):
                     if record.step > tail.max_step:
-                        tail.unsent = record
+                        _keep_step(tail, record)
                 tail.mark = (tail.mark + chunk)[-MARK_BYTES:]
                 tail.offset += len(chunk)
                 fresh = True
@@ -238,18 +241,35 @@ def _complete_summary(copy: str, tail: _Tail) -> dict[str, Any] | None:
     return dict(summary)
 
 
+def _bucket(record: StepRecord) -> int:
+    if record.progress_pct is None:
+        return record.step // 10
+    return int(record.progress_pct * STEP_BUCKETS_PER_PCT)
+
+
+def _keep_step(tail: _Tail, record: StepRecord) -> None:
+    """Queue a step for the ledger: the newest one of each 0.1 % of progress, so a log read at
+    once (post hoc) still gives the whole curve, in bounded rows."""
+    if tail.unsent and _bucket(tail.unsent[-1]) == _bucket(record):
+        tail.unsent[-1] = record
+    else:
+        tail.unsent.append(record)
+
+
 def _send_steps(ledger: Ledger, tail: _Tail) -> None:
-    step, tail.unsent = tail.unsent, None
+    steps, tail.unsent = tail.unsent, []
     tail.last_write = time.time()
-    if step is None:
+    if not steps:
         ledger.add_steps(tail.exp_id, [])
         return
-    tail.max_step = step.step
-    row = StepRow(step=step.step, t=round(time.time() - tail.started_at, 3),
-                  progress_pct=step.progress_pct, loss=step.loss, lrm=step.lrm, dt_ms=step.dt_ms,
-                  tok_per_sec=step.tok_per_sec, mfu_pct=step.mfu_pct, remaining_s=step.remaining_s)
-    ledger.add_steps(tail.exp_id, [row], progress_pct=step.progress_pct,
-                     last_loss=finite(step.loss), remaining_s=step.remaining_s)
+    t = round(time.time() - tail.started_at, 3)
+    rows = [StepRow(step=s.step, t=t, progress_pct=s.progress_pct, loss=s.loss, lrm=s.lrm,
+                    dt_ms=s.dt_ms, tok_per_sec=s.tok_per_sec, mfu_pct=s.mfu_pct,
+                    remaining_s=s.remaining_s) for s in steps]
+    last = steps[-1]
+    tail.max_step = last.step
+    ledger.add_steps(tail.exp_id, rows, progress_pct=last.progress_pct,
+                     last_loss=finite(last.loss), remaining_s=last.remaining_s)
 
 
 def _finish_ok(ledger: Ledger, tail: _Tail, summary: dict[str, Any]) -> None:

@@ -55,6 +55,9 @@ class RunResult:
     exit_code: int | None
     log_path: str
     tail: list[str] = field(default_factory=list)
+    reported_val_bpb: float | None = None  # what train.py printed
+    measured_val_bpb: float | None = None  # what the cockpit measured (app/run/trusted.py)
+    trusted_eval_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +88,9 @@ def build_result(ledger: Ledger, plan: Plan, exp_id: int, context: Context, verd
         rethink=RETHINK.format(n=streak) if should_rethink(streak, plan.policy) else "",
         flags=[name.replace("_", "-") for name, on in flags.items() if on],
         repeat_of=plan.repeat_of.id if plan.repeat_of else None, exit_code=exp.exit_code,
-        log_path=log_path, tail=tail if decision not in ("keep", "discard", "repeat") else [])
+        log_path=log_path, tail=tail if decision not in ("keep", "discard", "repeat") else [],
+        reported_val_bpb=exp.reported_val_bpb, measured_val_bpb=exp.measured_val_bpb,
+        trusted_eval_s=exp.trusted_eval_s)
 
 
 def head_state(ledger: Ledger, plan: Plan, exp_id: int) -> HeadState:
@@ -109,13 +114,21 @@ def _vs(delta: float | None, best: Best | None, what: str) -> str:
     return f"{shown}  ({what} best #{best.id} {best.val_bpb:.6f})"
 
 
+def _provenance(result: RunResult) -> str:
+    if result.measured_val_bpb is None:
+        return ""
+    printed = "n/a" if result.reported_val_bpb is None else f"{result.reported_val_bpb:.6f}"
+    return (f"  (measured by the cockpit in {result.trusted_eval_s or 0:.1f} s: "
+            f"{result.measured_val_bpb:.6f}; train.py printed {printed})")
+
+
 def format_block(result: RunResult) -> str:
     val = "n/a" if result.val_bpb is None else f"{result.val_bpb:.6f}"
     lines = [
         f"cockpit run #{result.id}: {result.decision.upper()}" + (
             f" (review: {result.review})" if result.review else ""),
         f"  reason        {result.reason}",
-        f"  val_bpb       {val}",
+        f"  val_bpb       {val}{_provenance(result)}",
         f"  vs branch     {_vs(result.delta_vs_branch, result.branch_best, 'branch')}",
         f"  vs main       {_vs(result.delta_vs_main, result.main_best, 'main')}",
         f"  git action    {result.git_action}",

@@ -18,13 +18,15 @@ from typing import Any
 
 from app.comparability import comparability_key, comparability_problem
 from app.ledger.store import Ledger, LedgerBusy, StepRow, finite, summary_columns
-from app.logs.parse import StepRecord, StreamParser, summary_problems
+from app.logs.parse import StreamParser, summary_problems
+from app.logs.steps import StepRecord
 from app.policy import Outcome, RunFacts, Verdict, adjust, decide, integrity_reasons, is_contended, run_flags
 from app.run.backends import Run, start_run
 from app.run.context import Context, constants_mismatch, gather, tok_per_sec
 from app.run.lease import RunLease
 from app.run.plan import Plan, RunInfraError, refuse_if_running_in
 from app.run.report import RunResult, build_result
+from app.run.trusted import Trust
 from app.safeguards import hold_implausible, plausibility
 
 HEARTBEAT_S = 1.0  # step rows and heartbeat at most this often
@@ -75,20 +77,22 @@ class Runner:
         plan = self.plan
         self.exp_id = self.ledger.register(
             guard=lambda ledger: refuse_if_running_in(ledger, plan.worktree), **plan.register_fields())
+        self.trust = Trust(plan, self.ledger.path.parent, self.exp_id)
         logs = self.ledger.path.parent / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{self.exp_id}.log"
         previous = self._install_signal_handlers()
         lease = RunLease(self.ledger, plan.pool, self.exp_id, plan.agent, self.announce)
         try:
-            with open(log_path, "wb") as log, open(plan.worktree / "run.log", "wb") as runlog:
-                try:  # the time budget starts once the devices are ours, never while queued
+            try:
+                with open(log_path, "wb") as log, open(plan.worktree / "run.log", "wb") as runlog:
+                    # the time budget starts once the devices are ours, never while queued
                     stopped = lease.acquire(lambda poll: self._stop_reason(0.0, INF, poll))
                     supervised = Supervised(None, stopped) if stopped else \
                         self._launch_and_supervise(log_path, (log, runlog), lease.env)
-                finally:
-                    lease.release()
-            return self._finish(supervised, log_path)
+                return self._finish(supervised, log_path, lease.release)
+            finally:
+                lease.release()
         finally:
             self._restore_signal_handlers(previous)
 
@@ -96,7 +100,9 @@ class Runner:
                               lease_env: dict[str, str]) -> Supervised:
         plan = self.plan
         try:
-            run = start_run(plan.backend, plan.worktree, {**plan.env, **lease_env}, plan.timeout_s)
+            run = start_run(plan.backend, plan.worktree,
+                            {**plan.env, **lease_env, **self.trust.child_env(lease_env)},
+                            plan.timeout_s)
         except Exception as exc:
             self.ledger.update(self.exp_id, event="decide", detail={"decision": "lost"},
                                status="finished", decision="lost", finished_at=time.time(),
@@ -104,6 +110,7 @@ class Runner:
                                reason=f"{plan.backend} backend failed to start: {exc}")
             raise RunInfraError(f"{plan.backend} backend failed to start: {exc}") from exc
         self._t0 = time.time()
+        self.trust.started()
         self.ledger.update(self.exp_id, event="start",
                            detail={"backend": plan.backend, "ident": run.ident},
                            status="running", started_at=self._t0, heartbeat_at=self._t0,
@@ -189,6 +196,7 @@ class Runner:
         records = self.parser.feed(data)
         if records:
             self._unsent = records[-1]
+            self.trust.saw_steps()
 
     def _heartbeat(self) -> None:
         """One transaction a second: the newest step (if any) plus the live columns."""
@@ -229,15 +237,13 @@ class Runner:
 
     # --- decision --------------------------------------------------------------------------
 
-    def _finish(self, supervised: Supervised, log_path: Path) -> RunResult:
+    def _finish(self, supervised: Supervised, log_path: Path,
+                release: Callable[[], None]) -> RunResult:
+        """Decide (measuring on the leased devices first where wanted), release them, record."""
         plan = self.plan
         parsed = self.parser.finish()
         summary = parsed.summary
         val_bpb = finite(summary.get("val_bpb")) if summary else None
-        outcome = Outcome(exit_code=supervised.exit_code, val_bpb=val_bpb,
-                          has_summary=summary is not None, failed=parsed.failed,
-                          timed_out=supervised.stop_reason == "timeout",
-                          killed=supervised.stop_reason in ("killed", "signal"))
         constants = {k: summary.get(k) for k in ("time_budget", "max_seq_len", "eval_tokens",
                                                  "vocab_size")} if summary else {}
         constants = {k: v for k, v in constants.items() if finite(v) is not None}
@@ -245,13 +251,25 @@ class Runner:
             constants["compare_key"] = comparability_key(summary)
         context = gather(self.ledger, exp_id=self.exp_id, branch=plan.branch, tag=plan.tag,
                          main_branch=plan.main_branch, constants=constants)
-        verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
-        verdict = self._adjust(verdict, supervised, summary, context, parsed.failed)
-        check = plausibility(_raw_val(summary), _val(context.branch_baseline or context.tag_baseline
-                                                     or context.main_best),
-                             plan.policy.implausible_ratio)
-        verdict = hold_implausible(verdict, check)
-        flags = {**self._flags(verdict, summary, context), "implausible": bool(check)}
+
+        def verdict_on(val: float | None) -> Verdict:
+            outcome = Outcome(exit_code=supervised.exit_code, val_bpb=val,
+                              has_summary=summary is not None, failed=parsed.failed,
+                              timed_out=supervised.stop_reason == "timeout",
+                              killed=supervised.stop_reason in ("killed", "signal"))
+            verdict = decide(outcome, _val(context.branch_best), context.sigma, plan.policy)
+            return self._adjust(verdict, supervised, summary, context, parsed.failed, val)
+
+        settled = self.trust.settle(verdict_on(val_bpb), val_bpb, verdict_on, self._heartbeat,
+                                    lambda: self.signal_received is not None)
+        release()
+        measured = settled.values.get("measured_val_bpb")  # judged instead of the print
+        check = plausibility(_raw_val(summary) if measured is None else measured,
+                             _val(context.branch_baseline or context.tag_baseline
+                                  or context.main_best), plan.policy.implausible_ratio)
+        verdict = hold_implausible(settled.verdict, check)
+        flags = {**self._flags(verdict, summary, context), "implausible": bool(check),
+                 **settled.flags}
         decision = verdict.decision
         review = None
         if decision == "pending" or self._gated(verdict):
@@ -265,6 +283,7 @@ class Runner:
             "not_comparable": int(flags["not_comparable"])}
         if summary:
             values.update(summary_columns(summary))
+        values.update(settled.values)
         if decision not in ("keep", "discard", "repeat", "pending"):
             values["crash_tail"] = "\n".join(parsed.tail)
         if self.write_trouble:
@@ -272,7 +291,8 @@ class Runner:
         self._retry(lambda: self.ledger.update(
             self.exp_id, event="finish", detail={"exit_code": supervised.exit_code,
                                                  "decision": decision, "stop": supervised.stop_reason,
-                                                 "ledger_trouble": self.write_trouble}, **values))
+                                                 "ledger_trouble": self.write_trouble,
+                                                 "trusted": settled.detail}, **values))
         self._retry(lambda: self.ledger.event("decide", experiment_id=self.exp_id, actor="runner",
                                               decision=decision, reason=verdict.reason))
         if review == "pending":
@@ -281,7 +301,7 @@ class Runner:
                             parsed.tail, str(log_path), flags)
 
     def _adjust(self, verdict: Verdict, supervised: Supervised, summary: dict | None,
-                context: Context, failed: bool) -> Verdict:
+                context: Context, failed: bool, val_bpb: float | None) -> Verdict:
         """The policy's rules on top of decide(), with what this run observed."""
         plan, baseline = self.plan, context.tag_baseline
         received = self.signal_received if supervised.stop_reason == "signal" else None
@@ -296,7 +316,7 @@ class Runner:
             repeat_of=((plan.repeat_of.id, plan.repeat_of.val_bpb or 0.0)
                        if plan.repeat_of is not None else None),
             unlike=self._unlike(summary, context),
-            val_bpb=(summary or {}).get("val_bpb", 0))
+            val_bpb=val_bpb or 0.0)
         return adjust(verdict, facts)
 
     @staticmethod

@@ -18,3 +18,12 @@ def launch(ledger_path: Path, read_only: bool = False, settings: Settings | None
                    quit_question=quit_question, on_quit=on_quit)
     app.run()
     return app.return_code or 0
+
+
+def launch_log(path: Path, follow: bool = False) -> int:
+    """Run the log viewer alone on `path` (`cockpit log FILE`) until the user quits."""
+    from app.tui.app import make_app
+
+    app = make_app(None, log_file=Path(path), follow=follow)
+    app.run()
+    return app.return_code or 0

@@ -3,6 +3,7 @@
 Usage:
     app = make_app(Path(".autoresearch/ledger.db"), read_only=True)
     app.run()
+    make_app(None, log_file=Path("run.log")).run()   # `cockpit log FILE`: the log viewer alone
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from app.corefiles import styles_dir
@@ -53,14 +55,18 @@ class CockpitApp(App[None]):
         Binding("u", "undo", "Undo", id="app.undo", tooltip="Take back an approval before it is written"),
     ]
 
-    def __init__(self, ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
-                 poll_interval: float = 0.1, clock: Callable[[], float] | None = None,
-                 tmux_socket: str | None = None, watch: bool | None = None,
-                 quit_question: str = "", on_quit: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, ledger_path: Path | None, *, read_only: bool = False,
+                 settings: Settings | None = None, poll_interval: float = 0.1,
+                 clock: Callable[[], float] | None = None, tmux_socket: str | None = None,
+                 watch: bool | None = None, quit_question: str = "",
+                 on_quit: Callable[[bool], None] | None = None, log_file: Path | None = None,
+                 follow: bool = False) -> None:
         super().__init__()
+        self.log_file = log_file
+        self.follow = follow
         self.quit_question = quit_question
         self.on_quit = on_quit
-        self.ledger_path = Path(ledger_path)
+        self.ledger_path = Path(ledger_path or "")  # unused when showing a log file
         self.read_only = read_only
         self.settings = settings
         self.poll_interval = poll_interval
@@ -73,7 +79,12 @@ class CockpitApp(App[None]):
         if read_only:
             self.sub_title = "read-only"
 
-    def get_default_screen(self) -> DashboardScreen:
+    def get_default_screen(self) -> Screen:
+        if self.log_file is not None:
+            from app.tui.screens.log import LogScreen
+
+            self.sub_title = "log viewer"
+            return LogScreen(self.log_file, follow=self.follow)
         self.dashboard = DashboardScreen(self.ledger_path, read_only=self.read_only,
                                          poll_interval=self.poll_interval, clock=self.clock,
                                          watch=self.watch_worktrees)
@@ -182,6 +193,8 @@ class CockpitApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "undo":
             return self.pending_undo is not None
+        if action == "attention":  # the log viewer alone (`cockpit log FILE`) has no ledger
+            return self.log_file is None
         return True
 
     def action_undo(self) -> None:
@@ -193,17 +206,21 @@ class CockpitApp(App[None]):
         from app.tui.screens.detail import DetailScreen
         from app.tui.widgets.log_viewer import LogView, LogViewer
 
-        sections: list[HelpSection] = [
-            ("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
-            ("Both tables", RowTable.BINDINGS),
-            ("Everywhere", self._global_bindings()),
-            ("Experiment detail", DetailScreen.BINDINGS),
-            ("Log (detail screen)", [*LogView.BINDINGS, *LogViewer.BINDINGS]),
-            ("Compare", CompareScreen.BINDINGS)]
+        log_keys: HelpSection = ("Log viewer (detail screen, cockpit log)",
+                                 [*LogView.BINDINGS, *LogViewer.BINDINGS])
+        sections: list[HelpSection] = [log_keys, ("Everywhere", self._global_bindings())]
+        if self.log_file is None:
+            sections = [
+                ("Dashboard", DashboardScreen.BINDINGS), ("Agents table", AGENT_TABLE_KEYS),
+                ("Both tables", RowTable.BINDINGS),
+                ("Everywhere", self._global_bindings()),
+                ("Experiment detail", DetailScreen.BINDINGS), log_keys,
+                ("Compare", CompareScreen.BINDINGS)]
+        example = "log: first traceback" if self.log_file else "experiment: kill #12"
         hidden = experiment_flows.WRITE_ACTIONS if self.read_only else frozenset()
         self.push_screen(HelpScreen(sections, hidden=hidden, legend=LEGEND,
                                     footer="Every action is also in the command palette (ctrl+p), "
-                                           "e.g. \"experiment: kill #12\"."))
+                                           f"e.g. \"{example}\"."))
 
     def _global_bindings(self) -> list[BindingType]:
         return [*self.BINDINGS,
@@ -227,10 +244,11 @@ class CockpitApp(App[None]):
                         severity="error", markup=False, timeout=15)
 
 
-def make_app(ledger_path: Path, *, read_only: bool = False, settings: Settings | None = None,
+def make_app(ledger_path: Path | None, *, read_only: bool = False, settings: Settings | None = None,
              poll_interval: float = 0.1, clock: Callable[[], float] | None = None,
              tmux_socket: str | None = None, watch: bool | None = None,
-             quit_question: str = "", on_quit: Callable[[bool], None] | None = None) -> CockpitApp:
+             quit_question: str = "", on_quit: Callable[[bool], None] | None = None,
+             log_file: Path | None = None, follow: bool = False) -> CockpitApp:
     """The one way to build the app: the CLI and every test call this.
 
     `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off (unless
@@ -238,7 +256,8 @@ def make_app(ledger_path: Path, *, read_only: bool = False, settings: Settings |
     itself: the supervisor (app/supervisor/) does, whether or not a cockpit is open. `tmux_socket` names
     the tmux server (-L) new agents' panes open on (default: $COCKPIT_TMUX_SOCKET, else the
     cockpit's own server). `quit_question` + `on_quit(stop)`: asked on quit, e.g. by the demo,
-    whether to stop what it started; `on_quit` runs in a thread before the app exits."""
+    whether to stop what it started; `on_quit` runs in a thread before the app exits. `log_file`:
+    show only the log viewer on that file (`cockpit log FILE`; no ledger), following it if `follow`."""
     return CockpitApp(ledger_path, read_only=read_only, settings=settings,
                       poll_interval=poll_interval, clock=clock, tmux_socket=tmux_socket, watch=watch,
-                      quit_question=quit_question, on_quit=on_quit)
+                      quit_question=quit_question, on_quit=on_quit, log_file=log_file, follow=follow)

@@ -37,11 +37,12 @@ def find_log(log_path: str, ledger_path: Path) -> Path | None:
 
 def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
                      cache: dict[tuple, list[Point]], by_step: bool = False) -> list[Point]:
-    """The sampled steps from the ledger, else the log's step lines (cached per log size):
-    (progress %, loss), or (step, loss) with `by_step`."""
+    """The sampled steps from the ledger, else (none, or the single dot that observed runs recorded
+    before they kept every step) the log's step lines, cached per log size: (progress %, loss), or
+    (step, loss) with `by_step`."""
     points = [(float(s.step) if by_step else s.progress_pct, s.loss) for s in ledger.steps(exp.id)
               if s.loss is not None and (by_step or s.progress_pct is not None)]
-    if points or log_file is None:
+    if len(points) > 1 or log_file is None:
         return points  # type: ignore[return-value]
     try:
         key = (log_file, log_file.stat().st_size, by_step)
@@ -49,7 +50,7 @@ def experiment_curve(ledger: Ledger, exp: Experiment, log_file: Path | None,
         return []
     if key not in cache:
         cache[key] = curve_points(log_file, by_step)
-    return cache[key]
+    return cache[key] or points  # type: ignore[return-value]
 
 
 def load_detail(ledger: Ledger, exp_id: int, cache: dict[tuple, list[Point]]) -> DetailData:

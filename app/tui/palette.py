@@ -24,6 +24,8 @@ from app.tui.agent_flows import can_stop
 from app.tui.widgets.experiments_table import one_line, state_label
 
 if TYPE_CHECKING:
+    from textual.screen import Screen
+
     from app.tui.app import CockpitApp
     from app.tui.screens.dashboard import DashboardScreen
 
@@ -102,6 +104,30 @@ def view_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Comma
         yield Command("note: general note", partial(app.run_flow, "note", None), "not about one run")
 
 
+LOG_COMMANDS = (  # (text, LogViewer or LogView action, help)
+    ("log: search", "search", "search the log (/)"), ("log: next match", "find(1)", "n"),
+    ("log: previous match", "find(-1)", "N"), ("log: go to line", "go_to_line", ":"),
+    ("log: first traceback", "traceback", "t"),
+    ("log: toggle every \\r step", "view.toggle_steps", "x: each progress step as a row"),
+    ("log: toggle wrap", "view.toggle('wrap')", "w"), ("log: toggle follow", "view.toggle_follow", "f"),
+    ("log: end", "view.scroll_end", "G / End"), ("log: top", "view.scroll_home", "g / Home"),
+    ("log: clear search", "close_search", "Esc"))
+
+
+def log_commands(screen: Screen) -> Iterator[Command]:
+    """The log viewer's actions, when the screen the palette was opened on shows one."""
+    from app.tui.widgets.log_viewer import LogViewer
+
+    viewers = screen.query(LogViewer)
+    if not viewers:
+        return
+    viewer = viewers.first()
+    for text, action, about in LOG_COMMANDS:
+        target, _, name = action.rpartition(".")
+        node = viewer.view if target else viewer
+        yield Command(text, partial(node.run_action, name), escape(about))
+
+
 class CockpitCommands(Provider):
     """Experiment actions, views, filters and sorts for the command palette."""
 
@@ -128,6 +154,7 @@ class CockpitCommands(Provider):
         if digits is not None and not any(str(e.id) == digits for e in experiments):
             yield Command(f"experiment: open #{int(digits)}",
                           partial(self.cockpit.open_experiment, int(digits)))
+        yield from log_commands(self.screen)
         if self.cockpit.dashboard is not None:
             yield from agent_commands(self.cockpit, self.cockpit.dashboard)
             yield from view_commands(self.cockpit, self.cockpit.dashboard)
@@ -141,6 +168,8 @@ class CockpitCommands(Provider):
                           help=command.help or None)
 
     async def discover(self) -> Hits:
+        for command in log_commands(self.screen):
+            yield DiscoveryHit(Text(command.text), command.run, text=command.text, help=command.help)
         experiments = self._experiments(None)[:DISCOVER_EXPERIMENTS]
         for exp in experiments:
             for command in experiment_commands(self.cockpit, exp):

@@ -92,6 +92,7 @@ def make_repo(root: Path, train_py: str) -> Path:
     root.mkdir(parents=True)
     (root / "train.py").write_text(train_py)
     (root / "prepare.py").write_text("# stand-in prepare.py\n")
+    (root / "pyproject.toml").write_text('[tool.cockpit]\ntrusted_eval = "off"  # a stand-in: no weights\n')
     (root / ".gitignore").write_text(".autoresearch/\nrun.log\n")
     git(root, "init", "--quiet", "--initial-branch=main")
     git(root, "add", ".")

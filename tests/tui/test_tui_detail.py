@@ -110,7 +110,8 @@ async def test_overview_flags_notes_events_and_curves(fx: TuiFixture) -> None:
     summary = ('{"val_bpb": 0.991, "num_steps": 953, "router_entropy": 1.332777, '
                '"attention": "fa3"}')
     exp_id = set_fields(fx, "approved", summary_json=summary, repeat_of=fx.ids["baseline"])
-    near = set_fields(fx, "near_miss", contended=1, integrity=1, needs_rerun=1)
+    near = set_fields(fx, "near_miss", contended=1, integrity=1, needs_rerun=1, metric_mismatch=1,
+                      non_causal=1, over_budget=1, unmeasured=1)
     app = make_app(fx.ledger_path, read_only=True, clock=fx.clock)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_detail(pilot, fx, exp_id)
@@ -141,7 +142,8 @@ async def test_overview_flags_notes_events_and_curves(fx: TuiFixture) -> None:
 
         screen = await open_detail(pilot, fx, near)
         flags = text(screen, "#badge-flags")
-        for flag in ("≈ near-miss", "⇣ contended", "! integrity", "↻ needs rerun"):
+        for flag in ("≈ near-miss", "⇣ contended", "! integrity", "↻ needs rerun",
+                     "≢ metric-mismatch", "→ non-causal", "+ over-budget", "∅ unmeasured"):
             assert flag in flags
         await pilot.press("escape")
 
@@ -253,8 +255,14 @@ async def test_real_log_jump_to_end_collapsed_step_line_and_search(fx: TuiFixtur
         assert "(wrapped)" in str(screen.query_one("#log-status", Static).content)
         await pilot.press("N")  # before the first: wraps to the last
         await wait_until(pilot, lambda: view.match_line == 95)
-        await pilot.press("slash", *"step 00100", "enter")  # only in an overwritten segment
-        await wait_until(pilot, lambda: "not found" in str(screen.query_one("#log-status", Static).content))
+        await pilot.press("slash", *"step 00100", "enter")  # only in an overwritten `\r` step
+        status = screen.query_one("#log-status", Static)
+        await wait_until(pilot, lambda: "match 1 of 1" in str(status.content))
+        assert view.expanded and view.text_at(view.match_line).startswith("step 00100 (")
+        await pilot.press("escape")  # clears the search and stays on the detail screen
+        assert pilot.app.screen is screen and not view.highlight
+        await pilot.press("escape")  # nothing left to clear: back
+        await wait_until(pilot, lambda: pilot.app.screen is not screen)
 
 
 async def test_jump_to_end_before_the_index_is_complete(fx: TuiFixture, tmp_path: Path,

@@ -13,7 +13,7 @@ from app.cli import main
 from app.errors import EXIT_INFRA, EXIT_USAGE, CockpitError, InfraError, UsageError
 
 CONTROL_FLOW = {"AgentStopped", "_Stop"}  # raised to unwind a loop on a signal, never shown
-USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError", "DeviceError",
+USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError", "DeviceError", "EvalError",
          "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "PoolError",
          "RoleError", "RunRefused", "SupervisorRunning", "TsvFormatError"}
 INFRA = {"BackendUnavailable", "CorpusError", "LedgerBusy", "LedgerConflict", "LedgerError",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.logs.index import MAX_LINE_CHARS, LogIndex
+from app.logs.search import find_row
 from realdata import REAL_RUNS
 
 
@@ -127,27 +128,27 @@ def test_find_skips_overwritten_segments_and_searches_both_ways(tmp_path: Path) 
     body = b"\rstep 00001 loss 9\rstep 00002 loss 8\n" + b"filler\n" * 3000 + b"Loss summary\nlast loss\n"
     path.write_bytes(body)
     index = built(path, block_size=32)
-    assert index.find("step 00001", 0) is None
-    assert index.find("step 00002", 0) == 0
-    assert index.find("loss", 1) == 3001
-    assert index.find("Loss", 0) == 3001
-    assert index.find("loss", 3001, backwards=True) == 3001
-    assert index.find("loss", 3000, backwards=True) == 0
-    assert index.find("loss", 3002, backwards=True) == 3002
-    assert index.find("loss", 0, cancelled=lambda: True) is None
-    assert index.find("absent", 0) is None
+    assert find_row(index, "step 00001", 0) is None
+    assert find_row(index, "step 00002", 0) == 0
+    assert find_row(index, "loss", 1) == 3001
+    assert find_row(index, "Loss", 0) == 3001
+    assert find_row(index, "loss", 3001, backwards=True) == 3001
+    assert find_row(index, "loss", 3000, backwards=True) == 0
+    assert find_row(index, "loss", 3002, backwards=True) == 3002
+    assert find_row(index, "loss", 0, cancelled=lambda: True) is None
+    assert find_row(index, "absent", 0) is None
 
 
 def test_find_across_scan_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.logs.index.SCAN_WINDOW", 64)
+    monkeypatch.setattr("app.logs.search.SCAN_WINDOW", 64)
     path = tmp_path / "run.log"
     lines = [f"row {i:04d} {'needle' if i in (40, 77) else 'hay'}" for i in range(100)]
     path.write_text("\n".join(lines) + "\n")
     index = built(path, block_size=16)
-    assert index.find("needle", 0) == 40
-    assert index.find("needle", 41) == 77
-    assert index.find("needle", 99, backwards=True) == 77
-    assert index.find("needle", 76, backwards=True) == 40
+    assert find_row(index, "needle", 0) == 40
+    assert find_row(index, "needle", 41) == 77
+    assert find_row(index, "needle", 99, backwards=True) == 77
+    assert find_row(index, "needle", 76, backwards=True) == 40
 
 
 def test_real_logs_collapse_and_end_with_their_summary() -> None:
@@ -155,7 +156,7 @@ def test_real_logs_collapse_and_end_with_their_summary() -> None:
     step_line = index.line(39)
     assert step_line.startswith("step 06999 (100.0%) | loss: 2.429389")
     assert index.tail(1) == ["router_aux_loss:  0.002516"]
-    assert index.find("val_bpb", 0) == 43 and index.line(43) == "val_bpb:          0.936404"
+    assert find_row(index, "val_bpb", 0) == 43 and index.line(43) == "val_bpb:          0.936404"
     crashed = built(REAL_RUNS / "moe-run-f3.log", block_size=4096)
     assert crashed.tail(1)[0].startswith("step 02624 (9.8%)")
     assert "---" not in crashed.lines(0, crashed.line_count)

@@ -20,11 +20,10 @@ from app.logs.parse import (
     TAIL_LINES,
     TRACEBACK,
     ParseResult,
-    StepRecord,
     StreamParser,
-    parse_step_line,
     summary_problems,
 )
+from app.logs.steps import StepRecord, parse_step_line
 from realdata import REAL_RUNS, parse_file
 
 REAL_LOGS = sorted(REAL_RUNS.glob("*.log"))

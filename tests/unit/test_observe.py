@@ -78,7 +78,7 @@ def test_vanilla_run_appears_live_then_finishes(ledger: Ledger, wt: Path) -> Non
     assert Path(exp.log_path).read_bytes() == runlog.read_bytes()
     assert Path(exp.log_path).parent == ledger.path.parent / "logs"
     # step 3 is still open
-    assert [s.step for s in ledger.steps(exp_id)] == [2] and exp.last_loss == pytest.approx(3.98)
+    assert [s.step for s in ledger.steps(exp_id)] == [0, 1, 2] and exp.last_loss == pytest.approx(3.98)
 
     append(runlog, steps(4, 9) + b"\nEvaluating...\n" + SUMMARY)
     assert observe.observe_run_log(ledger, wt) == exp_id
@@ -335,6 +335,18 @@ def test_a_real_training_log_streamed_in_pieces(ledger: Ledger, wt: Path) -> Non
     expected = parse_file(REAL_RUNS / "moe-run-compute90.log").summary
     assert (exp.status, exp.val_bpb, exp.num_steps) == ("finished", expected["val_bpb"], 7000)
     assert exp.summary == expected and len(ledger.experiments()) == 1
+
+
+def test_a_real_log_read_at_once_keeps_its_whole_curve(ledger: Ledger, wt: Path) -> None:
+    """Observed post hoc (7000 `\\r` steps in one read): the curve is every 0.1 % of progress."""
+    shutil.copyfile(REAL_RUNS / "moe-run-compute90.log", wt / "run.log")
+    exp = ledger.get(observe.observe_run_log(ledger, wt))
+    rows = ledger.steps(exp.id)
+    assert exp.status == "finished" and 900 <= len(rows) <= 1001
+    assert [r.step for r in rows] == sorted({r.step for r in rows})
+    assert rows[-1].step == 6999 and rows[-1].loss == pytest.approx(2.429389)
+    progress = [r.progress_pct for r in rows]
+    assert progress[0] < 1 and max(b - a for a, b in zip(progress, progress[1:])) <= 0.2
 
 
 def test_a_real_log_cut_mid_run_stays_running(ledger: Ledger, wt: Path) -> None:

@@ -44,7 +44,8 @@ ACTIONS = (("k", "kill", "Kill"), ("a", "approve", "Approve"), ("r", "reject", "
            ("O", "adopt", "Adopt"), ("N", "note", "Note"))  # key, flow, label (o is the Overview tab)
 FLAGS = (("near_miss", "≈ near-miss"), ("contended", "⇣ contended"), ("integrity", "! integrity"),
          ("implausible", "‽ implausible"), ("not_comparable", "≠ not comparable (see reason)"),
-         ("needs_rerun", "↻ needs rerun"))
+         ("needs_rerun", "↻ needs rerun"), ("metric_mismatch", "≢ metric-mismatch"),
+         ("non_causal", "→ non-causal"), ("over_budget", "+ over-budget"), ("unmeasured", "∅ unmeasured"))
 
 
 # ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Only the lines on screen are read from disk and rendered (Line API), so a 1 GB log never enters
 widget memory. The index is built by a thread worker while the first screen is already shown;
 "jump to end" works before it finishes by showing the tail found by scanning back from the end.
+A `\\r` progress line shows its last step; `x` switches to a second index (built on demand) where
+every `\\r` step is a row. `w` wraps long lines (the view still scrolls by line).
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from rich.cells import chop_cells
 from rich.segment import Segment
+from rich.style import Style
 from textual import on, work
 from textual.binding import Binding
 from textual.geometry import Size
@@ -43,7 +47,8 @@ class _Latest(Message):
 class LogView(ScrollView, can_focus=True):
     """The lines of one log file; scroll with the usual keys, `end`/`G` jumps to the end."""
 
-    COMPONENT_CLASSES = {"log-view--line-number", "log-view--crash-tail", "log-view--match"}
+    COMPONENT_CLASSES = {"log-view--line-number", "log-view--crash-tail", "log-view--match",
+                         "log-view--current"}
     BINDINGS = [
         Binding("up", "scroll_rows(-1)", "Up", show=False, id="log.up"),
         Binding("down", "scroll_rows(1)", "Down", show=False, id="log.down"),
@@ -52,10 +57,17 @@ class LogView(ScrollView, can_focus=True):
         Binding("home,g", "scroll_home", "Top", show=False, id="log.top"),
         Binding("end,G", "scroll_end", "End", id="log.end", tooltip="Jump to the end of the log"),
         Binding("f", "toggle_follow", "Follow", id="log.follow", tooltip="Keep showing new lines"),
+        Binding("x", "toggle_steps", "\\r steps", id="log.steps",
+                tooltip="Show every \\r progress step as a row, or only the last one of each line"),
+        Binding("w", "toggle('wrap')", "Wrap", show=False, id="log.wrap", tooltip="Wrap long lines"),
     ]
 
     follow: reactive[bool] = reactive(False)
     """Scroll to new lines as a live log grows."""
+    expanded: reactive[bool] = reactive(False)
+    """Every `\\r` step a row (the segment index) instead of each line's last step."""
+    wrap: reactive[bool] = reactive(False)
+    """Long lines continue on the next screen rows instead of scrolling sideways."""
 
     class Changed(_Latest):
         """Something the status line shows changed (position, size, indexing, follow)."""
@@ -79,7 +91,11 @@ class LogView(ScrollView, can_focus=True):
         self.path = path
         self.live = live
         self.crashed = crashed
-        self.index: LogIndex | None = None
+        self.index: LogIndex | None = None  # the one shown: self.indexes[self.expanded]
+        self.indexes: dict[bool, LogIndex] = {}
+        self.highlight = ""  # the searched text, marked wherever it shows
+        self._anchor: int | None = None  # byte offset to show once the new index reaches it
+        self._wrapped: tuple[tuple, list[tuple[int, int, str]]] | None = None
         self.error: str | None = None
         self.line_count = 0
         self.match_line: int | None = None
@@ -92,7 +108,8 @@ class LogView(ScrollView, can_focus=True):
 
     def on_mount(self) -> None:
         try:
-            self.index = LogIndex(self.path)
+            self.indexes = {False: LogIndex(self.path), True: LogIndex(self.path, segments=True)}
+            self.index = self.indexes[False]
             while (self.index.line_count < FIRST_SCREEN_LINES and not self.index.complete
                    and self.index.scanned < FIRST_SCREEN_BYTES):
                 self.index.index_more(WORKER_CHUNK)
@@ -104,8 +121,8 @@ class LogView(ScrollView, can_focus=True):
         self.call_after_refresh(self._index_worker, self.index)  # after the first paint
 
     def on_unmount(self) -> None:
-        if self.index is not None:
-            self.index.close()
+        for index in self.indexes.values():
+            index.close()
 
     @work(thread=True, exclusive=True, group="log-index", exit_on_error=False)
     def _index_worker(self, index: LogIndex) -> None:
@@ -162,7 +179,12 @@ class LogView(ScrollView, can_focus=True):
         elif self.line_count:
             self._texts.pop(self.line_count - 1, None)  # the last line may have grown
         self.line_count = count
-        if self.tail_lines is not None and index.complete:
+        self._wrapped = None
+        if self._anchor is not None and (row := index.row_of_offset(self._anchor)) is not None:
+            self._anchor = None
+            self._resize()
+            self.scroll_to(y=row, animate=False, force=True)
+        elif self.tail_lines is not None and index.complete:
             self._leave_tail()
             self._to_end()
         elif self.tail_lines is None:
@@ -202,7 +224,8 @@ class LogView(ScrollView, can_focus=True):
 
     def _resize(self) -> None:
         height = len(self.tail_lines) if self.tail_lines is not None else self.line_count
-        self.virtual_size = Size(self._widest + self.gutter_width, height)
+        width = 0 if self.wrap else self._widest + self.gutter_width
+        self.virtual_size = Size(width, height)
 
     @property
     def page_height(self) -> int:
@@ -251,25 +274,60 @@ class LogView(ScrollView, can_focus=True):
         rows = len(self.tail_lines) if self.tail_lines is not None else self.line_count
         return row >= rows - CRASH_TAIL_LINES
 
+    def _wrapped_rows(self, scroll_y: int, width: int) -> list[tuple[int, int, str]]:
+        """(row, piece number, text) for each screen row when wrapping, computed once per frame."""
+        key = (scroll_y, width, self.line_count, self.expanded, self.tail_lines is not None)
+        if self._wrapped is None or self._wrapped[0] != key:
+            rows: list[tuple[int, int, str]] = []
+            row = scroll_y
+            while len(rows) < self.size.height and (text := self.text_at(row)) is not None:
+                rows += [(row, n, piece) for n, piece in enumerate(chop_cells(text, width) or [""])]
+                row += 1
+            self._wrapped = (key, rows)
+        return self._wrapped[1]
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
-        row = scroll_y + y
         width = self.scrollable_content_region.width
+        gutter = self.gutter_width
         base = self.rich_style
-        text = self.text_at(row)
-        if text is None:
-            return Strip.blank(width, base)
+        if self.wrap:
+            rows = self._wrapped_rows(scroll_y, max(1, width - gutter))
+            if y >= len(rows):
+                return Strip.blank(width, base)
+            row, piece, text = rows[y]
+            scroll_x = 0
+        else:
+            row, piece = scroll_y + y, 0
+            shown = self.text_at(row)
+            if shown is None:
+                return Strip.blank(width, base)
+            text = shown
         style = base
         if self._in_crash_tail(row):
             style += self.get_component_rich_style("log-view--crash-tail")
-        if row == self.match_line and self.tail_lines is None:
-            style += self.get_component_rich_style("log-view--match")
-        gutter = self.gutter_width
-        number = "" if self.tail_lines is not None else str(row + 1)
+        current = row == self.match_line and self.tail_lines is None
+        if current:
+            style += self.get_component_rich_style("log-view--current")
+        number = "" if self.tail_lines is not None or piece else str(row + 1)
         number_style = base + self.get_component_rich_style("log-view--line-number")
         left = Strip([Segment(number.rjust(gutter - 1) + " ", number_style)], gutter)
-        body = Strip([Segment(text, style)]).crop_extend(scroll_x, scroll_x + max(0, width - gutter), style)
+        segments = self._marked(text, style)
+        body = Strip(segments).crop_extend(scroll_x, scroll_x + max(0, width - gutter), style)
         return Strip.join([left, body]).crop(0, width)
+
+    def _marked(self, text: str, style: Style) -> list[Segment]:
+        """The text as segments, with every occurrence of the searched text marked."""
+        pattern = self.highlight
+        if not pattern:
+            return [Segment(text, style)]
+        haystack = text.lower() if pattern == pattern.lower() else text
+        mark = style + self.get_component_rich_style("log-view--match")
+        segments, at = [], 0
+        while (hit := haystack.find(pattern, at)) >= 0:
+            segments += [Segment(text[at:hit], style), Segment(text[hit:hit + len(pattern)], mark)]
+            at = hit + len(pattern)
+        return [*segments, Segment(text[at:], style)]
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -293,16 +351,49 @@ class LogView(ScrollView, can_focus=True):
         else:
             self._tail_worker(self.index)
 
+    def action_toggle_steps(self) -> None:
+        """Between each line's last `\\r` step and every step, staying at the same place."""
+        anchor = None
+        if self.index is not None and self.first_line is not None and self.line_count:
+            anchor = self.index.row_range(min(self.first_line, self.line_count - 1))[0]
+        self.show_steps(not self.expanded, anchor)
+
+    def show_steps(self, expanded: bool, anchor: int | None = None) -> None:
+        """Show the segment index (expanded) or the line index; `anchor`: a byte offset to show."""
+        if not self.indexes or expanded == self.expanded:
+            return
+        self.expanded = expanded
+        self.index = self.indexes[expanded]
+        self._leave_tail()
+        self._texts.clear()
+        self._widest, self.match_line, self.line_count = 0, None, 0
+        self._anchor = anchor
+        self._indexed()
+        self._index_worker(self.index)
+
+    def watch_wrap(self) -> None:
+        self._wrapped = None
+        self._resize()
+        self.refresh()
+        self.post_message(self.Changed())
+
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow
         if self.follow:
+            if not self.live and self.index is not None:
+                self.live = True  # from now on the worker keeps picking up appended lines
+                self._index_worker(self.index)
             self.action_scroll_end()
         self.post_message(self.Changed())
 
     def go_to_line(self, line: int) -> None:
         """Highlight `line` and scroll it into the middle of the view."""
         self._leave_tail()
+        if self.index is not None and self.index.line_count > self.line_count:
+            self._indexed()  # a search indexed past what the worker has reported
         self.match_line = line
         self.follow = False
-        self.scroll_to(y=max(0, line - self.page_height // 2), animate=False, force=True)
+        top = max(0, line - self.page_height // 2)
+        self.scroll_to(y=top, animate=False, force=True)  # again once the new height is laid out:
+        self.call_after_refresh(self.scroll_to, y=top, animate=False, force=True)
         self.refresh()
