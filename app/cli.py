@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "app.commands.gpus",
     "app.commands.verify",
     "app.commands.log",
+    "app.commands.supervise",
 )
 
 _OTHER_INFRA_ERRORS: tuple[type[Exception], ...] = (*LEDGER_ERRORS, OSError)  # SQLite, files, processes
@@ -65,6 +66,10 @@ def open_tui(args: argparse.Namespace) -> int:
                            "see `cockpit --help` for the commands", EXIT_INFRA) from exc
     path = ledger_path(args)
     read_only = args.read_only or _agent_is_asking(path)
+    if not read_only:
+        from app.commands.supervise import ensure_supervisor
+
+        ensure_supervisor(path)
     result = launch(path, read_only, settings_for(here()))
     return int(result or 0)
 

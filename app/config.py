@@ -15,6 +15,9 @@ else:
     import tomli as tomllib
 
 
+NOTIFY_EVENTS = ("new-best", "review", "waiting", "stuck", "crash-streak", "supervisor")
+
+
 class ConfigError(UsageError):
     """A settings file that cannot be read or holds an invalid value."""
 
@@ -41,6 +44,12 @@ class Settings:
     modal_max_concurrent: int = 0     # Modal runs of this repository in flight at once; 0 = no cap
     trusted_eval: str = "keeps"       # keeps | always | off: which runs the cockpit re-measures itself
     metric_tolerance: float = 0.001   # printed vs measured val_bpb further apart -> metric-mismatch
+    notify: tuple[str, ...] = ()      # apprise URLs the supervisor sends to ("ntfys://topic", ...)
+    notify_events: tuple[str, ...] = NOTIFY_EVENTS  # which attention kinds are sent
+    attention_prompts: tuple[str, ...] = ()  # regexes of agent prompts, beside the built-in ones
+    waiting_idle_s: float = 20.0      # a pane unchanged this long and showing a prompt waits for input
+    stuck_factor: float = 3.0         # no experiment for this many time budgets -> agent stuck
+    bell: bool = False                # the TUI rings the terminal bell when attention grows
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
@@ -114,6 +123,10 @@ def _from_mapping(settings: Settings, table: dict[str, Any], source: Path) -> Se
         if name in _CHOICES and values[name] not in _CHOICES[name]:
             raise ConfigError(f"{source}: {key} must be one of {', '.join(_CHOICES[name])}")
         check_bounds(name, values[name], source)
+        unknown = set(values[name]) - set(NOTIFY_EVENTS) if name == "notify_events" else set()
+        if unknown:
+            raise ConfigError(f"{source}: notify_events: unknown {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(NOTIFY_EVENTS)})")
     return replace(settings, **values)
 
 
@@ -123,6 +136,16 @@ def _typed(kind: type, value: Any) -> Any:
     def scalar(v: Any) -> bool:
         return isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{value!r} is not true or false")
+        return value
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{value!r} is not a list of strings")
+        return tuple(value)
     if kind is dict:
         if not isinstance(value, dict) or not all(scalar(v) for v in value.values()):
             raise TypeError(f"{value!r} is not a table of strings and numbers")

@@ -26,3 +26,9 @@ def utc(monkeypatch: pytest.MonkeyPatch):
 def cloud(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The Modal SDK faked at its boundary (modalfakes.py): modal_train.py's real body, in process."""
     yield from fake_cloud(monkeypatch, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def no_background_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cockpit`, `agent new` and `demo` start a detached supervisor: not from tests, unless asked."""
+    monkeypatch.setenv("COCKPIT_SUPERVISOR", "off")

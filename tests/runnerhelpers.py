@@ -155,6 +155,7 @@ def cockpit_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_"))}
     env["PYTHONPATH"] = str(REPO_ROOT)
+    env["COCKPIT_SUPERVISOR"] = "off"  # no background supervisor outlives a test unless it asks
     env.update(extra)
     return env
 

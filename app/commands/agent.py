@@ -13,6 +13,7 @@ from app.commands import (
     CommandError,
     add_json_flag,
     here,
+    ledger_path,
     main_or_none,
     one_line,
     open_ledger,
@@ -20,6 +21,7 @@ from app.commands import (
     say,
     settings_for,
 )
+from app.commands.supervise import ensure_supervisor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +78,7 @@ def new_command(args: argparse.Namespace) -> int:
                        tag=args.tag, search=args.search, settings=settings_for(main),
                        worktree=args.worktree, socket=_socket())
     say("\n".join(created.describe()))
+    ensure_supervisor(ledger_path(args, main))
     return 0
 
 

@@ -13,15 +13,18 @@ import random
 import signal
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from app.commands import CommandError
+from app.commands.supervise import ensure_supervisor
 from app.config import Settings, load_settings
 from app.demo import sandbox as demo
 from app.ledger.store import Experiment, Ledger
 from app.ledger.vocabulary import is_kept
+from app.supervisor import process as supervisor
 
 POLL_S = 1.0
 NOT_FINISHED = ("killed", "lost", None)
@@ -64,6 +67,9 @@ def _raise_stop(signum: int, frame: Any) -> None:
 def demo_command(args: argparse.Namespace) -> int:
     root = (args.dir or demo.default_dir()).expanduser().resolve()
     if args.stop:
+        if demo.is_demo(root):
+            with suppress(TimeoutError):  # stop_demo ends whatever still runs in the sandbox
+                supervisor.stop(demo.Sandbox(root).ledger_path)
         report = demo.stop_demo(root) if demo.is_demo(root) else None
         if report is None:
             raise CommandError(f"{root} is not a demo sandbox: nothing to stop")
@@ -86,6 +92,7 @@ def demo_command(args: argparse.Namespace) -> int:
     session, tui_answer = None, []
     try:
         say(f"seed {seed}; data ready after {time.time() - t0:.0f} s")
+        ensure_supervisor(sandbox.ledger_path, sandbox.root)
         try:
             session = demo.start_agents(sandbox, args.agents, seed, say, use_tmux=not args.no_tmux,
                                         beside_me=tui and _in_tmux())

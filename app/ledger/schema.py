@@ -129,6 +129,15 @@ def _v6(db: sqlite_utils.Database) -> None:
             db.execute("UPDATE experiments SET compare_key = ? WHERE id = ?", (key, exp_id))
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """The supervisor's row: who runs, its heartbeat, trouble, and what it has already told."""
+    db.table("supervisor").create({
+        "id": int, "pid": int, "pid_start": float, "host": str, "state": str, "message": str,
+        "started_at": float, "heartbeat_at": float, "waiting_json": str, "notified_json": str,
+    }, pk="id", defaults={"host": "", "state": "stopped", "message": "", "waiting_json": "{}",
+                          "notified_json": "[]"})
+
+
 # The cockpit's own measurement of val_bpb (app/run/trusted.py): what train.py printed, what the
 # cockpit measured from the final weights, what it cost, the runner's clock on training, and the
 # flags a measurement can raise. `val_bpb` stays the value the decision rests on.
@@ -145,6 +154,6 @@ def _v7(db: sqlite_utils.Database) -> None:
 
 # MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
 # may have gaps (each branch numbers its own; missing ones are skipped).
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 6: _v6,
-                                                                  7: _v7}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4,
+                                                                  6: _v6, 7: _v7}
 SCHEMA_VERSION = max(MIGRATIONS)

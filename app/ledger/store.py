@@ -19,6 +19,7 @@ from typing import Any
 
 from app.errors import InfraError
 from app.ledger import chain
+from app.ledger.identity import LedgerGone, WatchedFile, open_failure
 from app.ledger.limits import capped, cut
 from app.ledger.records import (
     AGENT_COLUMNS,
@@ -36,8 +37,8 @@ from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from app.ledger.vocabulary import COMPARABLE_SQL, KEPT_SQL, LIVE_SQL
 
 __all__ = ["LEDGER_ERRORS", "LIVE_STATUSES", "Agent", "Event", "Experiment", "Ledger",
-           "LedgerBusy", "LedgerConflict", "LedgerError", "Note", "StepRow", "finite", "find_ledger_path",
-           "summary_columns"]
+           "LedgerBusy", "LedgerConflict", "LedgerError", "LedgerGone", "Note", "StepRow", "finite",
+           "find_ledger_path", "summary_columns"]
 
 LEDGER_ENV = "COCKPIT_LEDGER"
 BUSY_TIMEOUT_S = 30.0
@@ -57,7 +58,7 @@ class LedgerConflict(LedgerError):
 
 
 # What any ledger call may raise: our refusals and SQLite's own (locked, corrupt, disk I/O).
-LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, sqlite3.Error)
+LEDGER_ERRORS: tuple[type[Exception], ...] = (LedgerError, LedgerGone, sqlite3.Error)
 
 
 def _row_to(cls: type, row: sqlite3.Row) -> Any:
@@ -79,7 +80,7 @@ def find_ledger_path(start: Path | str | None = None, override: str | os.PathLik
         raise LedgerError(f"{exc}; pass --ledger PATH or set {LEDGER_ENV}") from exc
 
 
-class Ledger:
+class Ledger(WatchedFile):
     """A connection to one ledger file; cheap to open, one per thread."""
 
     def __init__(self, path: Path | str, *, read_only: bool = False, create: bool = True) -> None:
@@ -87,17 +88,16 @@ class Ledger:
         self.read_only = read_only
         if not self.path.exists() and (read_only or not create):
             raise LedgerError(f"no ledger at {self.path}")
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare()  # a missing ledger where one was created is refused; its folder made
         import sqlite_utils  # ~0.5 s of imports (numpy): paid on first use, not at CLI/TUI start
 
-        self.conn = self._connect()
+        self.conn = self._remember(self._connect())
         self.db = sqlite_utils.Database(self.conn)
         try:
             self._check_and_migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            raise LedgerError(f"{self.path} is not a cockpit ledger ({exc})") from exc
+            raise LedgerError(open_failure(exc, self.path)) from exc
         except LedgerError:
             self.conn.close()
             raise
@@ -162,7 +162,7 @@ class Ledger:
         if self.read_only:
             raise LedgerError("the ledger is open read-only")
         try:
-            self.conn.execute("BEGIN IMMEDIATE")  # a lock held past the busy timeout: LedgerBusy
+            self._begin()  # the file checked; a lock held past the busy timeout: LedgerBusy
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException as exc:

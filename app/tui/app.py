@@ -22,7 +22,7 @@ from textual.worker import Worker, WorkerState
 from app.corefiles import styles_dir
 from app.logs.textsafe import sanitize
 from app.tui import agent_flows, experiment_flows
-from app.tui.messages import ActionFinished
+from app.tui.messages import ActionFinished, LedgerChanged
 from app.tui.palette import CockpitCommands
 from app.tui.screens.dashboard import DashboardScreen
 from app.tui.screens.help import HelpScreen, HelpSection
@@ -31,6 +31,7 @@ from app.tui.widgets.row_table import RowTable
 
 if TYPE_CHECKING:
     from app.config import Settings
+    from app.supervisor.attention import AttentionItem
     from app.tui.poller import AgentStatus
 
 STYLES = styles_dir()  # absolute: any cwd, a checkout or an installed wheel
@@ -48,6 +49,8 @@ class CockpitApp(App[None]):
     COMMAND_PALETTE_BINDING = "ctrl+p"
     BINDINGS = [
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
+        Binding("exclamation_mark", "attention", "Attention", id="app.attention", key_display="!",
+                tooltip="What needs you: reviews, agents waiting or stuck, crashes, new bests"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("u", "undo", "Undo", id="app.undo", tooltip="Take back an approval before it is written"),
     ]
@@ -68,10 +71,10 @@ class CockpitApp(App[None]):
         self.settings = settings
         self.poll_interval = poll_interval
         self.clock = clock or time.time
-        self.reap_lost = not read_only and clock is None and log_file is None
         self.tmux_socket = tmux_socket
         self.watch_worktrees = clock is None if watch is None else watch
         self.dashboard: DashboardScreen | None = None
+        self._attention_count = 0  # items that needed the human at the last ledger change
         self.pending_undo: tuple[str, asyncio.Event] | None = None  # (what, set to undo it)
         if read_only:
             self.sub_title = "read-only"
@@ -85,14 +88,50 @@ class CockpitApp(App[None]):
         self.dashboard = DashboardScreen(self.ledger_path, read_only=self.read_only,
                                          poll_interval=self.poll_interval, clock=self.clock,
                                          watch=self.watch_worktrees)
+        self.dashboard.poller.configure(self.settings, self.clock)
         return self.dashboard
 
-    def on_mount(self) -> None:
-        if self.reap_lost:
-            self.call_after_refresh(self.run_worker, partial(experiment_flows.reap_lost_loop, self),
-                                    thread=True, group="reaper", exclusive=True, exit_on_error=False)
-
     # -- what screens and the palette call ------------------------------------------------------
+
+    def action_attention(self) -> None:
+        """List what needs the human; the chosen item opens its experiment or highlights its agent."""
+        from app.tui.screens.attention import AttentionModal
+
+        items = self.dashboard.data.attention if self.dashboard and self.dashboard.data else ()
+        if not items:
+            self.notify("nothing needs you")
+            return
+        self.push_screen(AttentionModal(items), self._go_to)
+
+    def _go_to(self, item: AttentionItem | None) -> None:
+        if item is None:
+            return
+        if item.experiment_id is not None:
+            self.open_experiment(item.experiment_id)
+        elif item.agent and self.dashboard is not None:
+            self.dashboard.agents_panel.highlight(item.agent)
+        elif item.kind == "supervisor" and not self.read_only:
+            self.run_worker(self._start_supervisor, thread=True, group="supervisor", exclusive=True)
+
+    def _start_supervisor(self) -> None:
+        """The attention list's supervisor item, chosen: start one in the background."""
+        from app.supervisor import process
+
+        pid = process.ensure_running(self.ledger_path, process.home_of(self.ledger_path), wait=True,
+                                     asked=True)
+        if pid:
+            self.post_message(ActionFinished("supervisor", None, outcome=f"supervisor runs (pid {pid})"))
+        else:
+            log = process.log_path(self.ledger_path)
+            self.post_message(ActionFinished("supervisor", None, error=f"it did not start: see {log}"))
+
+    def on_ledger_changed(self, message: LedgerChanged) -> None:
+        """(Bubbled up from the dashboard.) More needs the human than before: ring the terminal
+        bell if the settings ask for it."""
+        count = len(message.data.attention)
+        if self._attention_count and count > self._attention_count and self.settings and self.settings.bell:
+            self.bell()
+        self._attention_count = count
 
     def run_flow(self, action: str, exp_id: int | None) -> None:
         """kill / approve / reject / adopt / note: confirm if needed, write, notify."""
@@ -154,6 +193,8 @@ class CockpitApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "undo":
             return self.pending_undo is not None
+        if action == "attention":  # the log viewer alone (`cockpit log FILE`) has no ledger
+            return self.log_file is None
         return True
 
     def action_undo(self) -> None:
@@ -210,9 +251,9 @@ def make_app(ledger_path: Path | None, *, read_only: bool = False, settings: Set
              log_file: Path | None = None, follow: bool = False) -> CockpitApp:
     """The one way to build the app: the CLI and every test call this.
 
-    `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off the reaper
-    that marks runs of dead runners as lost, since that compares heartbeats with real time, and
-    (unless `watch` says otherwise) the watching of the agents' worktrees. `tmux_socket` names
+    `clock` fixes "now" for displays (tests, snapshots); a fixed clock also turns off (unless
+    `watch` says otherwise) the watching of the agents' worktrees. The app records nothing by
+    itself: the supervisor (app/supervisor/) does, whether or not a cockpit is open. `tmux_socket` names
     the tmux server (-L) new agents' panes open on (default: $COCKPIT_TMUX_SOCKET, else the
     cockpit's own server). `quit_question` + `on_quit(stop)`: asked on quit, e.g. by the demo,
     whether to stop what it started; `on_quit` runs in a thread before the app exits. `log_file`:

@@ -7,12 +7,9 @@ Read-only apps refuse every flow that writes, whatever asked for it (key, palett
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
-
-from textual.worker import get_current_worker
 
 from app.errors import CockpitError
 from app.tui.agent_flows import AGENT_WRITE_ACTIONS
@@ -26,7 +23,6 @@ if TYPE_CHECKING:
     from app.tui.app import CockpitApp
 
 WRITE_ACTIONS = frozenset({"kill", "approve", "reject", "adopt", "note"}) | AGENT_WRITE_ACTIONS
-REAP_EVERY_S = 5.0  # how often a writable cockpit marks experiments whose runner died as lost
 UNDO_S = 5.0  # an approval is written this long after it is confirmed; `u` meanwhile undoes it
 
 
@@ -147,23 +143,3 @@ def start(app: CockpitApp, action: str, exp_id: int | None) -> None:
         return
     app.run_worker(FLOWS[action](app, exp_id), name=f"{action} #{exp_id}", group="actions",
                    exit_on_error=False)
-
-
-def reap_lost_loop(app: CockpitApp) -> None:
-    """Thread worker: mark live experiments whose runner died as `lost` (stale heartbeat, dead pid)."""
-    worker = get_current_worker()
-    core = _core()
-    next_at = 0.0
-    while not worker.is_cancelled:
-        if time.monotonic() >= next_at:
-            next_at = time.monotonic() + REAP_EVERY_S
-            try:
-                with core.ledger.Ledger(app.ledger_path, create=False) as ledger:
-                    lost = core.actions.reap_lost(ledger)
-            except core.ledger.LEDGER_ERRORS:
-                lost = []
-            if lost:
-                app.post_message(ActionFinished(
-                    "reap", None, outcome="marked lost (runner gone): " +
-                    ", ".join(f"#{i}" for i in lost)))
-        time.sleep(0.1)

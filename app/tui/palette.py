@@ -76,6 +76,8 @@ def view_commands(app: CockpitApp, dashboard: DashboardScreen) -> Iterator[Comma
     if app.pending_undo is not None:
         yield Command(f"undo: {app.pending_undo[0]}", app.action_undo, "before it is written")
     yield Command("view: help", app.action_help, "every key")
+    yield Command("view: attention", app.action_attention,
+                  "what needs you: reviews, agents waiting or stuck, crashes, new bests")
     yield Command("view: toggle plot", dashboard.action_toggle_plot, "show or hide the progression")
     selected, marked = dashboard.selected, dashboard.marked_id
     if selected is not None and marked is not None and marked != selected.id:

@@ -6,6 +6,8 @@ experiment, a decision, a verdict: full reload of the table window, agents and p
 runner's once-a-second live columns (only the live rows and the followed curve are re-read).
 Nothing here loads all experiments: the table gets a window of `limit` rows, the plot a thinned
 series. `run()` is the loop a thread worker calls; it posts `LedgerChanged` / `LedgerUnavailable`.
+Attention (what needs a human, and whether the supervisor is alive) is re-read with every change
+and every ATTENTION_S even when nothing changes: a dead supervisor writes nothing.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.config import Settings
 from app.ledger.dashboard import (
     TableFilter,
     best_per_tag,
@@ -34,14 +37,19 @@ from app.ledger.dashboard import (
 from app.ledger.pool import PoolView, load_pool
 from app.ledger.records import Experiment
 from app.ledger.store import LEDGER_ERRORS, Ledger
+from app.ledger.supervisor import SupervisorRow, read_supervisor
 from app.ledger.tags import latest_finished_tag
 from app.ledger.vocabulary import is_kept, state_of
+from app.supervisor.attention import AttentionItem
+from app.supervisor.status import current_attention
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 
 WINDOW_ROWS = 500  # rows the table holds; the status line says how many more match
 MAX_PLOT_POINTS = 3000  # plot points kept per tag (every kept run, the others thinned)
 FULL_RELOAD_S = 5.0  # while the ledger keeps changing, reload everything at least this often
 RETRY_S = 0.5  # wait between attempts to open a missing or broken ledger
+ATTENTION_S = 2.0  # attention and the supervisor's liveness are re-read at least this often
+
 
 @dataclass(frozen=True)
 class DashboardQuery:
@@ -105,6 +113,8 @@ class DashboardData:
     live: tuple[Experiment, ...] = ()
     progression: Progression | None = None
     follow: FollowData | None = None
+    attention: tuple[AttentionItem, ...] = ()  # what needs a human, most urgent first
+    supervisor: SupervisorRow | None = None  # its heartbeat row (None: none ever ran)
     gpus: PoolView | None = None  # the GPU pool: devices, holders, queue, duty cycle
 
 
@@ -135,6 +145,9 @@ class LedgerPoller:
     def __init__(self, ledger_path: Path, *, read_only: bool = False, interval: float = 0.1,
                  query: DashboardQuery | None = None) -> None:
         self.ledger_path = Path(ledger_path)
+        self.settings = Settings()  # attention's thresholds
+        self.clock: Callable[[], float] = time.time  # "now" for attention
+        self._attention_at = 0.0
         self.read_only = read_only
         self.interval = interval
         self._query = query or DashboardQuery()
@@ -151,6 +164,11 @@ class LedgerPoller:
     @property
     def query(self) -> DashboardQuery:
         return self._query
+
+    def configure(self, settings: Settings | None, clock: Callable[[], float]) -> None:
+        """Before polling starts: the settings attention uses, and the display's "now"."""
+        self.settings = settings or Settings()
+        self.clock = clock
 
     def set_query(self, query: DashboardQuery) -> None:
         """Thread-safe: the next poll (woken now) reloads with this query."""
@@ -191,7 +209,11 @@ class LedgerPoller:
         query = self._query
         version = self._ledger.data_version()
         if self._data is not None and version == self._version and query == self._data.query:
-            return None
+            if time.monotonic() - self._attention_at < ATTENTION_S:
+                return None
+            shown = self._data
+            self._data = self._with_attention(ledger, shown)
+            return None if self._data == shown else self._data
         self._version = version
         signature = change_signature(ledger)
         previous = self._data
@@ -201,11 +223,17 @@ class LedgerPoller:
         self._signature = signature
         if structural:
             self._full_at = time.monotonic()
-            self._data = self._load_full(ledger, query)
+            data = self._load_full(ledger, query)
         else:
             assert previous is not None
-            self._data = self._load_live(ledger, query, previous)
+            data = self._load_live(ledger, query, previous)
+        self._data = self._with_attention(ledger, data)
         return self._data
+
+    def _with_attention(self, ledger: Ledger, data: DashboardData) -> DashboardData:
+        self._attention_at = time.monotonic()
+        items = tuple(current_attention(ledger, self.settings, self.clock()))
+        return replace(data, attention=items, supervisor=read_supervisor(ledger))
 
     # -- loading --------------------------------------------------------------------------------
 

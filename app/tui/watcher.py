@@ -1,5 +1,7 @@
-"""Watching the agents' worktrees for the TUI: live train.py diff stats, vanilla runs, results.tsv
-imports, deleted worktrees, and upkeep now and then (observed writers that died, agent liveness).
+"""Watching the agents' worktrees for the TUI's display: live train.py diff stats, and agents'
+states as refreshed now and then. It records nothing: vanilla runs, results.tsv imports, deleted
+worktrees and liveness are the supervisor's (app/supervisor/), so two open cockpits never record a
+run twice and nothing depends on a cockpit being open.
 
 `AgentWatch.start(node)` runs two async workers on `node`: one iterates app.observe.watch's
 WorktreeWatcher (watchfiles' awatch: non-recursive on the worktree roots, debounced), one ticks
@@ -8,9 +10,9 @@ ledger connection, so no thread of the shared executor is held and the ledger is
 thread only. `stop()` ends both promptly; the agents panel calls it when it unmounts.
 
 Results are posted as messages: `AgentDiff` (an agent's uncommitted train.py change),
-`AgentStates` (read-only cockpits: states as refreshed, never written), `ActionFinished` (rows
-imported from a results.tsv, problems, each problem said once). A read-only cockpit watches and
-shows only: diff stats and states, no observed runs, no imports, no agent marked gone.
+`AgentStates` (states the ledger does not say yet, never written: an agent whose worktree
+vanished shows `gone` before the supervisor records it), `ActionFinished` (problems, each said
+once). The ledger is opened read-only.
 """
 from __future__ import annotations
 
@@ -33,8 +35,7 @@ if TYPE_CHECKING:
     from app.observe.watch import WatchEvent, WorktreeWatcher
 
 TICK_S = 1.0  # how often diff stats are re-checked (stat calls; git only on a change)
-UPKEEP_EVERY_S = 3.0  # how often dead observed writers and agents' liveness are looked at
-TSV_RETRY_S = 2.5  # a results.tsv whose last line was unfinished is read again after this long
+UPKEEP_EVERY_S = 3.0  # how often agents' states are refreshed for display
 
 
 def _key(path: str | Path) -> Path:
@@ -73,9 +74,8 @@ def diff_signature(worktree: Path, gitdir: Path) -> tuple:
 class AgentWatch:
     """Watches the worktrees of the agents it is given (see the module docstring)."""
 
-    def __init__(self, ledger_path: Path, *, read_only: bool, post: Callable[[Any], object]) -> None:
+    def __init__(self, ledger_path: Path, *, post: Callable[[Any], object]) -> None:
         self.ledger_path = Path(ledger_path)
-        self.read_only = read_only
         self._post = post  # thread-safe (a widget's post_message)
         self._lock = threading.Lock()
         self._agents: dict[Path, str] = {}  # watched worktree -> agent name
@@ -87,7 +87,6 @@ class AgentWatch:
         self._ledger: Ledger | None = None
         self._git_dirs: dict[Path, Path] = {}
         self._signatures: dict[Path, tuple] = {}
-        self._tsv_retry: dict[Path, float] = {}  # worktree -> when to read results.tsv again
         self._upkept_at = 0.0
         self._states: dict[str, str] = {}
         self._reported: set[str] = set()
@@ -154,21 +153,17 @@ class AgentWatch:
             return self._agents.get(worktree)
 
     def _handle(self, events: list[WatchEvent]) -> None:
-        from app.observe.watch import ResultsTsvChanged, RunLogChanged, TrainPyChanged, WorktreeGone
+        from app.observe.watch import RunLogChanged, TrainPyChanged, WorktreeGone
 
         for event in events:
             worktree = event.worktree
             name = self._name(worktree)
             if name is None:  # no longer an agent's
                 continue
-            if isinstance(event, TrainPyChanged):
-                self._guard(self._diff, worktree, name, True)
-            elif isinstance(event, RunLogChanged):
-                self._guard(self._observe, worktree, name)
-            elif isinstance(event, ResultsTsvChanged):
-                self._guard(self._import, worktree, name)
+            if isinstance(event, (TrainPyChanged, RunLogChanged)):  # runs commit first
+                self._guard(self._diff, worktree, name, isinstance(event, TrainPyChanged))
             elif isinstance(event, WorktreeGone):
-                self._guard(self._gone, worktree, name)
+                self._gone(worktree, name)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -176,28 +171,11 @@ class AgentWatch:
             agents = dict(self._agents)
             fresh, self._fresh = self._fresh, set()
         for worktree, name in agents.items():
-            if worktree in fresh:
-                self._guard(self._sync, worktree, name)
-            else:
-                self._guard(self._diff, worktree, name, False)
-        for worktree, due in list(self._tsv_retry.items()):
-            if now >= due:
-                del self._tsv_retry[worktree]
-                if worktree in agents:
-                    self._guard(self._import, worktree, agents[worktree])
+            if worktree.is_dir():
+                self._guard(self._diff, worktree, name, worktree in fresh)
         if now - self._upkept_at >= UPKEEP_EVERY_S:
             self._upkept_at = now
             self._guard(self._upkeep)
-
-    def _sync(self, worktree: Path, name: str) -> None:
-        """A worktree just added: its diff now, and whatever its agent ran while we were away."""
-        if not worktree.is_dir():  # the watcher reports it gone
-            return
-        self._diff(worktree, name, True)
-        if (worktree / "run.log").exists():
-            self._observe(worktree, name)
-        if (worktree / "results.tsv").exists():
-            self._import(worktree, name)
 
     def _diff(self, worktree: Path, name: str, force: bool) -> None:
         from app import git
@@ -213,56 +191,25 @@ class AgentWatch:
             stat = None
         self._post(AgentDiff(name, str(worktree), stat))
 
-    def _observe(self, worktree: Path, name: str) -> None:
-        ledger = None if self.read_only else self._open()
-        if ledger is not None:
-            from app.observe import worktrees as observe
-
-            observe.observe_run_log(ledger, worktree, name)
-        self._diff(worktree, name, False)  # `cockpit run` and vanilla agents commit first
-
-    def _import(self, worktree: Path, name: str) -> None:
-        ledger = None if self.read_only else self._open()
-        if ledger is None:
-            return
-        from app.observe import worktrees as observe
-
-        report = observe.import_results_tsv(ledger, worktree, name)
-        if report.pending_line:
-            self._tsv_retry[worktree] = time.monotonic() + TSV_RETRY_S
-        if report.error:
-            self._report(report.error)
-        if report.changed:
-            parts = [f"{len(report.imported)} new" if report.imported else "",
-                     f"{len(report.linked)} matched to runs" if report.linked else "",
-                     f"{len(report.skipped)} unreadable" if report.skipped else ""]
-            self._post(ActionFinished("results.tsv", None, outcome=f"agent {name}: rows imported ("
-                                      + ", ".join(p for p in parts if p) + ")"))
-
     def _gone(self, worktree: Path, name: str) -> None:
         self._signatures.pop(worktree, None)
         self._git_dirs.pop(worktree, None)
-        self._tsv_retry.pop(worktree, None)
         self._post(AgentDiff(name, str(worktree), None))
-        ledger = None if self.read_only else self._open()
-        if ledger is not None:
-            from app.observe import worktrees as observe
-
-            observe.worktree_gone(ledger, worktree, name)
+        self._upkept_at = 0.0  # show it gone on the next tick
 
     def _upkeep(self) -> None:
-        """Observed runs whose writer died get finished; agents' states refreshed (written
-        unless read-only, where they are only shown)."""
+        """Agents whose state the ledger does not say yet (gone, exited): shown, never written."""
         ledger = self._open()
         if ledger is None:
             return
-        from app.agents import lifecycle as agents
-        from app.observe import worktrees as observe
+        from app.agents.lifecycle import refresh_agent
 
-        if not self.read_only:
-            observe.check_observed(ledger)
-        states = {status.agent.name: status.agent.state for status in agents.agent_statuses(ledger)}
-        if self.read_only and states != self._states:
+        states = {}
+        for agent in ledger.agents():
+            state = refresh_agent(ledger, agent).state
+            if state != agent.state:
+                states[agent.name] = state
+        if states != self._states:
             self._states = states
             self._post(AgentStates(states))
 
@@ -271,7 +218,7 @@ class AgentWatch:
             from app.ledger.store import Ledger, LedgerError
 
             try:
-                self._ledger = Ledger(self.ledger_path, read_only=self.read_only, create=False)
+                self._ledger = Ledger(self.ledger_path, read_only=True)
             except LedgerError:
                 return None
         return self._ledger

@@ -1,7 +1,7 @@
 """The TUI watching agents' worktrees (app/tui/watcher.py) with real watchfiles, real git
-worktrees and a real ledger: live train.py diff stats and diffs, a vanilla agent's run.log and
-results.tsv becoming an experiment, a deleted worktree marking its agent gone, read-only mode
-writing nothing, and a prompt quit."""
+worktrees and a real ledger: live train.py diff stats and diffs; a vanilla agent's run.log and
+results.tsv becoming an experiment and a deleted worktree marking its agent gone, recorded by the
+supervisor (never by the TUI, which writes nothing itself) and shown live; a prompt quit."""
 from __future__ import annotations
 
 import shutil
@@ -22,6 +22,7 @@ from app.tui.widgets.live_view import LiveView
 from app.tui.widgets.pane_preview import PanePreview
 from gitrepo import edit, git
 from runnerhelpers import make_project, set_constant
+from supervisorhelpers import running_supervisor
 from tuiagents import agents_cell, clean_env, preview_text, register_agent
 from tuifixtures import notifications
 from waiting import wait_for, wait_until
@@ -103,59 +104,88 @@ async def test_a_vanilla_agents_run_log_and_results_tsv_become_an_experiment(
     sha = set_constant(wt, "VAL_BPB", 0.975)  # the vanilla agent commits, then runs by hand
     app = make_app(ledger_path, poll_interval=POLL)
     told = notifications(app)
-    async with app.run_test(size=(120, 40)) as pilot:
-        dashboard = app.dashboard
-        await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "clean", timeout=10)
-        runlog = wt / "run.log"
-        runlog.write_bytes(STARTUP + steps(0, 3))  # `uv run train.py > run.log 2>&1`, by hand
+    with running_supervisor(ledger_path) as supervisor:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _watch_vanilla_run(app, pilot, wt, ledger_path, sha)
+    assert "rows imported (0 new, 1 matched to runs" in supervisor.out.getvalue()
+    assert not [m for m, severity in told if severity == "error"]
 
-        def observed():
-            live = dashboard.data.live if dashboard.data else ()
-            return next((e for e in live if e.agent == "ada"), None)
 
-        await wait_until(pilot, observed, timeout=5)
-        exp_id = observed().id
-        live = dashboard.query_one(LiveView)
-        progress = live.query_one("#live-progress", Static)
-        await wait_until(pilot, lambda: live.exp_id == exp_id
-                         and str(progress.render()).startswith("step 00003"))
-        append(runlog, steps(4, 6))
-        await wait_until(pilot, lambda: str(progress.render()).startswith("step 00006"))
-        append(runlog, b"\n" + SUMMARY)
-        with Ledger(ledger_path, read_only=True) as ledger:
-            await wait_until(pilot, lambda: ledger.get(exp_id).status == "finished")
-            exp = ledger.get(exp_id)
-            assert (exp.backend, exp.val_bpb, exp.decision, exp.commit_sha) == ("observed", 0.975, None, sha)
-            assert exp.description == "VAL_BPB = 0.975" and exp.worktree == str(wt)
+async def _watch_vanilla_run(app, pilot, wt: Path, ledger_path: Path, sha: str) -> None:
+    dashboard = app.dashboard
+    await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "clean", timeout=10)
+    runlog = wt / "run.log"
+    runlog.write_bytes(STARTUP + steps(0, 3))  # `uv run train.py > run.log 2>&1`, by hand
 
-            (wt / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
-                                            f"{sha[:7]}\t0.975000\t44.0\tkeep\tlower val_bpb\n")
-            await wait_until(pilot, lambda: ledger.get(exp_id).decision == "keep")
-            assert ledger.get(exp_id).description == "lower val_bpb"
-            assert len(ledger.experiments()) == 1  # the row matched the observed run: no duplicate
-        table = dashboard.table
-        await wait_until(pilot, lambda: table.experiment(exp_id) is not None
-                         and table.experiment(exp_id).decision == "keep")
-        await wait_until(pilot, lambda: any("rows imported (1 matched to runs)" in m for m, _ in told))
-        assert not [m for m, severity in told if severity == "error"]
+    def observed():
+        live = dashboard.data.live if dashboard.data else ()
+        return next((e for e in live if e.agent == "ada"), None)
+
+    await wait_until(pilot, observed, timeout=5)
+    exp_id = observed().id
+    live = dashboard.query_one(LiveView)
+    progress = live.query_one("#live-progress", Static)
+    await wait_until(pilot, lambda: live.exp_id == exp_id and str(progress.render()).startswith("step 00003"))
+    append(runlog, steps(4, 6))
+    await wait_until(pilot, lambda: str(progress.render()).startswith("step 00006"))
+    append(runlog, b"\n" + SUMMARY)
+    with Ledger(ledger_path, read_only=True) as ledger:
+        await wait_until(pilot, lambda: ledger.get(exp_id).status == "finished")
+        exp = ledger.get(exp_id)
+        assert (exp.backend, exp.val_bpb, exp.decision, exp.commit_sha) == ("observed", 0.975, None, sha)
+        assert exp.description == "VAL_BPB = 0.975" and exp.worktree == str(wt)
+
+        (wt / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+                                        f"{sha[:7]}\t0.975000\t44.0\tkeep\tlower val_bpb\n")
+        await wait_until(pilot, lambda: ledger.get(exp_id).decision == "keep")
+        assert ledger.get(exp_id).description == "lower val_bpb"
+        assert len(ledger.experiments()) == 1  # the row matched the observed run: no duplicate
+    table = dashboard.table
+    await wait_until(pilot, lambda: table.experiment(exp_id) is not None
+                     and table.experiment(exp_id).decision == "keep")
 
 
 async def test_a_deleted_worktree_marks_its_agent_gone(main: Path, ledger_path: Path) -> None:
     wt = ada(ledger_path, main)
     app = make_app(ledger_path, poll_interval=POLL)
     told = notifications(app)
-    async with app.run_test(size=(120, 40)) as pilot:
+    with running_supervisor(ledger_path):
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "clean", timeout=10)
+            shutil.rmtree(wt)
+            with Ledger(ledger_path, read_only=True) as ledger:
+                await wait_until(pilot, lambda: ledger.get_agent("ada").state == "gone")
+                # whichever notices first (its watcher or its 3 s liveness upkeep) marks it, once
+                gone = [e.actor for e in ledger.events() if e.kind == "agent-gone"]
+                assert len(gone) == 1 and gone[0] in ("watcher", "supervisor"), gone
+            await _shows_gone(app, pilot, told)
+
+
+async def test_without_a_supervisor_the_tui_shows_but_records_nothing(
+        main: Path, ledger_path: Path) -> None:
+    """A writable cockpit with no supervisor: the vanilla run and the vanished worktree are shown
+    as they are, but nothing is written, and the header says no supervisor runs."""
+    wt = ada(ledger_path, main)
+    with Ledger(ledger_path, read_only=True) as ledger:
+        events_before = len(ledger.events())
+    app = make_app(ledger_path, poll_interval=POLL)
+    async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "clean", timeout=10)
+        (wt / "run.log").write_bytes(STARTUP + steps(0, 3) + b"\n" + SUMMARY)
         shutil.rmtree(wt)
-        with Ledger(ledger_path, read_only=True) as ledger:
-            await wait_until(pilot, lambda: ledger.get_agent("ada").state == "gone")
-            # whichever notices first (the watcher or the 3 s liveness upkeep) marks it, once
-            gone = [e.actor for e in ledger.events() if e.kind == "agent-gone"]
-            assert len(gone) == 1 and gone[0] in ("watcher", "cockpit"), gone
-        await wait_until(pilot, lambda: agents_cell(app, "ada", "state") == "gone")
-        await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "—")
-        await pilot.pause(1.5)  # a tick or two later: still fine, nothing reported
-        assert app.is_running and not [m for m, severity in told if severity == "error"]
+        await wait_until(pilot, lambda: agents_cell(app, "ada", "state") == "gone", timeout=8)
+        status = str(app.dashboard.query_one("#status-bar", Static).render())
+        assert "need you" in status and "no supervisor" in status
+    with Ledger(ledger_path, read_only=True) as ledger:
+        assert ledger.experiments() == [] and ledger.get_agent("ada").state == "running"
+        assert len(ledger.events()) == events_before
+
+
+async def _shows_gone(app, pilot, told) -> None:
+    await wait_until(pilot, lambda: agents_cell(app, "ada", "state") == "gone")
+    await wait_until(pilot, lambda: agents_cell(app, "ada", "edits") == "—")
+    await pilot.pause(1.5)  # a tick or two later: still fine, nothing reported
+    assert app.is_running and not [m for m, severity in told if severity == "error"]
 
 
 @pytest.mark.slow

@@ -15,9 +15,9 @@ from app.errors import EXIT_INFRA, EXIT_USAGE, CockpitError, InfraError, UsageEr
 CONTROL_FLOW = {"AgentStopped", "_Stop"}  # raised to unwind a loop on a signal, never shown
 USAGE = {"ActionError", "AdoptAborted", "AgentError", "ConfigError", "DemoError", "DeviceError", "EvalError",
          "GitError", "LaunchError", "MainDirty", "MergeConflict", "MutationError", "PoolError",
-         "RoleError", "RunRefused", "TsvFormatError"}
-INFRA = {"BackendUnavailable", "CorpusError", "LedgerBusy", "LedgerConflict", "LedgerError", "ModalNotReady",
-         "PaneError", "RunInfraError"}
+         "RoleError", "RunRefused", "SupervisorRunning", "TsvFormatError"}
+INFRA = {"BackendUnavailable", "CorpusError", "LedgerBusy", "LedgerConflict", "LedgerError",
+         "LedgerGone", "ModalNotReady", "PaneError", "RunInfraError"}
 
 
 def _exception_classes() -> dict[str, type[BaseException]]:

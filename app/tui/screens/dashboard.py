@@ -24,6 +24,7 @@ from app.tui.agent_flows import can_stop
 from app.tui.experiment_flows import WRITE_ACTIONS
 from app.tui.messages import LedgerChanged, LedgerUnavailable
 from app.tui.poller import DashboardData, LedgerPoller
+from app.tui.screens.attention import agent_labels
 from app.tui.screens.status_lines import header_text, table_status_text
 from app.tui.widgets.agents_panel import AgentsPanel
 from app.tui.widgets.experiments_table import ExperimentsTable
@@ -164,7 +165,7 @@ class DashboardScreen(Screen):
         self.set_class(False, "-no-ledger")
         self.set_class(data.experiment_count == 0, "-no-experiments")
         places = data.gpus.places() if data.gpus else {}
-        self.query_one(AgentsPanel).show(data.agents, places)
+        self.query_one(AgentsPanel).show(data.agents, places, agent_labels(data.attention))
         self.query_one(GpuStrip).show(data.gpus)
         self.table.show(data.rows, data.best, places)
         self.table.show_sort(data.query.sort)

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from app.logs.textsafe import sanitize
 from app.tui.poller import DashboardData
+from app.tui.screens.attention import attention_part
 
 NO_MATCH_TEXT = "No experiment matches these filters: escape clears them."
 
@@ -24,8 +25,10 @@ def display_path(path: Path) -> str:
 
 
 def header_text(data: DashboardData | None, ledger_path: Path, read_only: bool) -> Text:
+    """Attention first (app/tui/screens/attention.py): it must stay visible at 80 columns."""
     text = Text("cockpit", style="bold")
     if data is not None:
+        text.append(" · ").append_text(attention_part(data))
         tag = data.progression.tag if data.progression is not None else None
         if tag in data.best:
             best = data.best[tag]

@@ -17,6 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import RowDoesNotExist
 
 from app.ledger.records import Experiment
 from app.ledger.vocabulary import state_of, symbol
@@ -36,6 +37,7 @@ BAR_WIDTH = 10  # characters of a progress bar
 RUNNING_BAR_WIDTH = 8  # the panel's own bar: 80 columns fit every column but the branch
 EDITS_WIDTH = 6  # "+12 −3"
 UNWATCHED_STATES = ("removed", "gone")  # agents whose worktree is not watched
+STATE_TONES = {"running": "live", "review": "attention", "waiting": "attention"}
 WATCH_AFTER_S = 1.0  # the watcher starts this long after mounting: the first screen comes first
 STALE_AFTER_S = 15.0  # a running experiment without a heartbeat this long gets a warning
 EMPTY_TEXT = ("No agents yet. Start one with `cockpit agent new NAME` or `n` here (it opens in a "
@@ -88,9 +90,10 @@ class AgentsPanel(Vertical):
         self._values: dict[str, tuple] = {}
         self._agents: dict[str, AgentStatus] = {}
         self._diffs: dict[str, DiffStat | None] = {}
-        self._states: dict[str, str] = {}  # read-only: refreshed states, shown instead of the ledger's
+        self._states: dict[str, str] = {}  # refreshed states, shown until the ledger says the same
+        self._labels: dict[str, str] = {}  # agent -> "review" / "waiting" (app/supervisor/attention)
         self._places: dict[int, tuple[int, int]] = {}  # queued experiment -> (place, queue length)
-        self._watch = (AgentWatch(ledger_path, read_only=read_only, post=self.post_message)
+        self._watch = (AgentWatch(ledger_path, post=self.post_message)
                        if watch and ledger_path is not None else None)
 
     def compose(self) -> ComposeResult:
@@ -121,10 +124,12 @@ class AgentsPanel(Vertical):
 
     # -- data in --------------------------------------------------------------------------------
 
-    def show(self, agents: Sequence[AgentStatus],
-             places: dict[int, tuple[int, int]] | None = None) -> None:
-        """`places`: queued experiments' (place, length) in the GPU queue."""
+    def show(self, agents: Sequence[AgentStatus], places: dict[int, tuple[int, int]] | None = None,
+             labels: dict[str, str] | None = None) -> None:
+        """`places`: queued experiments' (place, length) in the GPU queue; `labels`: agents waiting
+        for review or input, shown so instead of `running`."""
         self._places = places or {}
+        self._labels = labels or {}
         self._agents = {a.name: a for a in agents}
         for agent in agents:  # not watched any more (gone, stopped…): its last diff is stale
             if agent.state in UNWATCHED_STATES:
@@ -173,6 +178,15 @@ class AgentsPanel(Vertical):
             return agent
         return replace(agent, state=self._states[name])
 
+    def highlight(self, name: str) -> None:
+        """Move the cursor to this agent's row and focus the table (from the attention list)."""
+        table = self.query_one(DataTable)
+        try:
+            table.move_cursor(row=table.get_row_index(name))
+        except RowDoesNotExist:
+            return
+        table.focus()
+
     @property
     def agents(self) -> list[AgentStatus]:
         return [a for a in map(self.agent, self._agents) if a is not None]
@@ -199,6 +213,8 @@ class AgentsPanel(Vertical):
 
     def _row_values(self, agent: AgentStatus) -> tuple:
         state = self._states.get(agent.name, agent.state)
+        if state == "running" and agent.name in self._labels:
+            state = self._labels[agent.name]
         return (one_line(agent.name), one_line(state), edits_values(self._diffs.get(agent.name)),
                 self._running_values(agent.running), self._last_values(agent.last),
                 one_line(agent.branch))
@@ -229,7 +245,7 @@ class AgentsPanel(Vertical):
     def _cells(self, row: tuple) -> tuple[Text, ...]:
         name, state, edits, running, last, branch = row
         return (Text(name, no_wrap=True, overflow="ellipsis"),
-                Text(state, style=self._style("live" if state == "running" else "muted"), no_wrap=True),
+                Text(state, style=self._style(STATE_TONES.get(state, "muted")), no_wrap=True),
                 self._edits_cell(edits), self._running_cell(running), self._last_cell(last),
                 Text(branch, no_wrap=True, style=self._style("muted")))
 

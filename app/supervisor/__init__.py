@@ -1,0 +1,1 @@
+"""The supervisor: one headless process per repository that watches what nobody else does."""
