@@ -129,13 +129,25 @@ def apply_changes(source: str, changes: Mapping[str, Any]) -> str:
         prefix = f"{name} = {constant.expr}"
         if not old.startswith(prefix):
             raise MutationError(f"unexpected layout of the {name} line: {old.strip()!r}")
-        lines[constant.line - 1] = f"{name} = {format_value(value, constant.expr)}{old[len(prefix):]}"
+        head = f"{name} = {format_value(value, constant.expr)}"
+        lines[constant.line - 1] = _keep_comment_column(old, prefix, head)
     new_source = "".join(lines)
     after = read_constants(new_source)
     for name, value in changes.items():
         if name not in after or after[name].value != value:
             raise MutationError(f"editing {name} did not give {value!r}")
     return new_source
+
+
+def _keep_comment_column(old: str, prefix: str, head: str) -> str:
+    """`head` + the old line's rest, its `# comment` kept in its column where it fits (upstream
+    aligns them)."""
+    rest = old[len(prefix):]
+    comment = rest.lstrip(" ")
+    if not comment.startswith("#"):
+        return head + rest
+    gap = len(rest) - len(comment)
+    return head + " " * max(min(gap, 2), len(prefix) + gap - len(head)) + comment
 
 
 def values_of(constants: Mapping[str, Constant]) -> dict[str, Any]:
