@@ -113,7 +113,7 @@ def _v3(db: sqlite_utils.Database) -> None:
     chain.seal_existing(db.conn, time.time())
 
 
-def _v6(db: sqlite_utils.Database) -> None:
+def _v5(db: sqlite_utils.Database) -> None:
     """Comparability: each run's key (eval constants + device class + attention path) and the
     not-comparable flag; existing runs get the key their stored summary gives (NULL: unknown)."""
     db.execute("ALTER TABLE experiments ADD COLUMN compare_key TEXT")
@@ -144,7 +144,7 @@ def _v4(db: sqlite_utils.Database) -> None:
 TRUST_FLAGS = ("metric_mismatch", "non_causal", "over_budget", "unmeasured")
 
 
-def _v7(db: sqlite_utils.Database) -> None:
+def _v6(db: sqlite_utils.Database) -> None:
     table = db.table("experiments")
     for column in ("reported_val_bpb", "measured_val_bpb", "trusted_eval_s", "train_wall_s"):
         table.add_column(column, float)
@@ -152,8 +152,7 @@ def _v7(db: sqlite_utils.Database) -> None:
         table.add_column(flag, int, not_null_default=0)
 
 
-# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction; numbers
-# may have gaps (each branch numbers its own; missing ones are skipped).
+# MIGRATIONS[n] upgrades a ledger to version n, inside one BEGIN IMMEDIATE transaction.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4,
-                                                                  6: _v6, 7: _v7}
+                                                                  5: _v5, 6: _v6}
 SCHEMA_VERSION = max(MIGRATIONS)
