@@ -4,12 +4,15 @@ tui/ the Textual app under Pilot, e2e/ real tmux, real training and the demo. Fi
 than one test module live here."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from modalfakes import fake_cloud
+from runnerhelpers import agent_worktree, make_project
 
 
 @pytest.fixture
@@ -32,3 +35,19 @@ def cloud(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 def no_background_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
     """`cockpit`, `agent new` and `demo` start a detached supervisor: not from tests, unless asked."""
     monkeypatch.setenv("COCKPIT_SUPERVISOR", "off")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No COCKPIT_/STANDIN_/AUTORESEARCH_ variable of the shell running the tests leaks into them."""
+    for key in list(os.environ):
+        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def project(tmp_path: Path, clean_env: None) -> SimpleNamespace:
+    """A main worktree with a ledger and one agent worktree (alice, tag t1) for `cockpit run`."""
+    main = make_project(tmp_path)
+    wt = agent_worktree(main, "alice", tag="t1")
+    return SimpleNamespace(main=main, wt=wt, db=main / ".autoresearch" / "ledger.db", tmp=tmp_path)

@@ -32,16 +32,6 @@ from runnerhelpers import (
 from waiting import wait_for
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
-            monkeypatch.delenv(key)
-    main = make_project(tmp_path)
-    wt = agent_worktree(main, "alice", tag="t1")
-    return SimpleNamespace(main=main, wt=wt, db=main / ".autoresearch" / "ledger.db", tmp=tmp_path)
-
-
 def run(wt: Path, *args: str, message: str = "try") -> tuple[int, str, str]:
     return cli("run", "-m", message, *args, cwd=wt)
 

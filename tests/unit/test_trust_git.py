@@ -7,9 +7,7 @@ Real git worktrees, real SQLite, `cockpit run` and `cockpit kill` with the stand
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,18 +15,8 @@ from app.ledger.store import Ledger
 from app.policy import RESET_COMMAND
 from app.policy.safeguards import HeadState, git_action
 from gitrepo import git
-from runnerhelpers import agent_worktree, cli, cockpit_env, make_project, set_constant, start_cockpit
+from runnerhelpers import cli, cockpit_env, set_constant, start_cockpit
 from waiting import wait_for
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
-            monkeypatch.delenv(key)
-    main = make_project(tmp_path)
-    wt = agent_worktree(main, "alice", tag="t1")
-    return SimpleNamespace(main=main, wt=wt, db=main / ".autoresearch" / "ledger.db")
 
 
 def run_json(wt: Path, message: str = "try", *args: str) -> dict:

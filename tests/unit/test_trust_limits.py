@@ -11,8 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -22,20 +20,11 @@ from app.ledger.limits import TEXT_CAP
 from app.ledger.queries import insert_experiments
 from app.ledger.store import Ledger, LedgerError
 from app.observe.worktrees import import_results_tsv
-from runnerhelpers import REPO_ROOT, agent_worktree, cli, cockpit, cockpit_env, make_project
+from runnerhelpers import REPO_ROOT, cli, cockpit, cockpit_env
 from waiting import wait_for
 
 HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2J\x1b[H"  # clipboard, title, clear
 
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
-            monkeypatch.delenv(key)
-    main = make_project(tmp_path)
-    wt = agent_worktree(main, "alice", tag="t1")
-    return SimpleNamespace(main=main, wt=wt, db=main / ".autoresearch" / "ledger.db", tmp=tmp_path)
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,20 +19,11 @@ from app.observe.worktrees import import_results_tsv
 from app.policy import PolicySettings, Verdict
 from app.policy.safeguards import hold_implausible, plausibility
 from gitrepo import git
-from runnerhelpers import agent_worktree, cli, cockpit_env, make_project, set_constant, start_cockpit
+from runnerhelpers import cli, cockpit_env, set_constant, start_cockpit
 from waiting import wait_for
 
 BRANCH = "autoresearch/t1-alice"
 
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
-            monkeypatch.delenv(key)
-    main = make_project(tmp_path)
-    wt = agent_worktree(main, "alice", tag="t1")
-    return SimpleNamespace(main=main, wt=wt, db=main / ".autoresearch" / "ledger.db", tmp=tmp_path)
 
 
 def run_json(wt: Path, message: str = "try", *args: str) -> dict:

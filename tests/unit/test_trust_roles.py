@@ -15,10 +15,7 @@ from runnerhelpers import agent_worktree, cockpit, cockpit_env, make_project
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
-            monkeypatch.delenv(key)
+def project(tmp_path: Path, clean_env: None) -> SimpleNamespace:
     main = make_project(tmp_path)
     a1 = agent_worktree(main, "a1", tag="t1")
     a2 = agent_worktree(main, "a2", tag="t1")
