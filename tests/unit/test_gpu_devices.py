@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 import threading
 import types
@@ -16,11 +15,11 @@ from app.config import Settings
 from app.ledger import leases
 from app.ledger.leases import Lease
 from app.ledger.pool import duty_cycles, load_pool
-from app.ledger.schema import MIGRATIONS
 from app.ledger.store import Ledger
 from app.run.gpus import DeviceError, nvml_devices, resolve, sample
 from app.run.lease import MODAL_POOL, RunLease, pool_spec
 from gitrepo import commit_file
+from oldledger import v1_ledger
 from runnerhelpers import REPO_ROOT, agent_worktree, cli, make_project
 from waiting import wait_for
 
@@ -141,15 +140,7 @@ def test_modal_slots_cap_runs_in_flight(tmp_path) -> None:
 
 
 def test_a_v1_ledger_upgrades_to_the_pool_schema(tmp_path: Path) -> None:
-    import sqlite_utils
-
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    MIGRATIONS[1](sqlite_utils.Database(conn))
-    conn.execute("INSERT INTO experiments (created_at, description) VALUES (1.0, 'old run')")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
+    path = v1_ledger(tmp_path / "old.db", [{"created_at": 1.0, "description": "old run"}])
     with Ledger(path) as db:
         old = db.get(1)
         assert old.description == "old run" and old.gpu_ids == "" and old.gpu_model == ""

@@ -8,10 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
-from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from app.ledger.schema import SCHEMA_VERSION
 from app.ledger.store import Ledger, LedgerConflict, LedgerError, StepRow, find_ledger_path, summary_columns
+from oldledger import v1_ledger
 
 
 def digest(path: Path) -> str:
@@ -238,19 +238,13 @@ def test_read_only_opens_when_wal_files_cannot_be_made(tmp_path: Path) -> None:
 
 
 def test_upgrade_to_comparability_keys_fills_them_from_stored_summaries(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    db = sqlite_utils.Database(sqlite3.connect(path))
-    MIGRATIONS[1](db)
     summary = {"val_bpb": 0.99, "time_budget": 300, "max_seq_len": 2048, "eval_tokens": 20971520,
                "vocab_size": 8192, "device": "cuda", "device_name": "NVIDIA H100 80GB HBM3",
                "attention": "fa3"}
-    db["experiments"].insert_all([
+    path = v1_ledger(tmp_path / "old.db", [
         {"created_at": 1.0, "summary_json": json.dumps(summary), "decision": "keep"},
         {"created_at": 2.0, "summary_json": json.dumps({"val_bpb": 0.98}), "decision": "keep"},
         {"created_at": 3.0, "summary_json": "{broken"}])
-    db.execute("PRAGMA user_version = 1")
-    db.conn.commit()
-    db.conn.close()
     with Ledger(path) as ledger:
         first, second, third = (ledger.get(i) for i in (1, 2, 3))
     assert first.compare_key == ("time_budget=300 max_seq_len=2048 eval_tokens=20971520 vocab_size=8192"

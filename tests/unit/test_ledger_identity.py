@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.ledger.identity import LedgerGone, marker_path, open_failure
-from app.ledger.schema import MIGRATIONS
 from app.ledger.store import Ledger, LedgerError
+from oldledger import v1_ledger
 from runnerhelpers import (
     agent_worktree,
     cockpit_env,
@@ -85,13 +85,7 @@ def test_disk_full_while_writing_says_so(ledger_path: Path) -> None:
 def test_a_write_failure_while_migrating_is_not_called_not_a_ledger(tmp_path: Path) -> None:
     """An old ledger opened where nothing more can be written (a file-size limit on the process:
     SQLite's writes fail as on a full disk) must not be called "not a cockpit ledger"."""
-    import sqlite_utils
-
-    old = tmp_path / "ledger.db"
-    db = sqlite_utils.Database(old)
-    MIGRATIONS[1](db)
-    db.execute("PRAGMA user_version = 1")
-    db.close()
+    old = v1_ledger(tmp_path / "ledger.db")
 
     def full_disk() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -9,11 +9,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from app.ledger import chain
-from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from app.ledger.schema import SCHEMA_VERSION
 from app.ledger.store import Ledger
+from oldledger import v1_ledger
 from runnerhelpers import cockpit, cockpit_env
 
 
@@ -110,16 +110,12 @@ def test_every_write_through_the_cockpit_stays_verified(tmp_path) -> None:
 
 def _v1_ledger(path: Path) -> None:
     """A ledger as the cockpit wrote it before the chain: schema v1, events without hashes."""
-    db = sqlite_utils.Database(path)
-    MIGRATIONS[1](db)
-    for i, (val, decision) in enumerate(((0.99, "keep"), (0.97, "discard")), start=1):
-        db["experiments"].insert({"id": i, "tag": "t1", "decision": decision, "val_bpb": val,
-                                  "status": "finished", "created_at": 1.0})
-        db["events"].insert({"at": 1.0 + i, "kind": "decide", "experiment_id": i,
-                             "detail": json.dumps({"decision": decision})})
-    db.execute("PRAGMA user_version = 1")
-    db.conn.commit()
-    db.conn.close()
+    runs = list(enumerate(((0.99, "keep"), (0.97, "discard")), start=1))
+    v1_ledger(path,
+              [{"id": i, "tag": "t1", "decision": decision, "val_bpb": val, "status": "finished",
+                "created_at": 1.0} for i, (val, decision) in runs],
+              [{"at": 1.0 + i, "kind": "decide", "experiment_id": i,
+                "detail": json.dumps({"decision": decision})} for i, (val, decision) in runs])
 
 
 def test_an_old_ledger_gets_its_chain_at_migration_and_tampering_after_is_found(tmp_path) -> None:

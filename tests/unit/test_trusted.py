@@ -6,22 +6,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import sqlite_utils
 import torch
 
 from app.config import ConfigError, Settings, load_settings
-from app.ledger.schema import MIGRATIONS, SCHEMA_VERSION, TRUST_FLAGS
+from app.ledger.schema import SCHEMA_VERSION, TRUST_FLAGS
 from app.ledger.store import Ledger
 from app.policy import Verdict
 from app.policy.trusted import metric_mismatch, over_budget, refuse_keep, wants_measurement
 from app.run import trusted_eval
 from app.run.trusted import WEIGHTS_ENV, Trust, read_result
 from gitrepo import commit_file
+from oldledger import v1_ledger
 from runnerhelpers import REPO_ROOT, agent_worktree, cli, make_project
 
 # ---------------------------------------------------------------------------
@@ -171,13 +170,7 @@ def test_read_result_accepts_only_a_finite_positive_value(tmp_path: Path) -> Non
 
 
 def test_a_v1_ledger_gains_the_trust_columns(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    conn = sqlite3.connect(path)
-    MIGRATIONS[1](sqlite_utils.Database(conn))
-    conn.execute("INSERT INTO experiments (created_at, val_bpb) VALUES (1.0, 0.99)")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
+    path = v1_ledger(tmp_path / "ledger.db", [{"created_at": 1.0, "val_bpb": 0.99}])
     with Ledger(path) as ledger:
         exp = ledger.get(1)
         assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
