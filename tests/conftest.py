@@ -39,9 +39,10 @@ def no_background_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No COCKPIT_/STANDIN_/AUTORESEARCH_ variable of the shell running the tests leaks into them."""
+    """No COCKPIT_/STANDIN_/AUTORESEARCH_ variable of the shell running the tests leaks into them
+    (COCKPIT_SUPERVISOR=off, set for every test, stays)."""
     for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
+        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")) and key != "COCKPIT_SUPERVISOR":
             monkeypatch.delenv(key)
 
 

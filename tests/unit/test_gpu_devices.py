@@ -3,7 +3,6 @@ allocation, duty cycles, Modal slots, the schema v1 -> v2 upgrade."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import types
@@ -147,9 +146,7 @@ def test_a_v1_ledger_upgrades_to_the_pool_schema(tmp_path: Path) -> None:
         assert leases.active(db) == [] and leases.devices(db) == []
 
 
-def test_a_modal_run_leases_one_of_the_modal_slots(tmp_path, monkeypatch, cloud) -> None:
-    for key in [k for k in os.environ if k.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_"))]:
-        monkeypatch.delenv(key)
+def test_a_modal_run_leases_one_of_the_modal_slots(tmp_path, monkeypatch, cloud, clean_env) -> None:
     main = make_project(tmp_path / "p")
     wt = agent_worktree(main, "alice")
     commit_file(wt, "modal_train.py", (REPO_ROOT / "modal_train.py").read_text(), "modal")

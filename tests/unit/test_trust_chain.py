@@ -4,7 +4,6 @@ before the chain existed (migrated). Real SQLite files, real `cockpit` processes
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -16,12 +15,7 @@ from app.ledger.store import Ledger
 from oldledger import v1_ledger
 from runnerhelpers import cockpit, cockpit_env
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def filled(path: Path) -> Ledger:

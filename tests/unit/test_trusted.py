@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -208,10 +207,7 @@ def test_a_keep_candidate_without_weights_is_not_kept(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # the Modal adapter's imports: ~5-9 s on a loaded machine
 def test_a_modal_keep_is_decided_on_the_printed_value_and_flagged_unmeasured(
-        tmp_path: Path, cloud: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith(("COCKPIT_", "STANDIN_", "AUTORESEARCH_")):
-            monkeypatch.delenv(key)
+        tmp_path: Path, cloud: object, clean_env: None) -> None:
     main = make_project(tmp_path, config='trusted_eval = "keeps"')
     wt = agent_worktree(main, "a1")
     commit_file(wt, "modal_train.py", (REPO_ROOT / "modal_train.py").read_text(), "modal")
