@@ -60,13 +60,6 @@ def constants_mismatch(run: dict[str, Any], baseline: Experiment | None) -> list
             if k in mine and k in theirs and float(mine[k]) != float(theirs[k])]
 
 
-def main_best(ledger: Ledger, main_branch: str | None, constants: dict[str, Any],
-              exclude_id: int) -> Experiment | None:
-    """The best kept run that is on main: run on main's branch or adopted into it, measured
-    under the same eval constants."""
-    return best_on_main(ledger, main_branch, constants, exclude_id)
-
-
 def branch_sigma(ledger: Ledger, branch: str, exclude_id: int | None = None) -> tuple[float | None, int]:
     """Pooled noise of repeated runs of one commit on `branch`, and how many runs it rests on."""
     values: dict[str, list[float]] = defaultdict(list)
@@ -81,7 +74,7 @@ def gather(ledger: Ledger, *, exp_id: int, branch: str, tag: str, main_branch: s
     sigma, runs = branch_sigma(ledger, branch, exclude_id=exp_id)
     return Context(
         branch_best=ledger.best(branch=branch, exclude_id=exp_id),
-        main_best=main_best(ledger, main_branch, constants, exp_id),
+        main_best=best_on_main(ledger, main_branch, constants, exp_id),
         branch_baseline=first_keep(ledger, "branch", branch),
         tag_baseline=first_keep(ledger, "tag", tag),
         sigma=sigma, noise_runs=runs)
